@@ -1,0 +1,1059 @@
+//! `DockerManager`: the Docker Engine backend, on bollard.
+//!
+//! This is the only module of the workspace that imports bollard; no
+//! bollard type appears in its public API.
+
+mod config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig,
+    Mount, MountType, PortBinding, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, ListImagesOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions,
+    UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+
+pub use config::{
+    DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles, parse_docker_host,
+};
+
+use crate::error::{BoxError, Error, Result};
+use crate::manager::{
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels,
+    port_from_labels, validate_for,
+};
+use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
+use crate::time::{parse_rfc3339, unix_secs};
+use crate::types::{
+    ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter,
+    LogLine, LogOptions, LogStream, VolumeInfo,
+};
+
+/// [`ContainerManager`] on a Docker Engine, local or remote.
+///
+/// Connects like the Docker CLI ([`DockerConfig::from_env`]), negotiates
+/// the API version with the engine (engines older than bollard's default
+/// API work), and bounds every engine call by a timeout.
+#[derive(Debug, Clone)]
+pub struct DockerManager {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+/// An image made by [`DockerManager::import_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedImage {
+    /// `repo:tag` reference.
+    pub reference: String,
+}
+
+impl DockerManager {
+    /// Connects with settings from the environment (see
+    /// [`DockerConfig::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`DockerManager::connect`], plus [`Error::Config`] for a bad
+    /// `DOCKER_HOST`.
+    pub async fn from_env() -> Result<Self> {
+        DockerManager::connect(DockerConfig::from_env()?).await
+    }
+
+    /// Connects to the engine and negotiates the API version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EngineUnavailable`] when the engine does not answer within
+    /// `connect_timeout` (socket missing, connection refused, TLS failure,
+    /// silence); [`Error::Config`] for unreadable TLS files.
+    pub async fn connect(config: DockerConfig) -> Result<Self> {
+        let timeout_secs = config.timeout.as_secs().max(1);
+        let endpoint = config.host.display_url();
+        let unavailable = |source: Option<BoxError>| Error::EngineUnavailable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let docker = match &config.host {
+            EngineHost::Unix { path } => {
+                let path = path.to_string_lossy();
+                Docker::connect_with_unix(&path, timeout_secs, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| unavailable(Some(Box::new(e))))?
+            }
+            EngineHost::Tcp { host, port, tls: None } => Docker::connect_with_http(
+                &format!("http://{}:{port}", bracket(host)),
+                timeout_secs,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(|e| unavailable(Some(Box::new(e))))?,
+            EngineHost::Tcp { host, port, tls: Some(tls) } => {
+                for f in [&tls.ca, &tls.cert, &tls.key] {
+                    if !f.is_file() {
+                        return Err(Error::Config {
+                            reason: format!("TLS file {} is missing", f.display()),
+                            source: None,
+                        });
+                    }
+                }
+                Docker::connect_with_ssl(
+                    &format!("https://{}:{port}", bracket(host)),
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    timeout_secs,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| Error::Config {
+                    reason: format!("cannot set up TLS to {endpoint}"),
+                    source: Some(Box::new(e)),
+                })?
+            }
+        };
+        let docker = match tokio::time::timeout(config.connect_timeout, docker.negotiate_version()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(unavailable(Some(Box::new(e)))),
+            Err(_) => {
+                return Err(unavailable(Some(
+                    format!("no answer within {:?}", config.connect_timeout).into(),
+                )));
+            }
+        };
+        let version = docker.client_version();
+        tracing::info!(engine = %endpoint, api = %format!("{}.{}", version.major_version, version.minor_version), "connected to docker engine");
+        Ok(DockerManager { docker, config })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// The negotiated engine API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// Runs one engine call under the configured timeout and classifies
+    /// its error.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        subject: &str,
+        fut: impl Future<Output = std::result::Result<T, BollardError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.config.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(operation, subject, e)),
+            Err(_) => Err(Error::EngineTimeout {
+                operation,
+                timeout: self.config.timeout,
+            }),
+        }
+    }
+
+    /// Turns a bollard error into this crate's error.
+    fn classify(&self, operation: &'static str, subject: &str, e: BollardError) -> Error {
+        match e {
+            BollardError::DockerResponseServerError { status_code, message } => {
+                let lower = message.to_ascii_lowercase();
+                match status_code {
+                    404 if operation == "create" && (lower.contains("image") || lower.contains("pull access")) => {
+                        Error::ImageUnavailable {
+                            image: subject.to_owned(),
+                            source: Some(message.into()),
+                        }
+                    }
+                    404 if operation == "pull" => Error::ImageUnavailable {
+                        image: subject.to_owned(),
+                        source: Some(message.into()),
+                    },
+                    404 => Error::not_found(subject),
+                    409 if operation == "create" => Error::Conflict {
+                        name: subject.to_owned(),
+                        source: Some(message.into()),
+                    },
+                    400 => Error::invalid(subject, format!("engine refused {operation}: {message}")),
+                    _ => Error::Engine {
+                        operation,
+                        status: status_code,
+                        message,
+                    },
+                }
+            }
+            BollardError::RequestTimeoutError => Error::EngineTimeout {
+                operation,
+                timeout: self.config.timeout,
+            },
+            BollardError::JsonDataError { .. }
+            | BollardError::JsonSerdeError { .. }
+            | BollardError::StrParseError { .. }
+            | BollardError::APIVersionParseError { .. } => Error::Engine {
+                operation,
+                status: 0,
+                message: e.to_string(),
+            },
+            other => Error::EngineUnavailable {
+                endpoint: self.config.host.display_url(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+
+    /// Inspects `name` and checks the root label.
+    async fn inspect_raw(&self, name: &str) -> Result<ContainerInspectResponse> {
+        // Never pass path-like input into an engine URL. Names the engine
+        // allows ([a-zA-Z0-9][a-zA-Z0-9_.-]*) pass, so adopted containers
+        // with older naming rules stay reachable.
+        let engine_name_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !engine_name_ok {
+            return Err(Error::not_found(name));
+        }
+        let resp = self
+            .call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>))
+            .await?;
+        let labels = resp.config.as_ref().and_then(|c| c.labels.as_ref());
+        if !labels.is_some_and(|l| l.contains_key(self.config.labels.root())) {
+            return Err(Error::not_found(name));
+        }
+        Ok(resp)
+    }
+
+    fn info_from_inspect(&self, resp: &ContainerInspectResponse) -> ContainerInfo {
+        let name = resp.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
+        let labels: BTreeMap<String, String> = resp
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let state = resp.state.as_ref();
+        let state_word = state
+            .and_then(|s| s.status)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let cstate = ContainerState::from_engine(&state_word);
+        let exit_code = match cstate {
+            ContainerState::Exited | ContainerState::Dead => state.and_then(|s| s.exit_code),
+            _ => None,
+        };
+        let image = resp
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let volumes = resp
+            .mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.typ.as_ref().is_some_and(|t| t.to_string() == "volume"))
+            .filter_map(|m| m.name.clone())
+            .collect();
+        ContainerInfo {
+            id: resp.id.clone().unwrap_or_default(),
+            container_port: port_from_labels(&self.config.labels, &name, &labels).ok(),
+            mem_reservation_mb: labels.get(&self.config.labels.mem_key()).and_then(|v| v.parse().ok()),
+            name,
+            image,
+            labels,
+            state: cstate,
+            exit_code,
+            created: resp
+                .created
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            started: state.and_then(|s| s.started_at.as_deref()).and_then(parse_rfc3339),
+            volumes,
+        }
+    }
+
+    fn info_from_summary(&self, s: &ContainerSummary) -> ContainerInfo {
+        let name = s
+            .names
+            .iter()
+            .flatten()
+            .next()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        let labels: BTreeMap<String, String> = s.labels.clone().unwrap_or_default().into_iter().collect();
+        let cstate = ContainerState::from_engine(&s.state.map(|x| x.to_string()).unwrap_or_default());
+        // The summary only has "Exited (3) 2 minutes ago" as text.
+        let exit_code = s
+            .status
+            .as_deref()
+            .and_then(|st| st.strip_prefix("Exited ("))
+            .and_then(|r| r.split(')').next())
+            .and_then(|c| c.parse().ok());
+        ContainerInfo {
+            id: s.id.clone().unwrap_or_default(),
+            container_port: port_from_labels(&self.config.labels, &name, &labels).ok(),
+            mem_reservation_mb: labels.get(&self.config.labels.mem_key()).and_then(|v| v.parse().ok()),
+            name,
+            image: s.image.clone().unwrap_or_default(),
+            labels,
+            state: cstate,
+            exit_code,
+            created: SystemTime::UNIX_EPOCH
+                + Duration::from_secs(s.created.and_then(|c| u64::try_from(c).ok()).unwrap_or(0)),
+            started: None,
+            volumes: s
+                .mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.typ.as_ref().is_some_and(|t| t.to_string() == "volume"))
+                .filter_map(|m| m.name.clone())
+                .collect(),
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        if self.config.pull == PullPolicy::Never || self.image_exists(image).await? {
+            return Ok(());
+        }
+        tracing::info!(%image, "pulling missing image");
+        let (repo, tag) = split_tag(image);
+        let opts = CreateImageOptions {
+            from_image: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let pull = self.docker.create_image(Some(opts), None, None).try_collect::<Vec<_>>();
+        // Pulls are slow by nature: allow ten call timeouts.
+        match tokio::time::timeout(self.config.timeout * 10, pull).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(match self.classify("pull", image, e) {
+                e @ Error::EngineUnavailable { .. } => e,
+                other => Error::ImageUnavailable {
+                    image: image.to_owned(),
+                    source: Some(Box::new(other)),
+                },
+            }),
+            Err(_) => Err(Error::ImageUnavailable {
+                image: image.to_owned(),
+                source: Some("pull timed out".into()),
+            }),
+        }
+    }
+
+    /// True when the engine has image `reference`.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    pub async fn image_exists(&self, reference: &str) -> Result<bool> {
+        match self.call("inspect image", reference, self.docker.inspect_image(reference)).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates image `repo:tag` from a root filesystem tar (the engine's
+    /// import API, no registry involved), applying Dockerfile-style
+    /// `changes` such as `CMD ["/tool"]` or `LABEL k=v`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] when the engine refuses the import; transport errors.
+    pub async fn import_image(
+        &self,
+        rootfs_tar: Bytes,
+        repo: &str,
+        tag: &str,
+        changes: Vec<String>,
+    ) -> Result<ImportedImage> {
+        let reference = format!("{repo}:{tag}");
+        let opts = CreateImageOptions {
+            from_src: Some("-".to_owned()),
+            repo: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+            changes,
+            ..Default::default()
+        };
+        let import = self
+            .docker
+            .create_image(Some(opts), Some(bollard::body_full(rootfs_tar)), None)
+            .try_collect::<Vec<_>>();
+        match tokio::time::timeout(self.config.timeout * 4, import).await {
+            Ok(Ok(_)) => Ok(ImportedImage { reference }),
+            Ok(Err(e)) => Err(self.classify("import image", &reference, e)),
+            Err(_) => Err(Error::EngineTimeout {
+                operation: "import image",
+                timeout: self.config.timeout * 4,
+            }),
+        }
+    }
+
+    /// Removes every image carrying label `key` (with `value`, when
+    /// given); returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors; images still in use are skipped with a warning.
+    pub async fn remove_images_with_label(&self, key: &str, value: Option<&str>) -> Result<usize> {
+        let filter = match value {
+            Some(v) => format!("{key}={v}"),
+            None => key.to_owned(),
+        };
+        let opts = ListImagesOptions {
+            filters: Some(HashMap::from([("label".to_owned(), vec![filter])])),
+            ..Default::default()
+        };
+        let images = self.call("list images", key, self.docker.list_images(Some(opts))).await?;
+        let mut removed = 0;
+        for image in images {
+            let opts = RemoveImageOptions {
+                force: true,
+                ..Default::default()
+            };
+            match self
+                .call("remove image", &image.id, self.docker.remove_image(&image.id, Some(opts), None))
+                .await
+            {
+                Ok(_) => removed += 1,
+                Err(e) => tracing::warn!(image = %image.id, error = %e, "could not remove image"),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every container and volume carrying label `key=value`,
+    /// whatever its root label: a sweep for test runs and crash leftovers.
+    /// Returns the number of containers and volumes removed.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    pub async fn sweep_label(&self, key: &str, value: &str) -> Result<(usize, usize)> {
+        let label = format!("{key}={value}");
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), vec![label.clone()])])),
+            ..Default::default()
+        };
+        let containers = self.call("list", key, self.docker.list_containers(Some(opts))).await?;
+        let mut n_containers = 0;
+        for c in containers {
+            let Some(id) = c.id else { continue };
+            let opts = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match self.call("remove", &id, self.docker.remove_container(&id, Some(opts))).await {
+                Ok(()) | Err(Error::NotFound { .. }) => n_containers += 1,
+                Err(e) => tracing::warn!(container = %id, error = %e, "sweep could not remove container"),
+            }
+        }
+        let n_volumes = self.remove_volumes_matching(&label).await?;
+        Ok((n_containers, n_volumes))
+    }
+
+    async fn remove_volumes_matching(&self, label_filter: &str) -> Result<usize> {
+        let opts = ListVolumesOptions {
+            filters: Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])])),
+        };
+        let list = self.call("list volumes", label_filter, self.docker.list_volumes(Some(opts))).await?;
+        let mut n = 0;
+        for v in list.volumes.unwrap_or_default() {
+            if self.remove_volume(&v.name).await {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes a volume, retrying briefly while the engine still sees it in
+    /// use by a container being removed. Returns whether it is gone.
+    async fn remove_volume(&self, name: &str) -> bool {
+        for attempt in 0..20 {
+            let opts = RemoveVolumeOptions { force: true };
+            match self.call("remove volume", name, self.docker.remove_volume(name, Some(opts))).await {
+                Ok(()) | Err(Error::NotFound { .. }) => return true,
+                Err(Error::Engine { status: 409, .. }) if attempt < 19 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %name, error = %e, "could not remove volume");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Removes a container by id or name and the named volumes listed,
+    /// ignoring "already gone". Used by `remove` and by launch clean-up.
+    async fn destroy(&self, id: &str, name: &str, volumes: &[String]) -> Result<()> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.call("remove", name, self.docker.remove_container(id, Some(opts))).await {
+            Ok(()) => {}
+            Err(Error::NotFound { .. }) => {}
+            // "removal already in progress": someone else is removing it.
+            Err(Error::Engine { status: 409, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        for v in volumes {
+            self.remove_volume(v).await;
+        }
+        Ok(())
+    }
+
+    /// Writes `content` to `path` inside the (created, not started)
+    /// container through the archive API, creating parent directories.
+    async fn upload_file(&self, id: &str, name: &str, path: &str, content: &[u8]) -> Result<()> {
+        let tar = file_tar(path, content).map_err(|source| Error::Io {
+            context: format!("building the input archive for container {name:?}"),
+            source,
+        })?;
+        let opts = UploadToContainerOptions {
+            path: "/".to_owned(),
+            ..Default::default()
+        };
+        self.call(
+            "upload input",
+            name,
+            self.docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into())),
+        )
+        .await
+    }
+
+    async fn launch_created(&self, id: &str, spec: &ContainerSpec, input_file: Option<(&str, Vec<u8>)>) -> Result<()> {
+        if let Some((path, content)) = input_file {
+            self.upload_file(id, &spec.name, path, &content).await?;
+        }
+        self.call("start", &spec.name, self.docker.start_container(id, None::<StartContainerOptions>))
+            .await
+    }
+
+    async fn resolve_host(&self) -> Result<IpAddr> {
+        let EngineHost::Tcp { host, .. } = &self.config.host else {
+            return Ok(IpAddr::from([127, 0, 0, 1]));
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        let mut addrs = tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|e| Error::EngineUnavailable {
+            endpoint: self.config.host.display_url(),
+            source: Some(Box::new(e)),
+        })?;
+        addrs.next().map(|a| a.ip()).ok_or_else(|| Error::EngineUnavailable {
+            endpoint: self.config.host.display_url(),
+            source: Some(format!("host {host:?} resolves to no address").into()),
+        })
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+}
+
+fn split_tag(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+/// A tar holding `path` (absolute) with `content`, and its parent
+/// directories, for extraction at `/`.
+fn file_tar(path: &str, content: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let rel = path.trim_start_matches('/');
+    let mut dir = String::new();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let mtime = unix_secs(SystemTime::now()).max(0) as u64;
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push_str(part);
+        dir.push('/');
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(if dir == "tmp/" { 0o1777 } else { 0o755 });
+        header.set_size(0);
+        header.set_mtime(mtime);
+        builder.append_data(&mut header, &dir, std::io::empty())?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(content.len() as u64);
+    header.set_mtime(mtime);
+    builder.append_data(&mut header, rel, content)?;
+    builder.into_inner()
+}
+
+fn parse_log_chunk(bytes: &[u8], stream: LogStream, out: &mut Vec<LogLine>) {
+    let text = String::from_utf8_lossy(bytes);
+    for raw in text.split_inclusive('\n') {
+        let raw = raw.strip_suffix('\n').unwrap_or(raw);
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let (timestamp, line) = match raw.split_once(' ') {
+            Some((ts, rest)) => match parse_rfc3339(ts) {
+                Some(t) => (t, rest),
+                None => (SystemTime::now(), raw),
+            },
+            None => match parse_rfc3339(raw) {
+                Some(t) => (t, ""),
+                None => (SystemTime::now(), raw),
+            },
+        };
+        out.push(LogLine {
+            timestamp,
+            stream,
+            line: line.to_owned(),
+        });
+    }
+}
+
+fn log_lines(item: bollard::container::LogOutput) -> Vec<LogLine> {
+    use bollard::container::LogOutput;
+    let mut out = Vec::new();
+    match item {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            parse_log_chunk(&message, LogStream::Stdout, &mut out)
+        }
+        LogOutput::StdErr { message } => parse_log_chunk(&message, LogStream::Stderr, &mut out),
+        LogOutput::StdIn { .. } => {}
+    }
+    out
+}
+
+fn event_from_message(msg: EventMessage) -> Option<ContainerEvent> {
+    let kind = match msg.action.as_deref()? {
+        "create" => EventKind::Created,
+        "start" => EventKind::Started,
+        "die" => EventKind::Died,
+        "destroy" => EventKind::Removed,
+        _ => return None,
+    };
+    let actor = msg.actor?;
+    let attrs = actor.attributes.unwrap_or_default();
+    let time = match (msg.time_nano, msg.time) {
+        (Some(n), _) if n > 0 => SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).ok()?),
+        (_, Some(s)) if s > 0 => SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(s).ok()?),
+        _ => SystemTime::now(),
+    };
+    Some(ContainerEvent {
+        kind,
+        name: attrs.get("name")?.clone(),
+        id: actor.id.unwrap_or_default(),
+        time,
+        exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+    })
+}
+
+#[async_trait]
+impl ContainerManager for DockerManager {
+    fn label_scheme(&self) -> &LabelScheme {
+        &self.config.labels
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new("docker", true)
+    }
+
+    async fn launch(&self, spec: &ContainerSpec) -> Result<ContainerInfo> {
+        let scheme = &self.config.labels;
+        validate_for(scheme, spec)?;
+        let image = spec.normalized_image();
+        self.ensure_image(&image).await?;
+
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut input_file = None;
+        if let Some(input) = &spec.input {
+            let doc = serde_json::to_vec(&input.document)
+                .map_err(|e| Error::invalid(&spec.name, format!("input document does not serialize: {e}")))?;
+            match &input.mode {
+                InputMode::Env => env.push(format!("{ENV_INPUT_JSON}={}", String::from_utf8_lossy(&doc))),
+                InputMode::Url { url } => env.push(format!("{ENV_INPUT_JSON_URL}={url}")),
+                InputMode::File { path } => {
+                    env.push(format!("{ENV_INPUT_JSON_PATH}={path}"));
+                    input_file = Some((path.as_str(), doc));
+                }
+            }
+        }
+
+        // Volumes first, each labelled with its owner so a crash between
+        // here and the container's creation leaves something a sweep finds.
+        let mut volumes: Vec<String> = Vec::new();
+        let mut mounts = Vec::new();
+        for dir in &spec.extra_directories {
+            let req = VolumeCreateRequest {
+                labels: Some(HashMap::from([
+                    (scheme.root().to_owned(), "true".to_owned()),
+                    (scheme.volume_owner_key(), spec.name.clone()),
+                ])),
+                ..Default::default()
+            };
+            let created = match self.call("create volume", &spec.name, self.docker.create_volume(req)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    for v in &volumes {
+                        self.remove_volume(v).await;
+                    }
+                    return Err(e);
+                }
+            };
+            mounts.push(Mount {
+                target: Some(dir.clone()),
+                source: Some(created.name.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            });
+            volumes.push(created.name);
+        }
+
+        let port_key = format!("{}/tcp", spec.container_port);
+        let publish = self.config.effective_endpoint_mode() == EndpointMode::PublishedPort;
+        let host_config = HostConfig {
+            nano_cpus: Some(spec.nano_cpus()),
+            memory_reservation: Some(i64::try_from(spec.mem_reservation_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            port_bindings: publish.then(|| {
+                HashMap::from([(
+                    port_key.clone(),
+                    Some(vec![PortBinding {
+                        host_ip: Some(self.config.effective_publish_ip()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
+            extra_hosts: self
+                .config
+                .host_gateway_alias
+                .as_ref()
+                .map(|alias| vec![format!("{alias}:host-gateway")]),
+            network_mode: self.config.network.clone(),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            env: Some(env),
+            labels: Some(container_labels(scheme, spec).into_iter().collect()),
+            exposed_ports: Some(vec![port_key]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = match self.docker.create_container(Some(opts), body).await {
+            Ok(c) => c,
+            Err(e) => {
+                for v in &volumes {
+                    self.remove_volume(v).await;
+                }
+                let subject = match &e {
+                    BollardError::DockerResponseServerError { status_code: 404, .. } => image.as_str(),
+                    _ => spec.name.as_str(),
+                };
+                return Err(self.classify("create", subject, e));
+            }
+        };
+        if let Err(e) = self.launch_created(&created.id, spec, input_file).await {
+            tracing::warn!(name = %spec.name, error = %e, "launch failed after create; removing the container");
+            if let Err(cleanup) = self.destroy(&created.id, &spec.name, &volumes).await {
+                tracing::error!(name = %spec.name, error = %cleanup, "could not remove half-launched container");
+            }
+            return Err(e);
+        }
+        tracing::info!(name = %spec.name, %image, "container launched");
+        self.inspect(&spec.name).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<ContainerInfo> {
+        let resp = self.inspect_raw(name).await?;
+        Ok(self.info_from_inspect(&resp))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ContainerInfo>> {
+        let mut labels = vec![self.config.labels.root().to_owned()];
+        for (k, v) in &filter.labels {
+            labels.push(match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            });
+        }
+        let mut filters = HashMap::from([("label".to_owned(), labels)]);
+        if let Some(name) = &filter.name {
+            // The engine's name filter is a regular expression; anchor it
+            // and escape the name, then check exactly below anyway.
+            let escaped: String = name
+                .chars()
+                .flat_map(|c| {
+                    let esc = !c.is_ascii_alphanumeric() && c != '-' && c != '_';
+                    esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                })
+                .collect();
+            filters.insert("name".to_owned(), vec![format!("^/?{escaped}$")]);
+        }
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self.call("list", "containers", self.docker.list_containers(Some(opts))).await?;
+        let mut out: Vec<ContainerInfo> = list
+            .iter()
+            .map(|s| self.info_from_summary(s))
+            .filter(|i| filter.matches(i))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn logs(&self, name: &str, options: LogOptions) -> Result<Vec<LogLine>> {
+        let resp = self.inspect_raw(name).await?;
+        let id = resp.id.unwrap_or_else(|| name.to_owned());
+        let opts = LogsOptions {
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            follow: false,
+            tail: options.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_owned()),
+            since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
+            ..Default::default()
+        };
+        let chunks = self
+            .call("logs", name, self.docker.logs(&id, Some(opts)).try_collect::<Vec<_>>())
+            .await?;
+        let mut lines: Vec<LogLine> = chunks.into_iter().flat_map(log_lines).collect();
+        if let Some(since) = options.since {
+            lines.retain(|l| l.timestamp >= since);
+        }
+        Ok(lines)
+    }
+
+    async fn follow_logs(&self, name: &str, options: LogOptions) -> Result<LogStreamBox> {
+        let resp = self.inspect_raw(name).await?;
+        let id = resp.id.unwrap_or_else(|| name.to_owned());
+        let opts = LogsOptions {
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            follow: true,
+            tail: options.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_owned()),
+            since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
+            ..Default::default()
+        };
+        let this = self.clone();
+        let name = name.to_owned();
+        let stream = self
+            .docker
+            .logs(&id, Some(opts))
+            .map(move |item| match item {
+                Ok(chunk) => Ok(futures_util::stream::iter(log_lines(chunk).into_iter().map(Ok))),
+                Err(e) => Err(this.classify("logs", &name, e)),
+            })
+            .map(|r| match r {
+                Ok(s) => s.left_stream(),
+                Err(e) => futures_util::stream::iter(vec![Err(e)]).right_stream(),
+            })
+            .flatten();
+        Ok(stream.boxed())
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        let resp = self.inspect_raw(name).await?;
+        let info = self.info_from_inspect(&resp);
+        self.destroy(&info.id, name, &info.volumes).await?;
+        // Volumes made for this name whose mount never happened (a crash
+        // between volume and container creation) go too.
+        let owner = format!("{}={}", self.config.labels.volume_owner_key(), name);
+        self.remove_volumes_matching(&owner).await?;
+        tracing::info!(%name, "container removed");
+        Ok(())
+    }
+
+    async fn endpoint(&self, name: &str) -> Result<Endpoint> {
+        let resp = self.inspect_raw(name).await?;
+        let labels: BTreeMap<String, String> = resp
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let port = port_from_labels(&self.config.labels, name, &labels)?;
+        let running = resp.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if !running {
+            let state = resp
+                .state
+                .as_ref()
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".to_owned());
+            return Err(Error::NotRunning {
+                name: name.to_owned(),
+                state,
+            });
+        }
+        let settings = resp.network_settings.unwrap_or_default();
+        let ports = settings.ports.unwrap_or_default();
+        if ports.is_empty() {
+            return Err(Error::NoPortsOpen { name: name.to_owned() });
+        }
+        let key = format!("{port}/tcp");
+        let Some(bindings) = ports.get(&key) else {
+            return Err(Error::ExpectedPortMissing {
+                name: name.to_owned(),
+                port,
+            });
+        };
+        match self.config.effective_endpoint_mode() {
+            EndpointMode::BridgeIp | EndpointMode::Auto => {
+                let networks = settings.networks.unwrap_or_default();
+                let ip = self
+                    .config
+                    .network
+                    .as_ref()
+                    .and_then(|n| networks.get(n))
+                    .into_iter()
+                    .chain(networks.values())
+                    .filter_map(|n| n.ip_address.as_deref())
+                    .find_map(|ip| ip.parse::<IpAddr>().ok())
+                    .ok_or_else(|| Error::NoPortsOpen { name: name.to_owned() })?;
+                Ok(Endpoint {
+                    addr: SocketAddr::new(ip, port),
+                })
+            }
+            EndpointMode::PublishedPort => {
+                let bindings = bindings.as_deref().unwrap_or_default();
+                let binding = bindings
+                    .iter()
+                    .find(|b| b.host_ip.as_deref().is_some_and(|ip| !ip.contains(':')))
+                    .or_else(|| bindings.first())
+                    .ok_or_else(|| Error::ExpectedPortMissing {
+                        name: name.to_owned(),
+                        port,
+                    })?;
+                let host_port: u16 = binding
+                    .host_port
+                    .as_deref()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| Error::ExpectedPortMissing {
+                        name: name.to_owned(),
+                        port,
+                    })?;
+                let ip = match (&self.config.host, binding.host_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())) {
+                    (EngineHost::Unix { .. }, Some(ip)) if !ip.is_unspecified() => ip,
+                    _ => self.resolve_host().await?,
+                };
+                Ok(Endpoint {
+                    addr: SocketAddr::new(ip, host_port),
+                })
+            }
+        }
+    }
+
+    async fn events(&self) -> Result<EventStreamBox> {
+        let opts = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("label".to_owned(), vec![self.config.labels.root().to_owned()]),
+                (
+                    "event".to_owned(),
+                    ["create", "start", "die", "destroy"].map(String::from).to_vec(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        let mut raw = self.docker.events(Some(opts)).boxed();
+        // Wait for the engine to accept the subscription (the first poll
+        // sends the request), so events from now on are not missed; a
+        // quiet engine gives no item, which the short timeout allows.
+        let first = match tokio::time::timeout(Duration::from_millis(300), raw.next()).await {
+            Ok(Some(Err(e))) => return Err(self.classify("events", "events", e)),
+            Ok(item) => item,
+            Err(_) => None,
+        };
+        let this = self.clone();
+        let stream = futures_util::stream::iter(first)
+            .chain(raw)
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(msg) => event_from_message(msg).map(Ok),
+                    Err(e) => Some(Err(this.classify("events", "events", e))),
+                };
+                futures_util::future::ready(out)
+            });
+        Ok(stream.boxed())
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
+        let owner_key = self.config.labels.volume_owner_key();
+        let opts = ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![self.config.labels.root().to_owned(), owner_key.clone()],
+            )])),
+        };
+        let list = self.call("list volumes", "volumes", self.docker.list_volumes(Some(opts))).await?;
+        let mut out: Vec<VolumeInfo> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                container: v.labels.get(&owner_key).cloned(),
+                name: v.name,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_has_parents() {
+        let tar = file_tar("/tmp/deep/input.json", b"{}").unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["tmp/", "tmp/deep/", "tmp/deep/input.json"]);
+    }
+
+    #[test]
+    fn log_chunks() {
+        let mut out = Vec::new();
+        parse_log_chunk(b"2026-11-24T07:24:49.5Z hello world\n2026-11-24T07:24:50Z second\n", LogStream::Stdout, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].line, "hello world");
+        assert_eq!(out[1].line, "second");
+        assert!(out[0].timestamp < out[1].timestamp);
+    }
+
+    #[test]
+    fn split_tags() {
+        assert_eq!(split_tag("a/b:1"), ("a/b", "1"));
+        assert_eq!(split_tag("reg:5000/a"), ("reg:5000/a", "latest"));
+    }
+}

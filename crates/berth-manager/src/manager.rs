@@ -1,0 +1,281 @@
+//! The [`ContainerManager`] trait, its extension trait and forwarding impls.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use crate::error::{Error, Result};
+use crate::spec::ContainerSpec;
+use crate::types::{
+    ContainerEvent, ContainerInfo, ContainerState, Endpoint, LabelScheme, ListFilter, LogLine,
+    LogOptions, VolumeInfo,
+};
+
+/// A stream of log lines that ends when the container stops.
+pub type LogStreamBox = BoxStream<'static, Result<LogLine>>;
+
+/// A stream of lifecycle events; it ends only when the backend goes away.
+pub type EventStreamBox = BoxStream<'static, Result<ContainerEvent>>;
+
+/// What a backend can and cannot do, so that callers and the conformance
+/// suite treat differences as declared facts instead of hidden surprises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Short name of the backend (`docker`, `mock`).
+    pub backend: &'static str,
+    /// True when containers outlive the process that launched them, so a
+    /// new manager finds them again (Docker: yes; mock: no).
+    pub survives_restart: bool,
+}
+
+impl Capabilities {
+    /// Capabilities with the given backend name and restart survival.
+    pub const fn new(backend: &'static str, survives_restart: bool) -> Self {
+        Capabilities {
+            backend,
+            survives_restart,
+        }
+    }
+}
+
+/// Launches, inspects, lists and removes tool containers.
+///
+/// Object safe: use it as `Arc<dyn ContainerManager>`. Every method only
+/// ever sees containers that carry the manager's root label (see
+/// [`LabelScheme`]); a container without it is [`Error::NotFound`] even
+/// when the engine knows it.
+#[async_trait]
+pub trait ContainerManager: Send + Sync {
+    /// The label scheme that marks this manager's containers.
+    fn label_scheme(&self) -> &LabelScheme;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Validates `spec`, creates the container with its labels, volumes
+    /// and input document, and starts it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSpec`] / [`Error::InputTooLarge`] before the engine
+    /// is called; [`Error::Conflict`] when the name is taken;
+    /// [`Error::ImageUnavailable`] when the image is missing;
+    /// [`Error::EngineUnavailable`] / [`Error::EngineTimeout`] for
+    /// transport failures. On any failure after creation, the half-made
+    /// container and its volumes are removed again.
+    async fn launch(&self, spec: &ContainerSpec) -> Result<ContainerInfo>;
+
+    /// Describes the managed container `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such managed container.
+    async fn inspect(&self, name: &str) -> Result<ContainerInfo>;
+
+    /// Lists managed containers passing `filter`, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors only.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ContainerInfo>>;
+
+    /// The container's output so far, with timestamps, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such managed container.
+    async fn logs(&self, name: &str, options: LogOptions) -> Result<Vec<LogLine>>;
+
+    /// The container's output as a stream that follows new lines until the
+    /// container stops.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such managed container.
+    async fn follow_logs(&self, name: &str, options: LogOptions) -> Result<LogStreamBox>;
+
+    /// Removes the container (stopping it if needed) and the volumes of its
+    /// extra directories.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such managed container.
+    async fn remove(&self, name: &str) -> Result<()>;
+
+    /// Where the container's HTTP server can be reached from this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::NotRunning`], and the endpoint
+    /// failures the original distinguished: [`Error::NoPortLabel`],
+    /// [`Error::PortMisconfigured`], [`Error::NoPortsOpen`],
+    /// [`Error::ExpectedPortMissing`].
+    async fn endpoint(&self, name: &str) -> Result<Endpoint>;
+
+    /// Lifecycle events (created, started, died, removed) of managed
+    /// containers from now on, so callers can keep caches fresh without
+    /// polling.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors when subscribing; later errors arrive in the stream.
+    async fn events(&self) -> Result<EventStreamBox>;
+
+    /// Volumes this manager created for extra directories that still exist.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors only.
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
+}
+
+/// Conveniences built only on [`ContainerManager`]'s required methods;
+/// every manager has them through a blanket impl.
+#[async_trait]
+pub trait ContainerManagerExt: ContainerManager {
+    /// True when the managed container `name` exists and is running.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors; a missing container is `Ok(false)`.
+    async fn is_live(&self, name: &str) -> Result<bool> {
+        match self.inspect(name).await {
+            Ok(info) => Ok(info.state == ContainerState::Running),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes `name` if it exists; returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    async fn remove_if_exists(&self, name: &str) -> Result<bool> {
+        match self.remove(name).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every managed container that carries label `key` (with
+    /// `value`, when given); returns the names removed.
+    ///
+    /// Containers that vanish while this runs are skipped, not errors.
+    ///
+    /// # Errors
+    ///
+    /// The first transport error; containers removed before it stay removed.
+    async fn purge_by_label(&self, key: &str, value: Option<&str>) -> Result<Vec<String>> {
+        let filter = match value {
+            Some(v) => ListFilter::all().label(key, v),
+            None => ListFilter::all().has_label(key),
+        };
+        let mut removed = Vec::new();
+        for info in self.list(&filter).await? {
+            if self.remove_if_exists(&info.name).await? {
+                removed.push(info.name);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl<T: ContainerManager + ?Sized> ContainerManagerExt for T {}
+
+macro_rules! forward_manager {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<T: ContainerManager + ?Sized> ContainerManager for $ptr<T> {
+            fn label_scheme(&self) -> &LabelScheme {
+                (**self).label_scheme()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn launch(&self, spec: &ContainerSpec) -> Result<ContainerInfo> {
+                (**self).launch(spec).await
+            }
+            async fn inspect(&self, name: &str) -> Result<ContainerInfo> {
+                (**self).inspect(name).await
+            }
+            async fn list(&self, filter: &ListFilter) -> Result<Vec<ContainerInfo>> {
+                (**self).list(filter).await
+            }
+            async fn logs(&self, name: &str, options: LogOptions) -> Result<Vec<LogLine>> {
+                (**self).logs(name, options).await
+            }
+            async fn follow_logs(&self, name: &str, options: LogOptions) -> Result<LogStreamBox> {
+                (**self).follow_logs(name, options).await
+            }
+            async fn remove(&self, name: &str) -> Result<()> {
+                (**self).remove(name).await
+            }
+            async fn endpoint(&self, name: &str) -> Result<Endpoint> {
+                (**self).endpoint(name).await
+            }
+            async fn events(&self) -> Result<EventStreamBox> {
+                (**self).events().await
+            }
+            async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
+                (**self).list_volumes().await
+            }
+        }
+    };
+}
+
+forward_manager!(Arc);
+forward_manager!(Box);
+
+/// Checks a spec's labels against the scheme: reserved keys are refused.
+pub(crate) fn check_reserved_labels(scheme: &LabelScheme, spec: &ContainerSpec) -> Result<()> {
+    if let Some(key) = spec.labels.keys().find(|k| scheme.is_reserved(k)) {
+        return Err(Error::invalid(
+            &spec.name,
+            format!("label {key:?} is reserved for berth (root label {:?})", scheme.root()),
+        ));
+    }
+    Ok(())
+}
+
+/// The labels berth puts on a container: the spec's own plus the root,
+/// port and memory labels.
+pub(crate) fn container_labels(
+    scheme: &LabelScheme,
+    spec: &ContainerSpec,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(scheme.root().to_owned(), "true".to_owned());
+    labels.insert(scheme.port_key(), spec.container_port.to_string());
+    labels.insert(scheme.mem_key(), spec.mem_reservation_mb.to_string());
+    labels
+}
+
+/// Validates a spec fully: its own rules, then reserved labels.
+pub(crate) fn validate_for(scheme: &LabelScheme, spec: &ContainerSpec) -> Result<()> {
+    spec.validate()?;
+    check_reserved_labels(scheme, spec)
+}
+
+/// Reads the port label: `Ok(None)` when absent.
+pub(crate) fn port_from_labels(
+    scheme: &LabelScheme,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<u16> {
+    let key = scheme.port_key();
+    let value = labels.get(&key).ok_or_else(|| Error::NoPortLabel {
+        name: name.to_owned(),
+        label: key.clone(),
+    })?;
+    match value.trim().parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(Error::PortMisconfigured {
+            name: name.to_owned(),
+            value: value.clone(),
+        }),
+    }
+}
