@@ -49,6 +49,9 @@ pub struct Fixture {
     pub host_from_container: String,
     /// Longest wait for a container to answer 200 on `/`.
     pub ready_timeout: Duration,
+    /// Anything the setup needs kept alive until the check ends (e.g. a
+    /// guard that removes the run's containers on drop).
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Fixture {
@@ -297,7 +300,7 @@ pub async fn list_filters(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult
         let group = ListFilter::all().label("berth-conformance-group", &tag);
         let all = m.list(&group).await.ctx(C, "list group")?;
         let names: Vec<_> = all.iter().map(|i| i.name.as_str()).collect();
-        ensure!(C, names == [a.name.as_str(), b.name.as_str(), c.name.as_str()], "group listed {names:?}");
+        ensure!(C, names == [a.name.as_str(), c.name.as_str(), b.name.as_str()], "group listed {names:?} (want sorted by name)");
         let red = m.list(&group.clone().label("color", "red")).await.ctx(C, "list red")?;
         ensure!(C, red.len() == 1 && red[0].name == a.name, "color=red listed {:?}", red.iter().map(|i| &i.name).collect::<Vec<_>>());
         let colored = m.list(&group.clone().has_label("color")).await.ctx(C, "list colored")?;

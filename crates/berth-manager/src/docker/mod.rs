@@ -464,6 +464,31 @@ impl DockerManager {
         Ok((n_containers, n_volumes))
     }
 
+    /// The values of label `key` on containers and volumes (whatever their
+    /// root label), for sweeping leftovers of crashed runs.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    pub async fn label_values(&self, key: &str) -> Result<std::collections::BTreeSet<String>> {
+        let filters = Some(HashMap::from([("label".to_owned(), vec![key.to_owned()])]));
+        let opts = ListContainersOptions {
+            all: true,
+            filters: filters.clone(),
+            ..Default::default()
+        };
+        let containers = self.call("list", key, self.docker.list_containers(Some(opts))).await?;
+        let volumes = self
+            .call("list volumes", key, self.docker.list_volumes(Some(ListVolumesOptions { filters })))
+            .await?;
+        let mut values: std::collections::BTreeSet<String> = containers
+            .into_iter()
+            .filter_map(|c| c.labels.and_then(|mut l| l.remove(key)))
+            .collect();
+        values.extend(volumes.volumes.unwrap_or_default().into_iter().filter_map(|mut v| v.labels.remove(key)));
+        Ok(values)
+    }
+
     async fn remove_volumes_matching(&self, label_filter: &str) -> Result<usize> {
         let opts = ListVolumesOptions {
             filters: Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])])),
