@@ -46,6 +46,9 @@
 //! # }
 //! ```
 
+// Without a backend, the helpers backends share are unused.
+#![cfg_attr(not(any(feature = "docker", feature = "mock")), allow(dead_code))]
+
 mod error;
 mod manager;
 mod spec;

@@ -1,0 +1,707 @@
+//! [`Proxy`]: the forwarding `tower::Service`.
+//!
+//! One request goes through these phases:
+//! 1. route resolution ([`Routing::resolve`], pure);
+//! 2. authorization ([`ProxyHooks::authorize`]);
+//! 3. route-table lookup ([`RouteTable::lookup`], no engine call for known
+//!    names): not found → 404 page, starting → please-wait page, failed →
+//!    failure page;
+//! 4. forwarding through a pooled hyper client, bodies streamed both ways,
+//!    hop-by-hop headers removed, `X-Forwarded-*` set, named cookies
+//!    stripped, upgrades (websockets) tunnelled;
+//! 5. activity reported off the hot path when the response body ends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::activity::{ActivityKind, ActivityRecord, ActivityRecorder};
+use crate::hooks::{AllowAll, ProxyHooks};
+use crate::pages::{self, WaitingPage};
+use crate::route::{PathRouting, Route, RouteDecision, Routing};
+use crate::table::{Lookup, RouteTable};
+
+/// Boxed error type of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body of every response the proxy gives.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The client's address, inserted as a request extension by whoever
+/// accepts the connection ([`crate::serve`] does); used for
+/// `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Settings of a [`Proxy`].
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// How container names are found in requests.
+    pub routing: Routing,
+    /// Look of the please-wait page.
+    pub waiting_page: WaitingPage,
+    /// Cookies never forwarded to containers (e.g. the host application's
+    /// session cookie).
+    pub strip_cookies: Vec<String>,
+    /// Trust and extend incoming `X-Forwarded-*` headers (only behind a
+    /// trusted front proxy); otherwise they are replaced.
+    pub trust_forwarded_headers: bool,
+    /// `X-Forwarded-Proto` sent upstream when not trusted from the client.
+    pub forwarded_proto: String,
+    /// Longest wait for a TCP connection to a container.
+    pub connect_timeout: Duration,
+    /// Longest wait for a container's response head.
+    pub upstream_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per container.
+    pub pool_max_idle_per_host: usize,
+    /// Lines served by the logs sub-path.
+    pub log_lines: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            routing: Routing::Path(PathRouting::default()),
+            waiting_page: WaitingPage::default(),
+            strip_cookies: Vec::new(),
+            trust_forwarded_headers: false,
+            forwarded_proto: "http".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle_per_host: 512,
+            log_lines: 1000,
+        }
+    }
+}
+
+struct Inner<H: ProxyHooks> {
+    config: ProxyConfig,
+    table: Arc<RouteTable>,
+    hooks: H,
+    activity: ActivityRecorder,
+    client: Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>,
+}
+
+/// The proxy as a `tower::Service` over any request body; mount it with
+/// `nest_service` / `fallback_service`, or serve it with [`crate::serve`].
+pub struct Proxy<H: ProxyHooks = AllowAll> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: ProxyHooks> Clone for Proxy<H> {
+    fn clone(&self) -> Self {
+        Proxy {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: ProxyHooks> std::fmt::Debug for Proxy<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl Proxy<AllowAll> {
+    /// A proxy with default hooks and no activity recording.
+    pub fn new(table: Arc<RouteTable>, config: ProxyConfig) -> Self {
+        Proxy::with_hooks(table, config, AllowAll, ActivityRecorder::disabled())
+    }
+}
+
+impl<H: ProxyHooks> Proxy<H> {
+    /// A proxy with `hooks` reporting to `activity`.
+    pub fn with_hooks(table: Arc<RouteTable>, config: ProxyConfig, hooks: H, activity: ActivityRecorder) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(connector);
+        Proxy {
+            inner: Arc::new(Inner {
+                config,
+                table,
+                hooks,
+                activity,
+                client,
+            }),
+        }
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &Arc<RouteTable> {
+        &self.inner.table
+    }
+
+    /// The activity recorder.
+    pub fn activity(&self) -> &ActivityRecorder {
+        &self.inner.activity
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    /// Handles one request; never fails (errors become pages).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let inner = &self.inner;
+        let (parts, body) = req.into_parts();
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let decision = inner.config.routing.resolve(&parts.uri, host);
+        let json = pages::wants_json(parts.headers.get(header::ACCEPT));
+        match decision {
+            RouteDecision::NotMine => full(pages::error(StatusCode::NOT_FOUND, "not found")),
+            RouteDecision::InvalidName(name) => full(inner.hooks.not_found_page(&name, json)),
+            RouteDecision::Redirect(location) => full(pages::redirect(&location)),
+            RouteDecision::Logs(name) => {
+                if let Err(d) = inner.hooks.authorize(&parts, &name).await {
+                    return full(pages::error(d.status, &d.message));
+                }
+                self.logs(&name, json).await
+            }
+            RouteDecision::Forward(route) => {
+                let ctx = match inner.hooks.authorize(&parts, &route.container).await {
+                    Ok(ctx) => ctx,
+                    Err(d) => return full(pages::error(d.status, &d.message)),
+                };
+                match inner.table.lookup(&route.container).await {
+                    Lookup::Ready(addr) => self.forward(addr, route, parts, body, ctx).await,
+                    Lookup::Starting => full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json)),
+                    Lookup::Failed(f) => full(inner.hooks.failure_page(&route.container, &f.reason, &f.log_tail, json)),
+                    Lookup::Missing => full(inner.hooks.not_found_page(&route.container, json)),
+                }
+            }
+        }
+    }
+
+    async fn logs(&self, name: &str, json: bool) -> Response<ProxyBody> {
+        let options = berth_manager::LogOptions {
+            tail: Some(self.inner.config.log_lines),
+            since: None,
+        };
+        match self.inner.table.manager().logs(name, options).await {
+            Ok(lines) => {
+                let mut text = String::new();
+                for l in lines {
+                    text.push_str(&crate::time::format_rfc3339(l.timestamp));
+                    text.push(' ');
+                    text.push_str(&l.line);
+                    text.push('\n');
+                }
+                let mut resp = Response::new(Full::new(Bytes::from(text)));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                full(resp)
+            }
+            Err(e) if e.is_not_found() => full(self.inner.hooks.not_found_page(name, json)),
+            Err(e) => {
+                let e = crate::Error::from(e);
+                full(pages::error(e.status(), &e.to_string()))
+            }
+        }
+    }
+
+    async fn forward<B>(
+        &self,
+        addr: SocketAddr,
+        route: Route,
+        mut parts: http::request::Parts,
+        body: B,
+        ctx: H::Ctx,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let inner = &self.inner;
+        let started = SystemTime::now();
+        let client_path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let upgrade = is_upgrade_request(&parts.headers, parts.version);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(route.upstream_path.as_str())
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
+        };
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        prepare_upstream_headers(&mut parts.headers, &inner.config, &route, original_host.as_ref(), client_addr, upgrade);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        inner.hooks.rewrite_upstream(&ctx, &route, &mut parts);
+
+        let body = body.map_err(Into::into).boxed_unsync();
+        let upstream_req = Request::from_parts(parts, body);
+        let response = match tokio::time::timeout(inner.config.upstream_timeout, inner.client.request(upstream_req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(container = %route.container, error = %e, "upstream request failed");
+                self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
+                let err = crate::Error::Upstream {
+                    container: route.container.clone(),
+                    source: Box::new(e),
+                };
+                return full(pages::error(err.status(), &format!("{err}: the tool did not answer")));
+            }
+            Err(_) => {
+                self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
+                let err = crate::Error::UpstreamTimeout {
+                    container: route.container.clone(),
+                    timeout: inner.config.upstream_timeout,
+                };
+                return full(pages::error(err.status(), &err.to_string()));
+            }
+        };
+
+        let (mut resp_parts, resp_body) = response.into_parts();
+        let status = resp_parts.status;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = resp_parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            match (client_upgrade, upstream_upgrade) {
+                (Some(client_up), Some(upstream_up)) => {
+                    remove_hop_by_hop(&mut resp_parts.headers, true);
+                    self.record(&route.container, started, &client_path, 101, 0, ActivityKind::Http);
+                    let this = self.clone();
+                    let container = route.container.clone();
+                    tokio::spawn(async move {
+                        this.tunnel(client_up, upstream_up, container, client_path).await;
+                    });
+                    return Response::from_parts(resp_parts, Empty::new().map_err(|e| match e {}).boxed_unsync());
+                }
+                _ => {
+                    return full(pages::error(StatusCode::BAD_GATEWAY, "upstream switched protocols without an upgrade request"));
+                }
+            }
+        }
+        remove_hop_by_hop(&mut resp_parts.headers, false);
+        let counted = CountingBody {
+            inner: resp_body,
+            bytes: 0,
+            report: Some(Report {
+                recorder: inner.activity.clone(),
+                container: route.container,
+                path: client_path,
+                status: status.as_u16(),
+                time: started,
+            }),
+        };
+        Response::from_parts(resp_parts, counted.boxed_unsync())
+    }
+
+    /// Copies bytes between the upgraded client and upstream connections,
+    /// reporting websocket activity at most once a second.
+    async fn tunnel(&self, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, container: String, path: String) {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%container, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let recorder = self.inner.activity.clone();
+        let mut a = [0u8; 16 * 1024];
+        let mut b = [0u8; 16 * 1024];
+        let mut pending: u64 = 0;
+        let mut last_report = std::time::Instant::now();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let n = tokio::select! {
+                r = client.read(&mut a) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => { if upstream.write_all(&a[..n]).await.is_err() { break } n }
+                },
+                r = upstream.read(&mut b) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => { if client.write_all(&b[..n]).await.is_err() { break } n }
+                },
+            };
+            pending += n as u64;
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                recorder.record(ActivityRecord {
+                    container: container.clone(),
+                    time: SystemTime::now(),
+                    path: path.clone(),
+                    status: 101,
+                    bytes: std::mem::take(&mut pending),
+                    kind: ActivityKind::WebSocket,
+                });
+                last_report = std::time::Instant::now();
+            }
+        }
+        if pending > 0 {
+            recorder.record(ActivityRecord {
+                container,
+                time: SystemTime::now(),
+                path,
+                status: 101,
+                bytes: pending,
+                kind: ActivityKind::WebSocket,
+            });
+        }
+        let _ = client.shutdown().await;
+        let _ = upstream.shutdown().await;
+    }
+
+    fn record(&self, container: &str, time: SystemTime, path: &str, status: u16, bytes: u64, kind: ActivityKind) {
+        self.inner.activity.record(ActivityRecord {
+            container: container.to_owned(),
+            time,
+            path: path.to_owned(),
+            status,
+            bytes,
+            kind,
+        });
+    }
+}
+
+impl<H: ProxyHooks, B> tower_service::Service<Request<B>> for Proxy<H>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+fn full(resp: Response<Full<Bytes>>) -> Response<ProxyBody> {
+    resp.map(|b| b.map_err(|e| match e {}).boxed_unsync())
+}
+
+/// True for an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade_request(headers: &HeaderMap, version: Version) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and the headers `Connection` names. With
+/// `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && name == "upgrade" {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the named cookies from every `Cookie` header (merging them into
+/// one, as HTTP/1.1 wants).
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
+    if names.is_empty() || !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or(c).trim();
+            !names.iter().any(|n| n == name)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+fn prepare_upstream_headers(
+    headers: &mut HeaderMap,
+    config: &ProxyConfig,
+    route: &Route,
+    original_host: Option<&HeaderValue>,
+    client_addr: Option<SocketAddr>,
+    upgrade: bool,
+) {
+    remove_hop_by_hop(headers, upgrade);
+    strip_cookies(headers, &config.strip_cookies);
+
+    let trusted = config.trust_forwarded_headers;
+    let mut xff = if trusted {
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    } else {
+        None
+    };
+    if let Some(addr) = client_addr {
+        let ip = addr.ip().to_string();
+        xff = Some(match xff {
+            Some(chain) if !chain.is_empty() => format!("{chain}, {ip}"),
+            _ => ip,
+        });
+    }
+    headers.remove(&X_FORWARDED_FOR);
+    if let Some(v) = xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        if let Ok(v) = HeaderValue::from_str(&config.forwarded_proto) {
+            headers.insert(X_FORWARDED_PROTO.clone(), v);
+        }
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(h) = original_host {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+    }
+    headers.remove(&X_FORWARDED_PREFIX);
+    if !route.forwarded_prefix.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&route.forwarded_prefix) {
+            headers.insert(X_FORWARDED_PREFIX.clone(), v);
+        }
+    }
+    // HTTP/2 clients send no Host; the container gets the original one.
+    if !headers.contains_key(header::HOST) {
+        if let Some(h) = original_host {
+            headers.insert(header::HOST, h.clone());
+        }
+    }
+}
+
+struct Report {
+    recorder: ActivityRecorder,
+    container: String,
+    path: String,
+    status: u16,
+    time: SystemTime,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes and reports the request's
+    /// activity when it ends (or is dropped early).
+    struct CountingBody<B> {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        report: Option<Report>,
+    }
+
+    impl<B> PinnedDrop for CountingBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(r) = this.report.take() {
+                send_report(r, *this.bytes);
+            }
+        }
+    }
+}
+
+fn send_report(r: Report, bytes: u64) {
+    r.recorder.record(ActivityRecord {
+        container: r.container,
+        time: r.time,
+        path: r.path,
+        status: r.status,
+        bytes,
+        kind: ActivityKind::Http,
+    });
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                if let Some(r) = this.report.take() {
+                    send_report(r, *this.bytes);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade_request(&h, Version::HTTP_11));
+        assert!(!is_upgrade_request(&h, Version::HTTP_2));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn cookies_are_stripped_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("sessionid=abc; theme=dark"));
+        h.append(header::COOKIE, HeaderValue::from_static("csrftoken=x;tool=1"));
+        strip_cookies(&mut h, &["sessionid".into(), "csrftoken".into()]);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "theme=dark; tool=1");
+        let mut only = HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("sessionid=abc"));
+        strip_cookies(&mut only, &["sessionid".into()]);
+        assert!(!only.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let route = Route {
+            container: "viz".into(),
+            upstream_path: "/".into(),
+            forwarded_prefix: "/docker/viz".into(),
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        let host = HeaderValue::from_static("example.org:8000");
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        prepare_upstream_headers(&mut h, &ProxyConfig::default(), &route, Some(&host), Some(client), false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-prefix"], "/docker/viz");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.org:8000");
+        assert_eq!(h[header::HOST], "example.org:8000");
+
+        let trusting = ProxyConfig {
+            trust_forwarded_headers: true,
+            ..ProxyConfig::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        prepare_upstream_headers(&mut h, &trusting, &route, Some(&host), Some(client), false);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

@@ -1,0 +1,248 @@
+//! The pages berth answers with itself: please-wait, not found, failure.
+//!
+//! All are self-contained HTML (no external resources) with every
+//! interpolated value escaped, and have JSON twins for clients that ask for
+//! `application/json`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Look of the please-wait page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingPage {
+    /// Page title (plain text; escaped when rendered).
+    pub title: String,
+    /// Extra HTML shown under the title (trusted: not escaped).
+    pub body_html: String,
+    /// Seconds between reloads: `Retry-After`, the meta refresh, and the
+    /// poll interval of the script.
+    pub retry_secs: u32,
+}
+
+impl Default for WaitingPage {
+    fn default() -> Self {
+        WaitingPage {
+            title: "Please wait".to_owned(),
+            body_html: "<p>The tool is starting. This page reloads by itself.</p>".to_owned(),
+            retry_secs: 1,
+        }
+    }
+}
+
+/// Why a container will not become ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The container's process exited.
+    Exited {
+        /// Its exit code, when known.
+        code: Option<i64>,
+    },
+    /// It did not answer 200 on `/` within the start timeout.
+    StartTimeout(Duration),
+    /// Its endpoint cannot be resolved (e.g. no port label).
+    NoEndpoint(String),
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureReason::Exited { code: Some(c) } => write!(f, "the container exited with status {c}"),
+            FailureReason::Exited { code: None } => write!(f, "the container exited"),
+            FailureReason::StartTimeout(d) => write!(f, "the container did not become ready within {} s", d.as_secs()),
+            FailureReason::NoEndpoint(e) => write!(f, "the container cannot be reached: {e}"),
+        }
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// True when the client prefers JSON over HTML (its `Accept` names
+/// `application/json` and not `text/html`).
+pub fn wants_json(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
+        return false;
+    };
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    response(status, "application/json", value.to_string())
+}
+
+/// The please-wait page: 503 with `Retry-After`, a meta refresh for
+/// browsers without scripts, and a script that polls the same URL and
+/// reloads on 200.
+pub fn waiting(page: &WaitingPage, container: &str, json_client: bool) -> Response<Full<Bytes>> {
+    let retry = page.retry_secs.max(1);
+    let mut resp = if json_client {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "starting", "container": container, "retry_after_secs": retry}),
+        )
+    } else {
+        let title = escape_html(&page.title);
+        let html = format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{retry}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:3em auto;max-width:40em;color:#222}}</style>
+</head><body>
+<h1>{title}</h1>
+{body}
+<p id="berth-status" data-container="{name}"></p>
+<script>
+(function () {{
+  var ms = {ms};
+  function poll() {{
+    fetch(window.location.href, {{cache: "no-store", headers: {{"Accept": "text/html"}}}})
+      .then(function (r) {{ if (r.status === 200) {{ window.location.reload(); }} else {{ setTimeout(poll, ms); }} }})
+      .catch(function () {{ setTimeout(poll, ms); }});
+  }}
+  setTimeout(poll, ms);
+}})();
+</script>
+</body></html>
+"#,
+            body = page.body_html,
+            name = escape_html(container),
+            ms = retry * 1000,
+        );
+        response(StatusCode::SERVICE_UNAVAILABLE, "text/html; charset=utf-8", html)
+    };
+    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The page for a name that matches no container: 404, and no waiting.
+pub fn not_found(container: &str, json_client: bool) -> Response<Full<Bytes>> {
+    if json_client {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"status": "not_found", "container": container}),
+        );
+    }
+    let name = escape_html(container);
+    response(
+        StatusCode::NOT_FOUND,
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such tool</title></head>\
+             <body><h1>No such tool</h1><p>There is no running tool named <code>{name}</code>.</p></body></html>\n"
+        ),
+    )
+}
+
+/// The page for a container that will not become ready: 502 with the
+/// reason and its last log lines.
+pub fn failure(container: &str, reason: &FailureReason, log_tail: &[String], json_client: bool) -> Response<Full<Bytes>> {
+    if json_client {
+        return json(
+            StatusCode::BAD_GATEWAY,
+            serde_json::json!({
+                "status": "failed",
+                "container": container,
+                "reason": reason.to_string(),
+                "logs": log_tail,
+            }),
+        );
+    }
+    let logs: String = log_tail.iter().map(|l| escape_html(l) + "\n").collect();
+    response(
+        StatusCode::BAD_GATEWAY,
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tool failed</title></head>\
+             <body><h1>The tool {name} failed</h1><p>{reason}.</p><h2>Last log lines</h2><pre>{logs}</pre></body></html>\n",
+            name = escape_html(container),
+            reason = escape_html(&reason.to_string()),
+        ),
+    )
+}
+
+/// A plain error page for proxy failures (400, 403, 502, 504, ...).
+pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+/// A 307 redirect to `location`.
+pub fn redirect(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = response(StatusCode::TEMPORARY_REDIRECT, "text/plain; charset=utf-8", String::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(resp: Response<Full<Bytes>>) -> String {
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn waiting_page_escapes_and_reloads() {
+        let page = WaitingPage {
+            title: "<script>alert(1)</script> & co".into(),
+            body_html: "<p id=custom>custom</p>".into(),
+            retry_secs: 2,
+        };
+        let resp = waiting(&page, "viz\"x", false);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let html = body(resp).await;
+        assert!(html.contains("<title>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</title>"));
+        assert!(!html.contains("<script>alert(1)"));
+        assert!(html.contains("<p id=custom>custom</p>"), "custom body is trusted HTML");
+        assert!(html.contains(r#"<meta http-equiv="refresh" content="2">"#));
+        assert!(html.contains("r.status === 200"));
+        assert!(html.contains("data-container=\"viz&quot;x\""));
+    }
+
+    #[tokio::test]
+    async fn json_twins() {
+        assert!(wants_json(Some(&HeaderValue::from_static("application/json"))));
+        assert!(!wants_json(Some(&HeaderValue::from_static("text/html,application/json;q=0.9"))));
+        assert!(!wants_json(None));
+        let v: serde_json::Value = serde_json::from_str(&body(waiting(&WaitingPage::default(), "v", true)).await).unwrap();
+        assert_eq!(v["status"], "starting");
+        let v: serde_json::Value = serde_json::from_str(&body(not_found("v", true)).await).unwrap();
+        assert_eq!(v["status"], "not_found");
+        let f = failure("v", &FailureReason::Exited { code: Some(3) }, &["boom <b>".into()], false);
+        assert_eq!(f.status(), StatusCode::BAD_GATEWAY);
+        let html = body(f).await;
+        assert!(html.contains("exited with status 3") && html.contains("boom &lt;b&gt;"));
+    }
+}

@@ -1,0 +1,320 @@
+//! Route resolution: a pure, synchronous function of the request head.
+//!
+//! [`Routing::resolve`] maps a method, URI and `Host` to a
+//! [`RouteDecision`] without any I/O, so it is cheap on the hot path and
+//! table-tested below.
+
+use http::Uri;
+
+/// Default path prefix of path routing.
+pub const DEFAULT_PREFIX: &str = "/docker";
+
+/// How container names are found in requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// `/<prefix>/<name>/<rest>` goes to `/<rest>` on container `<name>`.
+    Path(PathRouting),
+    /// `<name>.<suffix>` goes to container `<name>`, path kept.
+    Host(HostRouting),
+}
+
+/// Path routing settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRouting {
+    prefix: String,
+    /// Forward the full original path instead of stripping `/<prefix>/<name>`.
+    pub keep_prefix: bool,
+    /// Sub-path under a container's route that serves its logs (e.g.
+    /// `docker-logs`); `None` disables it.
+    pub logs_path: Option<String>,
+}
+
+impl Default for PathRouting {
+    fn default() -> Self {
+        PathRouting::new(DEFAULT_PREFIX)
+    }
+}
+
+impl PathRouting {
+    /// Path routing under `prefix` (leading `/` added, trailing `/`
+    /// removed; `"/"` or `""` means the root).
+    pub fn new(prefix: &str) -> Self {
+        let trimmed = prefix.trim_matches('/');
+        PathRouting {
+            prefix: if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") },
+            keep_prefix: false,
+            logs_path: None,
+        }
+    }
+
+    /// The normalized prefix (`/docker`; empty for the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Sets `keep_prefix`.
+    pub fn keep_prefix(mut self, keep: bool) -> Self {
+        self.keep_prefix = keep;
+        self
+    }
+
+    /// Serves logs at `/<prefix>/<name>/<sub_path>`.
+    pub fn logs_path(mut self, sub_path: impl Into<String>) -> Self {
+        self.logs_path = Some(sub_path.into().trim_matches('/').to_owned());
+        self
+    }
+}
+
+/// Hostname routing settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRouting {
+    suffix: String,
+    /// Path on a container's host that serves its logs; `None` disables it.
+    pub logs_path: Option<String>,
+}
+
+impl HostRouting {
+    /// Hostname routing for `<name>.<suffix>` (suffix lowercased, dots
+    /// trimmed), e.g. `docker.localhost`.
+    pub fn new(suffix: &str) -> Self {
+        HostRouting {
+            suffix: suffix.trim_matches('.').to_ascii_lowercase(),
+            logs_path: None,
+        }
+    }
+
+    /// The normalized suffix.
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    /// Serves logs at `/<sub_path>` on a container's host.
+    pub fn logs_path(mut self, sub_path: impl Into<String>) -> Self {
+        self.logs_path = Some(sub_path.into().trim_matches('/').to_owned());
+        self
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Container name.
+    pub container: String,
+    /// Path and query to send upstream (always starts with `/`).
+    pub upstream_path: String,
+    /// Value of `X-Forwarded-Prefix`: the prefix under which the tool is
+    /// served (`/docker/<name>`, or empty with hostname routing).
+    pub forwarded_prefix: String,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// Forward to a container.
+    Forward(Route),
+    /// Redirect (307) to this location: `/docker/name` → `/docker/name/`.
+    Redirect(String),
+    /// Serve the container's logs.
+    Logs(String),
+    /// Under berth's prefix or host suffix, but not a valid container name:
+    /// answer 404 without looking anything up.
+    InvalidName(String),
+    /// Not berth's: let the host application handle it.
+    NotMine,
+}
+
+impl Routing {
+    /// Resolves a request head. Pure: no I/O, no allocation beyond the
+    /// decision itself.
+    pub fn resolve(&self, uri: &Uri, host: Option<&str>) -> RouteDecision {
+        match self {
+            Routing::Path(p) => resolve_path(p, uri),
+            Routing::Host(h) => resolve_host(h, uri, host),
+        }
+    }
+}
+
+/// True for a container name: a lowercase DNS label.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= berth_manager::MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn resolve_path(p: &PathRouting, uri: &Uri) -> RouteDecision {
+    let path = uri.path();
+    let Some(after) = path.strip_prefix(p.prefix.as_str()) else {
+        return RouteDecision::NotMine;
+    };
+    // "/dockerx/..." is not under "/docker".
+    let Some(after) = after.strip_prefix('/') else {
+        return RouteDecision::NotMine;
+    };
+    let (name, rest) = match after.find('/') {
+        Some(i) => (&after[..i], Some(&after[i..])),
+        None => (after, None),
+    };
+    if name.is_empty() {
+        return RouteDecision::InvalidName(String::new());
+    }
+    if !is_valid_name(name) {
+        return RouteDecision::InvalidName(name.to_owned());
+    }
+    let Some(rest) = rest else {
+        let mut location = format!("{}/{name}/", p.prefix);
+        if let Some(q) = uri.query() {
+            location.push('?');
+            location.push_str(q);
+        }
+        return RouteDecision::Redirect(location);
+    };
+    if let Some(logs) = &p.logs_path {
+        if rest.strip_prefix('/').is_some_and(|r| r == logs.as_str()) {
+            return RouteDecision::Logs(name.to_owned());
+        }
+    }
+    let forwarded_prefix = format!("{}/{name}", p.prefix);
+    let upstream_path = if p.keep_prefix {
+        path_and_query(path, uri.query())
+    } else {
+        path_and_query(rest, uri.query())
+    };
+    RouteDecision::Forward(Route {
+        container: name.to_owned(),
+        upstream_path,
+        forwarded_prefix,
+    })
+}
+
+fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision {
+    // HTTP/2 carries the host in the URI authority; HTTP/1.1 in Host.
+    let Some(raw) = uri.authority().map(|a| a.as_str()).or(host) else {
+        return RouteDecision::NotMine;
+    };
+    let raw = raw.rsplit('@').next().unwrap_or(raw);
+    if raw.starts_with('[') {
+        return RouteDecision::NotMine;
+    }
+    let hostname = raw.split(':').next().unwrap_or(raw).trim_end_matches('.');
+    let hostname = hostname.to_ascii_lowercase();
+    let Some(label) = hostname
+        .strip_suffix(h.suffix.as_str())
+        .and_then(|l| l.strip_suffix('.'))
+    else {
+        return RouteDecision::NotMine;
+    };
+    if !is_valid_name(label) {
+        return RouteDecision::InvalidName(label.to_owned());
+    }
+    let path = uri.path();
+    if let Some(logs) = &h.logs_path {
+        if path.strip_prefix('/').is_some_and(|r| r == logs.as_str()) {
+            return RouteDecision::Logs(label.to_owned());
+        }
+    }
+    RouteDecision::Forward(Route {
+        container: label.to_owned(),
+        upstream_path: path_and_query(if path.is_empty() { "/" } else { path }, uri.query()),
+        forwarded_prefix: String::new(),
+    })
+}
+
+fn path_and_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => {
+            let mut s = String::with_capacity(path.len() + q.len() + 1);
+            s.push_str(path);
+            s.push('?');
+            s.push_str(q);
+            s
+        }
+        None => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(container: &str, upstream: &str, prefix: &str) -> RouteDecision {
+        RouteDecision::Forward(Route {
+            container: container.into(),
+            upstream_path: upstream.into(),
+            forwarded_prefix: prefix.into(),
+        })
+    }
+
+    #[test]
+    fn path_routing_table() {
+        let r = Routing::Path(PathRouting::default().logs_path("docker-logs"));
+        let long = format!("/docker/{}/", "a".repeat(64));
+        let cases: Vec<(&str, RouteDecision)> = vec![
+            ("/docker/viz/", fwd("viz", "/", "/docker/viz")),
+            ("/docker/viz/a/b.js?x=1&y=%20", fwd("viz", "/a/b.js?x=1&y=%20", "/docker/viz")),
+            ("/docker/viz/a/../b", fwd("viz", "/a/../b", "/docker/viz")),
+            ("/docker/viz/a%2Fb", fwd("viz", "/a%2Fb", "/docker/viz")),
+            ("/docker/viz//double", fwd("viz", "//double", "/docker/viz")),
+            ("/docker/viz", RouteDecision::Redirect("/docker/viz/".into())),
+            ("/docker/viz?q=1", RouteDecision::Redirect("/docker/viz/?q=1".into())),
+            ("/docker/viz/docker-logs", RouteDecision::Logs("viz".into())),
+            ("/docker/viz/docker-logs/x", fwd("viz", "/docker-logs/x", "/docker/viz")),
+            ("/docker/", RouteDecision::InvalidName("".into())),
+            ("/docker//x", RouteDecision::InvalidName("".into())),
+            ("/docker/../etc/passwd", RouteDecision::InvalidName("..".into())),
+            ("/docker/Viz/", RouteDecision::InvalidName("Viz".into())),
+            ("/docker/v%69z/", RouteDecision::InvalidName("v%69z".into())),
+            ("/docker/-viz/", RouteDecision::InvalidName("-viz".into())),
+            ("/docker/viz_1/", RouteDecision::InvalidName("viz_1".into())),
+            (long.as_str(), RouteDecision::InvalidName("a".repeat(64))),
+            ("/docker", RouteDecision::NotMine),
+            ("/dockerx/viz/", RouteDecision::NotMine),
+            ("/", RouteDecision::NotMine),
+            ("/static/app.js", RouteDecision::NotMine),
+        ];
+        for (path, want) in cases {
+            let uri: Uri = path.parse().unwrap();
+            assert_eq!(r.resolve(&uri, Some("example.org")), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn keep_prefix_and_custom_prefix() {
+        let r = Routing::Path(PathRouting::new("tools/").keep_prefix(true));
+        let uri: Uri = "/tools/viz/a?b".parse().unwrap();
+        assert_eq!(r.resolve(&uri, None), fwd("viz", "/tools/viz/a?b", "/tools/viz"));
+        let root = Routing::Path(PathRouting::new("/"));
+        let uri: Uri = "/viz/x".parse().unwrap();
+        assert_eq!(root.resolve(&uri, None), fwd("viz", "/x", "/viz"));
+        // Logs are off unless configured.
+        let uri: Uri = "/tools/viz/docker-logs".parse().unwrap();
+        assert_eq!(r.resolve(&uri, None), fwd("viz", "/tools/viz/docker-logs", "/tools/viz"));
+    }
+
+    #[test]
+    fn host_routing_table() {
+        let r = Routing::Host(HostRouting::new("docker.localhost").logs_path("/docker-logs"));
+        let cases: Vec<(Option<&str>, &str, RouteDecision)> = vec![
+            (Some("viz.docker.localhost"), "/a?b=1", fwd("viz", "/a?b=1", "")),
+            (Some("viz.docker.localhost:8000"), "/", fwd("viz", "/", "")),
+            (Some("VIZ.Docker.LocalHost"), "/x", fwd("viz", "/x", "")),
+            (Some("viz.docker.localhost."), "/x", fwd("viz", "/x", "")),
+            (Some("viz.docker.localhost"), "/docker-logs", RouteDecision::Logs("viz".into())),
+            (Some("a.b.docker.localhost"), "/", RouteDecision::InvalidName("a.b".into())),
+            (Some(".docker.localhost"), "/", RouteDecision::InvalidName("".into())),
+            (Some("docker.localhost"), "/", RouteDecision::NotMine),
+            (Some("xdocker.localhost"), "/", RouteDecision::NotMine),
+            (Some("viz.other.localhost"), "/", RouteDecision::NotMine),
+            (Some("[::1]:8000"), "/", RouteDecision::NotMine),
+            (None, "/", RouteDecision::NotMine),
+        ];
+        for (host, path, want) in cases {
+            let uri: Uri = path.parse().unwrap();
+            assert_eq!(r.resolve(&uri, host), want, "{host:?} {path}");
+        }
+        // HTTP/2: the authority is in the URI.
+        let uri: Uri = "http://viz.docker.localhost/p".parse().unwrap();
+        assert_eq!(r.resolve(&uri, None), fwd("viz", "/p", ""));
+    }
+}

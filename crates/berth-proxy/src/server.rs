@@ -1,0 +1,106 @@
+//! Serving a [`Proxy`] on a socket, with the limits that protect the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::forward::{ClientAddr, Proxy};
+use crate::hooks::ProxyHooks;
+
+/// Limits of the listening side.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A client must send a complete request head within this time (also
+    /// bounds how long an idle keep-alive connection stays open):
+    /// slowloris protection.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1 read buffer, HTTP/2 header
+    /// list), in bytes.
+    pub max_header_bytes: usize,
+    /// Most concurrent connections; further clients wait in the backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Accepts connections on `listener` forever, serving HTTP/1.1 (with
+/// upgrades) and HTTP/2 prior knowledge (h2c) through `proxy`.
+///
+/// # Errors
+///
+/// Only if reading the listener's address fails; accept errors are logged
+/// and retried.
+pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
+    let local = listener.local_addr().map_err(|source| crate::Error::Io {
+        context: "reading the listening address".into(),
+        source,
+    })?;
+    tracing::info!(%local, "berth proxy listening");
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+            });
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Binds `addr` and [`serve`]s on it.
+///
+/// # Errors
+///
+/// [`crate::Error::Io`] when binding fails.
+pub async fn bind_and_serve<H: ProxyHooks>(addr: SocketAddr, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| crate::Error::Io {
+        context: format!("binding {addr}"),
+        source,
+    })?;
+    serve(listener, proxy, limits).await
+}

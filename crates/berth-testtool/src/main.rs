@@ -1,0 +1,101 @@
+//! `berth-testtool`: the tool that berth's Docker tests launch.
+//!
+//! It is a tiny HTTP/1.1 server (std only, plus `sha1_smol` for the
+//! websocket handshake), built as a static executable and run as the only
+//! file of a `FROM scratch` image, so it needs no libc files, no `/etc` and
+//! no shell. It follows the same contract as the mock tool of
+//! `berth-manager`, and adds routes for testing berth's proxy.
+//!
+//! It listens on `0.0.0.0:$PORT` (default 80), serves each connection on
+//! its own thread with keep-alive, prints `berth-testtool listening on
+//! 0.0.0.0:<port>` at start and `<METHOD> <target>` for every request on
+//! standard output (flushed line by line, for `docker logs`).
+//!
+//! The *input document* is read on each request that needs it: from
+//! `INPUT_JSON`, else fetched from the `http://` URL in `INPUT_JSON_URL`,
+//! else from the file at `INPUT_JSON_PATH` (default `/tmp/input.json`).
+//!
+//! Routes:
+//!
+//! - `GET /`: `503 starting` during the first `BERTH_TOOL_STARTUP_DELAY_MS`
+//!   milliseconds (default 0), then an HTML page showing the input document
+//!   (or why there is none);
+//! - `GET /input`: the input document exactly as read (`application/json`),
+//!   404 when there is none;
+//! - `GET /env/<NAME>`: the value of variable `NAME`, 404 when unset;
+//! - `GET /say/<text>`: prints the percent-decoded text as a line, answers `said`;
+//! - `GET /exit/<code>`: answers `exiting with <code>`, then exits with
+//!   `code` (default 1);
+//! - `GET /file?path=<abs>`: the file's bytes, 404 when unreadable;
+//! - `PUT /file?path=<abs>`: writes the body to the file (creating parent
+//!   directories), 201, or 500 on failure;
+//! - `GET /bytes/<n>`: exactly `n` bytes (byte `i` is `i % 256`), streamed;
+//! - `POST|PUT /echo`: `bytes=<count> sum=<sum of bytes mod 2^32>` of the
+//!   body, read as a stream;
+//! - `GET /sse?n=3&interval_ms=100`: `n` server-sent events `data: event <i>`
+//!   (`i` from 0), then the connection closes;
+//! - `GET /ws` (websocket upgrade): echoes text and binary frames, answers
+//!   pings and closes;
+//! - `GET /headers`: the request's header fields, one `name: value` a line;
+//! - anything else: 200 `<METHOD> <target>`.
+//!
+//! Malformed requests get 400 and header blocks over 64 KiB get 431; both
+//! close the connection. `HEAD` works wherever `GET` only reads.
+
+// Printing to standard output is this program's job: the tests read it
+// through `docker logs`.
+#![allow(clippy::print_stdout)]
+
+mod http;
+mod input;
+mod server;
+mod text;
+mod ws;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Writes one line to standard output and flushes it. Errors are ignored:
+/// a closed standard output must not stop the server.
+pub fn stdout_line(line: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let port = match std::env::var("PORT") {
+        Ok(p) if !p.trim().is_empty() => match p.trim().parse::<u16>() {
+            Ok(port) => port,
+            Err(_) => {
+                eprintln!("berth-testtool: PORT must be a port number, not {p:?}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => 80,
+    };
+    let delay_ms = std::env::var("BERTH_TOOL_STARTUP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("berth-testtool: cannot listen on 0.0.0.0:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = listener.local_addr().map_or(port, |a| a.port());
+    stdout_line(format!("berth-testtool listening on 0.0.0.0:{port}").as_bytes());
+    server::serve(
+        &listener,
+        server::Config {
+            started,
+            startup_delay: Duration::from_millis(delay_ms),
+        },
+    )
+}
