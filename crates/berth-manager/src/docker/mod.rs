@@ -768,7 +768,11 @@ impl ContainerManager for DockerManager {
                 .host_gateway_alias
                 .as_ref()
                 .map(|alias| vec![format!("{alias}:host-gateway")]),
-            network_mode: self.config.network.clone(),
+            network_mode: if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
+                Some("host".to_owned())
+            } else {
+                self.config.network.clone()
+            },
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -934,6 +938,11 @@ impl ContainerManager for DockerManager {
                 state,
             });
         }
+        if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
+            return Ok(Endpoint {
+                addr: SocketAddr::new(self.resolve_host().await?, port),
+            });
+        }
         let settings = resp.network_settings.unwrap_or_default();
         let ports = settings.ports.unwrap_or_default();
         if ports.is_empty() {
@@ -947,7 +956,7 @@ impl ContainerManager for DockerManager {
             });
         };
         match self.config.effective_endpoint_mode() {
-            EndpointMode::BridgeIp | EndpointMode::Auto => {
+            EndpointMode::BridgeIp | EndpointMode::Auto | EndpointMode::HostNetwork => {
                 let networks = settings.networks.unwrap_or_default();
                 let ip = self
                     .config

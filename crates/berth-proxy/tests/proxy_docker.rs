@@ -1,0 +1,180 @@
+//! The proxy end to end against real Docker containers running the
+//! `berth-testtool` image: please-wait, websocket echo, server-sent
+//! events, streaming both ways, failure pages, and no engine calls on the
+//! hot path.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_manager::{ContainerManager, ContainerSpec, ENV_STARTUP_DELAY_MS};
+use berth_proxy::{ActivityRecorder, MemoryActivity, Proxy, ProxyConfig, RouteTable, ServerLimits, TableConfig};
+use berth_testkit::TestRun;
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+
+const HOST: &str = "app.example";
+
+struct Docker {
+    manager: Arc<CountingManager<berth_manager::DockerManager>>,
+    addr: std::net::SocketAddr,
+    run: TestRun,
+    image: String,
+}
+
+async fn setup(test: &str) -> Option<Docker> {
+    let docker = berth_testkit::docker_or_skip(test).await?;
+    let run = TestRun::start(&docker).await;
+    let image = berth_testkit::test_tool_image(&docker).await.expect("tool image");
+    let manager = Arc::new(CountingManager::new(docker));
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.expect("route table");
+    let recorder = ActivityRecorder::spawn(MemoryActivity::default(), 10_000);
+    let proxy = Proxy::with_hooks(table, ProxyConfig::default(), berth_proxy::AllowAll, recorder);
+    let addr = serve(proxy, ServerLimits::default()).await;
+    Some(Docker { manager, addr, run, image })
+}
+
+impl Docker {
+    async fn launch(&self, suffix: &str, delay_ms: u64) -> String {
+        let name = self.run.name(suffix);
+        let mut spec = ContainerSpec::new(self.image.clone(), &name, 16).env(ENV_STARTUP_DELAY_MS, delay_ms.to_string());
+        spec.labels = self.run.labels();
+        self.manager.launch(&spec).await.expect("launch");
+        name
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_please_wait_then_tool_then_hot_path() {
+    let Some(d) = setup("docker_please_wait_then_tool_then_hot_path").await else { return };
+    let name = d.launch("wait", 1500).await;
+    let root = format!("/docker/{name}/");
+    let (status, _, body) = get(d.addr, HOST, &root).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = wait_not_503(d.addr, HOST, &root).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("berth-testtool"));
+
+    let before = d.manager.calls();
+    let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for i in 0..1000 {
+        let req = Request::get(format!("/docker/{name}/n/{i}")).header("host", HOST).body(empty()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(d.manager.calls(), before, "engine called on the hot path");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_websocket_and_sse() {
+    let Some(d) = setup("docker_websocket_and_sse").await else { return };
+    let name = d.launch("ws", 0).await;
+    wait_not_503(d.addr, HOST, &format!("/docker/{name}/")).await;
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/docker/{name}/ws", d.addr))
+        .await
+        .expect("websocket through berth to the container");
+    for i in 0..10 {
+        let msg = format!("ping {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone())).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), msg);
+    }
+    let big = vec![7u8; 200_000];
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().to_vec(), big);
+    let _ = ws.close(None).await;
+
+    let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("/docker/{name}/sse?n=4&interval_ms=300")).header("host", HOST).body(empty()).unwrap();
+    let started = Instant::now();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Ok(d) = frame.into_data() {
+            break d;
+        }
+    };
+    assert!(String::from_utf8_lossy(&first).contains("event 0"));
+    assert!(started.elapsed() < Duration::from_millis(800), "first event after {:?}", started.elapsed());
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&rest).contains("event 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_streams_both_ways() {
+    const SIZE: u64 = 256 << 20;
+    let Some(d) = setup("docker_streams_both_ways").await else { return };
+    let name = d.launch("big", 0).await;
+    wait_not_503(d.addr, HOST, &format!("/docker/{name}/")).await;
+    let rss_before = rss_kib();
+
+    let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("/docker/{name}/bytes/{SIZE}")).header("host", HOST).body(empty()).unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            got += data.len() as u64;
+        }
+    }
+    assert_eq!(got, SIZE);
+
+    let chunk = Bytes::from(vec![3u8; 256 * 1024]);
+    let n = SIZE / chunk.len() as u64;
+    let upload = StreamBody::new(futures_util::stream::iter(
+        (0..n).map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))),
+    ));
+    let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("/docker/{name}/echo")).header("host", HOST).body(upload).unwrap();
+    let text = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    let want_sum = (SIZE * 3) as u32;
+    assert_eq!(String::from_utf8_lossy(&text).trim(), format!("bytes={SIZE} sum={want_sum}"));
+    let grown = rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown < 64, "memory grew {grown} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_exit_shows_failure_page_and_removal_404() {
+    let Some(d) = setup("docker_exit_shows_failure_page_and_removal_404").await else { return };
+    let name = d.launch("exit", 0).await;
+    wait_not_503(d.addr, HOST, &format!("/docker/{name}/")).await;
+    let _ = get(d.addr, HOST, &format!("/docker/{name}/say/goodbye-from-tool")).await;
+    let _ = get(d.addr, HOST, &format!("/docker/{name}/exit/5")).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, body) = get(d.addr, HOST, &format!("/docker/{name}/")).await;
+        let html = String::from_utf8_lossy(&body).into_owned();
+        if status == StatusCode::BAD_GATEWAY && html.contains("goodbye-from-tool") {
+            assert!(html.contains("exited with status 5"), "{html}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure page: {status} {html}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.manager.remove(&name).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = get(d.addr, HOST, &format!("/docker/{name}/")).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "removed container still routed ({status})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,68 @@
+//! berth's proxy engine served on its own, in front of every berth
+//! container of a Docker engine, with no web framework around it.
+//!
+//! ```text
+//! proxy-server [--listen 127.0.0.1:8000] [--prefix /docker] [--host-suffix docker.localhost]
+//!              [--endpoints auto|bridge|published|host] [--logs-path docker-logs]
+//! ```
+//!
+//! Path routing by default (`/docker/<name>/...`); `--host-suffix`
+//! switches to hostname routing (`<name>.docker.localhost`). The engine is
+//! found like the Docker CLI finds it. Used by `cargo xtask bench proxy`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
+use berth_proxy::{HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, ServerLimits, TableConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let mut listen: SocketAddr = "127.0.0.1:8000".parse()?;
+    let mut routing = PathRouting::default();
+    let mut host_suffix: Option<String> = None;
+    let mut logs_path: Option<String> = None;
+    let mut mode = EndpointMode::Auto;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => listen = value()?.parse().context("--listen takes an address like 127.0.0.1:8000")?,
+            "--prefix" => routing = PathRouting::new(&value()?),
+            "--host-suffix" => host_suffix = Some(value()?),
+            "--logs-path" => logs_path = Some(value()?),
+            "--endpoints" => {
+                mode = match value()?.as_str() {
+                    "auto" => EndpointMode::Auto,
+                    "bridge" => EndpointMode::BridgeIp,
+                    "published" => EndpointMode::PublishedPort,
+                    "host" => EndpointMode::HostNetwork,
+                    other => bail!("unknown --endpoints {other:?} (auto, bridge, published, host)"),
+                }
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    let routing = match host_suffix {
+        Some(suffix) => {
+            let mut h = HostRouting::new(&suffix);
+            if let Some(p) = logs_path {
+                h = h.logs_path(p);
+            }
+            Routing::Host(h)
+        }
+        None => Routing::Path(match logs_path {
+            Some(p) => routing.logs_path(p),
+            None => routing,
+        }),
+    };
+    let manager = DockerManager::connect(DockerConfig::from_env()?.endpoint_mode(mode)).await?;
+    let table = RouteTable::start(Arc::new(manager), TableConfig::default()).await?;
+    let proxy = Proxy::new(table, ProxyConfig { routing, ..ProxyConfig::default() });
+    berth_proxy::bind_and_serve(listen, proxy, ServerLimits::default()).await?;
+    Ok(())
+}
