@@ -91,10 +91,7 @@ trait Ctx<T> {
 
 impl<T, E: std::fmt::Display> Ctx<T> for std::result::Result<T, E> {
     fn ctx(self, check: &'static str, what: &str) -> std::result::Result<T, CheckFailure> {
-        self.map_err(|e| CheckFailure {
-            check,
-            message: format!("{what}: {e}"),
-        })
+        self.map_err(|e| CheckFailure { check, message: format!("{what}: {e}") })
     }
 }
 
@@ -190,12 +187,7 @@ async fn get(
 }
 
 /// Waits until `cond` holds for the container's info, or fails.
-async fn wait_state(
-    m: &dyn ContainerManager,
-    check: &'static str,
-    name: &str,
-    want: ContainerState,
-) -> CheckResult {
+async fn wait_state(m: &dyn ContainerManager, check: &'static str, name: &str, want: ContainerState) -> CheckResult {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let info = m.inspect(name).await.ctx(check, "inspect")?;
@@ -221,7 +213,12 @@ pub async fn launch_inspect_remove(m: &dyn ContainerManager, fx: &Fixture) -> Ch
         ensure!(C, info.container_port == Some(80), "port {:?}", info.container_port);
         ensure!(C, info.mem_reservation_mb == Some(32), "mem {:?}", info.mem_reservation_mb);
         let s = m.label_scheme();
-        ensure!(C, info.labels.get(s.root()).map(String::as_str) == Some("true"), "root label missing: {:?}", info.labels);
+        ensure!(
+            C,
+            info.labels.get(s.root()).map(String::as_str) == Some("true"),
+            "root label missing: {:?}",
+            info.labels
+        );
         ensure!(C, info.labels.get(&s.port_key()).map(String::as_str) == Some("80"), "port label missing");
         ensure!(C, info.labels.get(&s.mem_key()).map(String::as_str) == Some("32"), "mem label missing");
         ensure!(C, info.labels.get("purpose").map(String::as_str) == Some("conformance"), "own label missing");
@@ -258,7 +255,12 @@ pub async fn concurrent_same_name(m: &dyn ContainerManager, fx: &Fixture) -> Che
         let results = futures_util::future::join_all((0..4).map(|_| m.launch(&spec))).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
         let conflicts = results.iter().filter(|r| r.as_ref().err().is_some_and(Error::is_conflict)).count();
-        ensure!(C, ok == 1 && conflicts == 3, "{ok} succeeded and {conflicts} conflicted: {:?}", results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>());
+        ensure!(
+            C,
+            ok == 1 && conflicts == 3,
+            "{ok} succeeded and {conflicts} conflicted: {:?}",
+            results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        );
         let listed = m.list(&ListFilter::all().name(&spec.name)).await.ctx(C, "list")?;
         ensure!(C, listed.len() == 1, "{} containers named {}", listed.len(), spec.name);
         Ok(())
@@ -278,7 +280,11 @@ pub async fn missing_is_not_found(m: &dyn ContainerManager, fx: &Fixture) -> Che
     ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "endpoint: {r:?}");
     let r = m.logs(&name, LogOptions::default()).await;
     ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "logs: {r:?}");
-    ensure!(C, !m.remove_if_exists(&name).await.ctx(C, "remove_if_exists")?, "remove_if_exists said it removed something");
+    ensure!(
+        C,
+        !m.remove_if_exists(&name).await.ctx(C, "remove_if_exists")?,
+        "remove_if_exists said it removed something"
+    );
     // Path-like names never reach the engine as paths.
     let r = m.inspect("../../containers/json").await;
     ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "inspect of a path-like name: {r:?}");
@@ -300,13 +306,27 @@ pub async fn list_filters(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult
         let group = ListFilter::all().label("berth-conformance-group", &tag);
         let all = m.list(&group).await.ctx(C, "list group")?;
         let names: Vec<_> = all.iter().map(|i| i.name.as_str()).collect();
-        ensure!(C, names == [a.name.as_str(), c.name.as_str(), b.name.as_str()], "group listed {names:?} (want sorted by name)");
+        ensure!(
+            C,
+            names == [a.name.as_str(), c.name.as_str(), b.name.as_str()],
+            "group listed {names:?} (want sorted by name)"
+        );
         let red = m.list(&group.clone().label("color", "red")).await.ctx(C, "list red")?;
-        ensure!(C, red.len() == 1 && red[0].name == a.name, "color=red listed {:?}", red.iter().map(|i| &i.name).collect::<Vec<_>>());
+        ensure!(
+            C,
+            red.len() == 1 && red[0].name == a.name,
+            "color=red listed {:?}",
+            red.iter().map(|i| &i.name).collect::<Vec<_>>()
+        );
         let colored = m.list(&group.clone().has_label("color")).await.ctx(C, "list colored")?;
         ensure!(C, colored.len() == 2, "has color listed {}", colored.len());
         let by_name = m.list(&ListFilter::all().name(&a.name)).await.ctx(C, "list by name")?;
-        ensure!(C, by_name.len() == 1 && by_name[0].name == a.name, "name filter listed {:?}", by_name.iter().map(|i| &i.name).collect::<Vec<_>>());
+        ensure!(
+            C,
+            by_name.len() == 1 && by_name[0].name == a.name,
+            "name filter listed {:?}",
+            by_name.iter().map(|i| &i.name).collect::<Vec<_>>()
+        );
         let none = m.list(&group.label("color", "green")).await.ctx(C, "list green")?;
         ensure!(C, none.is_empty(), "color=green listed {}", none.len());
         Ok(())
@@ -363,7 +383,12 @@ pub async fn logs_contain_output(m: &dyn ContainerManager, fx: &Fixture) -> Chec
                 ensure!(C, tail.len() == 1, "tail 1 gave {} lines", tail.len());
                 return Ok(());
             }
-            ensure!(C, Instant::now() < deadline, "printed words not in logs: {:?}", lines.iter().map(|l| &l.line).collect::<Vec<_>>());
+            ensure!(
+                C,
+                Instant::now() < deadline,
+                "printed words not in logs: {:?}",
+                lines.iter().map(|l| &l.line).collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -501,14 +526,8 @@ pub async fn input_file(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     let doc = sample_document("file");
     check_input(m, fx, "input_file", fx.spec("in-file").input_file(doc.clone(), DEFAULT_INPUT_PATH), &doc).await?;
     let doc2 = sample_document("file-nested");
-    check_input(
-        m,
-        fx,
-        "input_file",
-        fx.spec("in-file2").input_file(doc2.clone(), "/srv/berth/in put.json"),
-        &doc2,
-    )
-    .await
+    check_input(m, fx, "input_file", fx.spec("in-file2").input_file(doc2.clone(), "/srv/berth/in put.json"), &doc2)
+        .await
 }
 
 /// Mode `url`: the tool fetches the document from `INPUT_JSON_URL`.
@@ -589,10 +608,7 @@ pub async fn missing_image(m: &dyn ContainerManager, fx: &Fixture) -> CheckResul
 /// slow tool answers 503 before 200.
 pub async fn endpoint_serves_http(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "endpoint_serves_http";
-    let spec = fx
-        .spec("http")
-        .env("BERTH_CONFORMANCE", "yes=1 two")
-        .env(crate::spec::ENV_STARTUP_DELAY_MS, "1500");
+    let spec = fx.spec("http").env("BERTH_CONFORMANCE", "yes=1 two").env(crate::spec::ENV_STARTUP_DELAY_MS, "1500");
     with_cleanup(m, &[spec.name.clone()], async {
         m.launch(&spec).await.ctx(C, "launch")?;
         let (_, seen) = wait_ready(m, fx, C, &spec.name).await?;

@@ -164,17 +164,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Shorthand for [`Error::InvalidSpec`].
     pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Self {
-        Error::InvalidSpec {
-            name: name.to_owned(),
-            reason: reason.into(),
-        }
+        Error::InvalidSpec { name: name.to_owned(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::NotFound`].
     pub(crate) fn not_found(name: &str) -> Self {
-        Error::NotFound {
-            name: name.to_owned(),
-        }
+        Error::NotFound { name: name.to_owned() }
     }
 
     /// True for [`Error::NotFound`].

@@ -8,8 +8,7 @@ use futures_util::stream::BoxStream;
 use crate::error::{Error, Result};
 use crate::spec::ContainerSpec;
 use crate::types::{
-    ContainerEvent, ContainerInfo, ContainerState, Endpoint, LabelScheme, ListFilter, LogLine,
-    LogOptions, VolumeInfo,
+    ContainerEvent, ContainerInfo, ContainerState, Endpoint, LabelScheme, ListFilter, LogLine, LogOptions, VolumeInfo,
 };
 
 /// A stream of log lines that ends when the container stops.
@@ -33,10 +32,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Capabilities with the given backend name and restart survival.
     pub const fn new(backend: &'static str, survives_restart: bool) -> Self {
-        Capabilities {
-            backend,
-            survives_restart,
-        }
+        Capabilities { backend, survives_restart }
     }
 }
 
@@ -267,15 +263,9 @@ pub(crate) fn port_from_labels(
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<u16> {
     let key = scheme.port_key();
-    let value = labels.get(&key).ok_or_else(|| Error::NoPortLabel {
-        name: name.to_owned(),
-        label: key.clone(),
-    })?;
+    let value = labels.get(&key).ok_or_else(|| Error::NoPortLabel { name: name.to_owned(), label: key.clone() })?;
     match value.trim().parse::<u16>() {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(Error::PortMisconfigured {
-            name: name.to_owned(),
-            value: value.clone(),
-        }),
+        _ => Err(Error::PortMisconfigured { name: name.to_owned(), value: value.clone() }),
     }
 }

@@ -23,16 +23,14 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::{Error, Result};
 use crate::manager::{
-    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels,
-    port_from_labels, validate_for,
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels, port_from_labels, validate_for,
 };
 use crate::spec::{
-    ContainerSpec, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL,
-    InputMode,
+    ContainerSpec, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode,
 };
 use crate::types::{
-    ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter,
-    LogLine, LogOptions, LogStream, VolumeInfo,
+    ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter, LogLine, LogOptions,
+    LogStream, VolumeInfo,
 };
 
 /// The image every new [`MockEngine`] knows: it runs the default tool.
@@ -124,10 +122,7 @@ impl MockEngine {
     /// A new engine that knows [`MOCK_TOOL_IMAGE`].
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(1024);
-        let engine = MockEngine {
-            state: Arc::default(),
-            events,
-        };
+        let engine = MockEngine { state: Arc::default(), events };
         engine.add_image(MOCK_TOOL_IMAGE);
         engine
     }
@@ -171,11 +166,7 @@ impl std::fmt::Debug for MockConfig {
 
 impl Default for MockConfig {
     fn default() -> Self {
-        MockConfig {
-            labels: LabelScheme::default(),
-            default_warmup: Duration::ZERO,
-            handler: None,
-        }
+        MockConfig { labels: LabelScheme::default(), default_warmup: Duration::ZERO, handler: None }
     }
 }
 
@@ -238,21 +229,13 @@ impl MockManager {
     }
 
     async fn start_server(&self, cell: &Arc<ContainerCell>) -> Result<()> {
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(|source| Error::Io {
-                context: format!("binding the mock server of container {:?}", cell.name),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Io {
-            context: "reading the mock server address".into(),
-            source,
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.map_err(|source| {
+            Error::Io { context: format!("binding the mock server of container {:?}", cell.name), source }
         })?;
-        let handler = self
-            .config
-            .handler
-            .clone()
-            .unwrap_or_else(|| default_tool(self.config.default_warmup));
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Io { context: "reading the mock server address".into(), source })?;
+        let handler = self.config.handler.clone().unwrap_or_else(|| default_tool(self.config.default_warmup));
         let ctx = ToolContext { inner: cell.clone() };
         let mut stop = cell.stop_rx();
         let task = tokio::spawn(async move {
@@ -347,21 +330,13 @@ impl ContainerCell {
         if logs.closed {
             return;
         }
-        logs.lines.push(LogLine {
-            timestamp: SystemTime::now(),
-            stream,
-            line,
-        });
+        logs.lines.push(LogLine { timestamp: SystemTime::now(), stream, line });
         drop(logs);
         self.log_version.send_modify(|v| *v += 1);
     }
 
     fn state(&self) -> ContainerState {
-        if self.lock_run().exit_code.is_some() {
-            ContainerState::Exited
-        } else {
-            ContainerState::Running
-        }
+        if self.lock_run().exit_code.is_some() { ContainerState::Exited } else { ContainerState::Running }
     }
 
     /// Stops the server and records the exit; a second exit is ignored.
@@ -380,13 +355,8 @@ impl ContainerCell {
     }
 
     fn emit(&self, to: &broadcast::Sender<EngineEvent>, kind: EventKind, exit_code: Option<i64>) {
-        let event = ContainerEvent {
-            kind,
-            name: self.name.clone(),
-            id: self.id.clone(),
-            time: SystemTime::now(),
-            exit_code,
-        };
+        let event =
+            ContainerEvent { kind, name: self.name.clone(), id: self.id.clone(), time: SystemTime::now(), exit_code };
         // No subscriber is fine: events are for whoever listens now.
         let _ = to.send((event, self.labels.clone()));
     }
@@ -398,11 +368,7 @@ impl ContainerCell {
             name: self.name.clone(),
             image: self.image.clone(),
             labels: (*self.labels).clone(),
-            state: if run.exit_code.is_some() {
-                ContainerState::Exited
-            } else {
-                ContainerState::Running
-            },
+            state: if run.exit_code.is_some() { ContainerState::Exited } else { ContainerState::Running },
             exit_code: run.exit_code,
             created: self.created,
             started: Some(self.started),
@@ -432,9 +398,8 @@ impl ContainerManager for MockManager {
         let mut env = spec.env.clone();
         let mut files = BTreeMap::new();
         if let Some(input) = &spec.input {
-            let doc = serde_json::to_string(&input.document).map_err(|e| {
-                Error::invalid(&spec.name, format!("input document does not serialize: {e}"))
-            })?;
+            let doc = serde_json::to_string(&input.document)
+                .map_err(|e| Error::invalid(&spec.name, format!("input document does not serialize: {e}")))?;
             match &input.mode {
                 InputMode::Env => {
                     env.insert(ENV_INPUT_JSON.into(), doc);
@@ -455,10 +420,7 @@ impl ContainerManager for MockManager {
                 return Err(Error::ImageUnavailable { image, source: None });
             }
             if state.containers.contains_key(&spec.name) {
-                return Err(Error::Conflict {
-                    name: spec.name.clone(),
-                    source: None,
-                });
+                return Err(Error::Conflict { name: spec.name.clone(), source: None });
             }
             state.next_id += 1;
             let id = format!("mock{:060}", state.next_id);
@@ -471,11 +433,7 @@ impl ContainerManager for MockManager {
                 ]);
                 state.volumes.insert(
                     vname.clone(),
-                    VolumeInfo {
-                        name: vname.clone(),
-                        container: Some(spec.name.clone()),
-                        labels: vlabels,
-                    },
+                    VolumeInfo { name: vname.clone(), container: Some(spec.name.clone()), labels: vlabels },
                 );
                 volumes.push(vname);
             }
@@ -546,31 +504,29 @@ impl ContainerManager for MockManager {
             (select_lines(&logs.lines, options), logs.lines.len())
         };
         let (initial, start) = first;
-        let stream = futures_util::stream::iter(initial.into_iter().map(Ok)).chain(
-            futures_util::stream::unfold(
-                (cell, version, start, Vec::<LogLine>::new()),
-                |(cell, mut version, mut next, mut pending)| async move {
-                    loop {
-                        if let Some(line) = pending.pop() {
-                            return Some((Ok(line), (cell, version, next, pending)));
-                        }
-                        let closed = {
-                            let logs = cell.lock_logs();
-                            version.borrow_and_update();
-                            pending = logs.lines[next..].iter().rev().cloned().collect();
-                            next = logs.lines.len();
-                            logs.closed
-                        };
-                        if !pending.is_empty() {
-                            continue;
-                        }
-                        if closed || version.changed().await.is_err() {
-                            return None;
-                        }
+        let stream = futures_util::stream::iter(initial.into_iter().map(Ok)).chain(futures_util::stream::unfold(
+            (cell, version, start, Vec::<LogLine>::new()),
+            |(cell, mut version, mut next, mut pending)| async move {
+                loop {
+                    if let Some(line) = pending.pop() {
+                        return Some((Ok(line), (cell, version, next, pending)));
                     }
-                },
-            ),
-        );
+                    let closed = {
+                        let logs = cell.lock_logs();
+                        version.borrow_and_update();
+                        pending = logs.lines[next..].iter().rev().cloned().collect();
+                        next = logs.lines.len();
+                        logs.closed
+                    };
+                    if !pending.is_empty() {
+                        continue;
+                    }
+                    if closed || version.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        ));
         Ok(stream.boxed())
     }
 
@@ -601,10 +557,7 @@ impl ContainerManager for MockManager {
         let run = cell.lock_run();
         match (run.addr, run.exit_code) {
             (Some(addr), None) => Ok(Endpoint { addr }),
-            _ => Err(Error::NotRunning {
-                name: name.to_owned(),
-                state: ContainerState::Exited.to_string(),
-            }),
+            _ => Err(Error::NotRunning { name: name.to_owned(), state: ContainerState::Exited.to_string() }),
         }
     }
 
@@ -631,23 +584,12 @@ impl ContainerManager for MockManager {
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         let root = self.config.labels.root();
-        Ok(self
-            .engine
-            .lock()
-            .volumes
-            .values()
-            .filter(|v| v.labels.contains_key(root))
-            .cloned()
-            .collect())
+        Ok(self.engine.lock().volumes.values().filter(|v| v.labels.contains_key(root)).cloned().collect())
     }
 }
 
 fn select_lines(lines: &[LogLine], options: LogOptions) -> Vec<LogLine> {
-    let filtered: Vec<_> = lines
-        .iter()
-        .filter(|l| options.since.is_none_or(|s| l.timestamp >= s))
-        .cloned()
-        .collect();
+    let filtered: Vec<_> = lines.iter().filter(|l| options.since.is_none_or(|s| l.timestamp >= s)).cloned().collect();
     match options.tail {
         Some(n) if n < filtered.len() => filtered[filtered.len() - n..].to_vec(),
         _ => filtered,
@@ -736,11 +678,7 @@ async fn read_input(ctx: &ToolContext) -> std::result::Result<String, String> {
     if let Some(url) = ctx.env().get(ENV_INPUT_JSON_URL) {
         return fetch(url).await;
     }
-    let path = ctx
-        .env()
-        .get(ENV_INPUT_JSON_PATH)
-        .map(String::as_str)
-        .unwrap_or(DEFAULT_INPUT_PATH);
+    let path = ctx.env().get(ENV_INPUT_JSON_PATH).map(String::as_str).unwrap_or(DEFAULT_INPUT_PATH);
     match ctx.file(path) {
         Some(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
         None => Err(format!("no input: no {ENV_INPUT_JSON}, no {ENV_INPUT_JSON_URL}, no file {path}")),

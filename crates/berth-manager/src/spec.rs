@@ -184,28 +184,19 @@ impl ContainerSpec {
 
     /// Delivers `document` in environment variable `INPUT_JSON`.
     pub fn input_env(mut self, document: serde_json::Value) -> Self {
-        self.input = Some(Input {
-            document,
-            mode: InputMode::Env,
-        });
+        self.input = Some(Input { document, mode: InputMode::Env });
         self
     }
 
     /// Sets `INPUT_JSON_URL` to `url`, where `document` is served.
     pub fn input_url(mut self, document: serde_json::Value, url: impl Into<String>) -> Self {
-        self.input = Some(Input {
-            document,
-            mode: InputMode::Url { url: url.into() },
-        });
+        self.input = Some(Input { document, mode: InputMode::Url { url: url.into() } });
         self
     }
 
     /// Writes `document` into the container at `path` before it starts.
     pub fn input_file(mut self, document: serde_json::Value, path: impl Into<String>) -> Self {
-        self.input = Some(Input {
-            document,
-            mode: InputMode::File { path: path.into() },
-        });
+        self.input = Some(Input { document, mode: InputMode::File { path: path.into() } });
         self
     }
 
@@ -246,10 +237,7 @@ impl ContainerSpec {
             return Err(Error::invalid(name, "container port must not be 0"));
         }
         if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
-            return Err(Error::invalid(
-                name,
-                format!("cpus must be in (0, 1024], got {}", self.cpus),
-            ));
+            return Err(Error::invalid(name, format!("cpus must be in (0, 1024], got {}", self.cpus)));
         }
         if self.mem_reservation_mb == 0 {
             return Err(Error::invalid(name, "memory reservation (MB) is required and must be > 0"));
@@ -296,12 +284,7 @@ impl ContainerSpec {
                 }
             };
             if size > limit {
-                return Err(Error::InputTooLarge {
-                    name: name.to_owned(),
-                    size,
-                    limit,
-                    mode: input.mode.as_str(),
-                });
+                return Err(Error::InputTooLarge { name: name.to_owned(), size, limit, mode: input.mode.as_str() });
             }
         }
         Ok(())
@@ -358,14 +341,8 @@ pub fn validate_name(name: &str) -> Result<()> {
             format!("name is {} characters long, at most {MAX_NAME_LEN} allowed", name.len()),
         ));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(Error::invalid(
-            name,
-            format!("name may contain only a-z, 0-9 and '-', found {bad:?}"),
-        ));
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(Error::invalid(name, format!("name may contain only a-z, 0-9 and '-', found {bad:?}")));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err(Error::invalid(name, "name must not start or end with '-'"));
@@ -391,11 +368,7 @@ pub fn normalize_image(image: &str) -> String {
         return image.to_owned();
     }
     let last_segment = image.rsplit('/').next().unwrap_or(image);
-    if last_segment.contains(':') {
-        image.to_owned()
-    } else {
-        format!("{image}:latest")
-    }
+    if last_segment.contains(':') { image.to_owned() } else { format!("{image}:latest") }
 }
 
 #[cfg(test)]
@@ -469,12 +442,7 @@ mod tests {
 
     #[test]
     fn input_serde_shape() {
-        let input = Input {
-            document: json!({"a": 1}),
-            mode: InputMode::File {
-                path: "/tmp/input.json".into(),
-            },
-        };
+        let input = Input { document: json!({"a": 1}), mode: InputMode::File { path: "/tmp/input.json".into() } };
         let v = serde_json::to_value(&input).unwrap();
         assert_eq!(v, json!({"document": {"a": 1}, "mode": "file", "path": "/tmp/input.json"}));
     }

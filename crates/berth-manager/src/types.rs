@@ -60,10 +60,7 @@ impl LabelScheme {
     /// True when `key` is the root label or sits under it; such keys are
     /// reserved for berth and refused in a spec's labels.
     pub fn is_reserved(&self, key: &str) -> bool {
-        key == self.root
-            || key
-                .strip_prefix(self.root.as_str())
-                .is_some_and(|rest| rest.starts_with('.'))
+        key == self.root || key.strip_prefix(self.root.as_str()).is_some_and(|rest| rest.starts_with('.'))
     }
 }
 

@@ -12,9 +12,7 @@ use berth_testkit::TestRun;
 async fn setup() -> Option<(Arc<dyn ContainerManager>, Fixture)> {
     let docker = berth_testkit::docker_or_skip("conformance_docker").await?;
     let run = TestRun::start(&docker).await;
-    let image = berth_testkit::test_tool_image(&docker)
-        .await
-        .expect("the test tool image builds and imports");
+    let image = berth_testkit::test_tool_image(&docker).await.expect("the test tool image builds and imports");
     let foreign_config = docker.config().clone().labels(LabelScheme::new("berth-foreign"));
     let foreign = DockerManager::connect(foreign_config).await.expect("second client connects");
     let fixture = Fixture {

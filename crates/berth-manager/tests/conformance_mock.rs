@@ -14,10 +14,7 @@ async fn setup() -> Option<(Arc<dyn ContainerManager>, Fixture)> {
     let manager = MockManager::with_config(engine.clone(), MockConfig::default());
     let foreign = MockManager::with_config(
         engine,
-        MockConfig {
-            labels: LabelScheme::new("berth-foreign"),
-            ..MockConfig::default()
-        },
+        MockConfig { labels: LabelScheme::new("berth-foreign"), ..MockConfig::default() },
     );
     let fixture = Fixture {
         image: MOCK_TOOL_IMAGE.to_owned(),

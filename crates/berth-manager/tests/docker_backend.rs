@@ -7,19 +7,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode, EngineHost};
-use berth_manager::{
-    ContainerManager, ContainerSpec, DJANGO_DOCKER_ENGINE_ROOT_LABEL, Error, LabelScheme, ListFilter,
-};
+use berth_manager::{ContainerManager, ContainerSpec, DJANGO_DOCKER_ENGINE_ROOT_LABEL, Error, LabelScheme, ListFilter};
 use berth_testkit::{RUN_LABEL, TestRun};
 
 /// Runs the Docker CLI, as another tool sharing the engine would.
 fn docker_cli(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -50,7 +44,13 @@ async fn endpoint_failure_modes_are_told_apart() {
     assert!(matches!(r, Err(Error::NoPortLabel { .. })), "{r:?}");
 
     let bad_label = run.name("badlabel");
-    cli_container(&run, &image, &bad_label, &["--label", "berth=true", "--label", "berth.port=eighty", "-p", "127.0.0.1::80"], true);
+    cli_container(
+        &run,
+        &image,
+        &bad_label,
+        &["--label", "berth=true", "--label", "berth.port=eighty", "-p", "127.0.0.1::80"],
+        true,
+    );
     let r = docker.endpoint(&bad_label).await;
     assert!(matches!(r, Err(Error::PortMisconfigured { ref value, .. }) if value == "eighty"), "{r:?}");
 
@@ -60,12 +60,24 @@ async fn endpoint_failure_modes_are_told_apart() {
     assert!(matches!(r, Err(Error::NoPortsOpen { .. })), "{r:?}");
 
     let wrong_port = run.name("wrongport");
-    cli_container(&run, &image, &wrong_port, &["--label", "berth=true", "--label", "berth.port=8080", "-p", "127.0.0.1::80"], true);
+    cli_container(
+        &run,
+        &image,
+        &wrong_port,
+        &["--label", "berth=true", "--label", "berth.port=8080", "-p", "127.0.0.1::80"],
+        true,
+    );
     let r = docker.endpoint(&wrong_port).await;
     assert!(matches!(r, Err(Error::ExpectedPortMissing { port: 8080, .. })), "{r:?}");
 
     let stopped = run.name("stopped");
-    cli_container(&run, &image, &stopped, &["--label", "berth=true", "--label", "berth.port=80", "-p", "127.0.0.1::80"], false);
+    cli_container(
+        &run,
+        &image,
+        &stopped,
+        &["--label", "berth=true", "--label", "berth.port=80", "-p", "127.0.0.1::80"],
+        false,
+    );
     let r = docker.endpoint(&stopped).await;
     assert!(matches!(r, Err(Error::NotRunning { ref state, .. }) if state == "created"), "{r:?}");
 }
@@ -82,7 +94,13 @@ async fn adopts_django_docker_engine_containers() {
     let name = run.name("django");
     let root = format!("{DJANGO_DOCKER_ENGINE_ROOT_LABEL}=true");
     let port = format!("{DJANGO_DOCKER_ENGINE_ROOT_LABEL}.port=80");
-    cli_container(&run, &image, &name, &["--label", &root, "--label", &port, "-p", "127.0.0.1::80", "-e", "INPUT_JSON={\"from\":\"python\"}"], true);
+    cli_container(
+        &run,
+        &image,
+        &name,
+        &["--label", &root, "--label", &port, "-p", "127.0.0.1::80", "-e", "INPUT_JSON={\"from\":\"python\"}"],
+        true,
+    );
 
     let config = docker.config().clone().labels(LabelScheme::new(DJANGO_DOCKER_ENGINE_ROOT_LABEL));
     let adopting = DockerManager::connect(config).await.expect("connect");
@@ -108,7 +126,12 @@ async fn resources_and_labels_reach_the_engine() {
     let mut spec = ContainerSpec::new(image.clone(), run.name("res"), 48).cpus(0.25);
     spec.labels = run.labels();
     docker.launch(&spec).await.expect("launch");
-    let out = docker_cli(&["inspect", "-f", "{{.HostConfig.NanoCpus}} {{.HostConfig.MemoryReservation}} {{index .Config.Labels \"berth.mem_reservation_mb\"}} {{index .Config.Labels \"berth.port\"}}", &spec.name]);
+    let out = docker_cli(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.MemoryReservation}} {{index .Config.Labels \"berth.mem_reservation_mb\"}} {{index .Config.Labels \"berth.port\"}}",
+        &spec.name,
+    ]);
     assert_eq!(out, format!("250000000 {} 48 80", 48 * 1024 * 1024));
     // The published port binds loopback only: nothing outside the host
     // can bypass berth.
@@ -173,7 +196,11 @@ async fn negotiates_an_older_api_version() {
         let (a, b) = v.split_once('.').expect("major.minor");
         (a.parse().expect("major"), b.parse().expect("minor"))
     };
-    assert!(parse(&docker.api_version()) <= parse(&engine_api), "client {} > engine {engine_api}", docker.api_version());
+    assert!(
+        parse(&docker.api_version()) <= parse(&engine_api),
+        "client {} > engine {engine_api}",
+        docker.api_version()
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_manager::docker::{DEFAULT_SOCKET, DockerConfig, DockerManager, EndpointMode, EngineHost, TlsFiles, parse_docker_host};
+use berth_manager::docker::{
+    DEFAULT_SOCKET, DockerConfig, DockerManager, EndpointMode, EngineHost, TlsFiles, parse_docker_host,
+};
 use berth_manager::{ContainerManager, ContainerSpec, Error};
 use berth_testkit::TestRun;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -55,7 +57,8 @@ fn make_pki(dir: &Path) -> Pki {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
 
     let server_key = KeyPair::generate().expect("server key");
-    let mut server_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("server params");
+    let mut server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("server params");
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server_params.signed_by(&server_key, &ca).expect("server cert");
 
@@ -159,11 +162,9 @@ async fn tls_engine() {
     let (port, terminator) = tls_terminator(&pki, engine_socket()).await;
 
     // As the Docker CLI would read DOCKER_HOST=tcp://..., DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=dir.
-    let host = parse_docker_host(Some(&format!("tcp://127.0.0.1:{port}")), true, Some(pki.dir.clone())).expect("parses");
-    assert_eq!(
-        host,
-        EngineHost::Tcp { host: "127.0.0.1".into(), port, tls: Some(TlsFiles::in_dir(&pki.dir)) }
-    );
+    let host =
+        parse_docker_host(Some(&format!("tcp://127.0.0.1:{port}")), true, Some(pki.dir.clone())).expect("parses");
+    assert_eq!(host, EngineHost::Tcp { host: "127.0.0.1".into(), port, tls: Some(TlsFiles::in_dir(&pki.dir)) });
     let config = DockerConfig::new(host.clone()).publish_ip("127.0.0.1");
     let remote = DockerManager::connect(config).await.expect("connect over tls");
     launch_through(&remote, &run, &image, "tls").await;
@@ -179,7 +180,11 @@ async fn tls_engine() {
     assert!(started.elapsed() < Duration::from_secs(6));
 
     // Missing certificate files are a configuration error, not a hang.
-    let missing = DockerConfig::new(EngineHost::Tcp { host: "127.0.0.1".into(), port, tls: Some(TlsFiles::in_dir(dir.join("nowhere"))) });
+    let missing = DockerConfig::new(EngineHost::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+        tls: Some(TlsFiles::in_dir(dir.join("nowhere"))),
+    });
     assert!(matches!(DockerManager::connect(missing).await, Err(Error::Config { .. })));
 
     terminator.abort();

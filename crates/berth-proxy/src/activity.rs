@@ -69,11 +69,7 @@ pub struct ActivityRecorder {
 impl ActivityRecorder {
     /// A recorder that discards everything (no sink).
     pub fn disabled() -> Self {
-        ActivityRecorder {
-            tx: None,
-            dropped: Arc::default(),
-            sent: Arc::default(),
-        }
+        ActivityRecorder { tx: None, dropped: Arc::default(), sent: Arc::default() }
     }
 
     /// A recorder with a channel of `capacity` records, drained into `sink`
@@ -86,11 +82,7 @@ impl ActivityRecorder {
                 sink.record(std::mem::take(&mut batch)).await;
             }
         });
-        ActivityRecorder {
-            tx: Some(tx),
-            dropped: Arc::default(),
-            sent: Arc::default(),
-        }
+        ActivityRecorder { tx: Some(tx), dropped: Arc::default(), sent: Arc::default() }
     }
 
     /// Reports a record without waiting; when the channel is full the
@@ -129,10 +121,7 @@ pub struct MemoryActivity {
 impl MemoryActivity {
     /// Keeps up to `per_container` records per container.
     pub fn new(per_container: usize) -> Self {
-        MemoryActivity {
-            per_container: per_container.max(1),
-            state: Mutex::default(),
-        }
+        MemoryActivity { per_container: per_container.max(1), state: Mutex::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (VecDeque<ActivityRecord>, SystemTime)>> {
@@ -141,10 +130,7 @@ impl MemoryActivity {
 
     /// The container's recorded history, oldest first.
     pub fn history(&self, container: &str) -> Vec<ActivityRecord> {
-        self.lock()
-            .get(container)
-            .map(|(records, _)| records.iter().cloned().collect())
-            .unwrap_or_default()
+        self.lock().get(container).map(|(records, _)| records.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// When the container last saw traffic.
@@ -169,9 +155,7 @@ impl ActivitySink for MemoryActivity {
     async fn record(&self, batch: Vec<ActivityRecord>) {
         let mut state = self.lock();
         for record in batch {
-            let entry = state
-                .entry(record.container.clone())
-                .or_insert_with(|| (VecDeque::new(), record.time));
+            let entry = state.entry(record.container.clone()).or_insert_with(|| (VecDeque::new(), record.time));
             if record.time > entry.1 {
                 entry.1 = record.time;
             }

@@ -55,9 +55,9 @@ impl Error {
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Manager(e) if e.is_not_found() => StatusCode::NOT_FOUND,
-            Error::Manager(berth_manager::Error::EngineUnavailable { .. } | berth_manager::Error::EngineTimeout { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Manager(
+                berth_manager::Error::EngineUnavailable { .. } | berth_manager::Error::EngineTimeout { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Manager(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

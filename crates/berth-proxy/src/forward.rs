@@ -107,9 +107,7 @@ pub struct Proxy<H: ProxyHooks = AllowAll> {
 
 impl<H: ProxyHooks> Clone for Proxy<H> {
     fn clone(&self) -> Self {
-        Proxy {
-            inner: self.inner.clone(),
-        }
+        Proxy { inner: self.inner.clone() }
     }
 }
 
@@ -136,15 +134,7 @@ impl<H: ProxyHooks> Proxy<H> {
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
-        Proxy {
-            inner: Arc::new(Inner {
-                config,
-                table,
-                hooks,
-                activity,
-                client,
-            }),
-        }
+        Proxy { inner: Arc::new(Inner { config, table, hooks, activity, client }) }
     }
 
     /// The route table.
@@ -190,7 +180,9 @@ impl<H: ProxyHooks> Proxy<H> {
                 };
                 match inner.table.lookup(&route.container).await {
                     Lookup::Ready(addr) => self.forward(addr, route, parts, body, ctx).await,
-                    Lookup::Starting => full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json)),
+                    Lookup::Starting => {
+                        full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json))
+                    }
                     Lookup::Failed(f) => full(inner.hooks.failure_page(&route.container, &f.reason, &f.log_tail, json)),
                     Lookup::Missing => full(inner.hooks.not_found_page(&route.container, json)),
                 }
@@ -199,10 +191,7 @@ impl<H: ProxyHooks> Proxy<H> {
     }
 
     async fn logs(&self, name: &str, json: bool) -> Response<ProxyBody> {
-        let options = berth_manager::LogOptions {
-            tail: Some(self.inner.config.log_lines),
-            since: None,
-        };
+        let options = berth_manager::LogOptions { tail: Some(self.inner.config.log_lines), since: None };
         match self.inner.table.manager().logs(name, options).await {
             Ok(lines) => {
                 let mut text = String::new();
@@ -213,8 +202,7 @@ impl<H: ProxyHooks> Proxy<H> {
                     text.push('\n');
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 full(resp)
             }
@@ -242,11 +230,7 @@ impl<H: ProxyHooks> Proxy<H> {
         let started = SystemTime::now();
         let client_path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
         let upgrade = is_upgrade_request(&parts.headers, parts.version);
-        let client_upgrade = if upgrade {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-        } else {
-            None
-        };
+        let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
 
         let uri = match Uri::builder()
             .scheme("http")
@@ -263,33 +247,38 @@ impl<H: ProxyHooks> Proxy<H> {
             .cloned()
             .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-        prepare_upstream_headers(&mut parts.headers, &inner.config, &route, original_host.as_ref(), client_addr, upgrade);
+        prepare_upstream_headers(
+            &mut parts.headers,
+            &inner.config,
+            &route,
+            original_host.as_ref(),
+            client_addr,
+            upgrade,
+        );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         inner.hooks.rewrite_upstream(&ctx, &route, &mut parts);
 
         let body = body.map_err(Into::into).boxed_unsync();
         let upstream_req = Request::from_parts(parts, body);
-        let response = match tokio::time::timeout(inner.config.upstream_timeout, inner.client.request(upstream_req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(container = %route.container, error = %e, "upstream request failed");
-                self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
-                let err = crate::Error::Upstream {
-                    container: route.container.clone(),
-                    source: Box::new(e),
-                };
-                return full(pages::error(err.status(), &format!("{err}: the tool did not answer")));
-            }
-            Err(_) => {
-                self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
-                let err = crate::Error::UpstreamTimeout {
-                    container: route.container.clone(),
-                    timeout: inner.config.upstream_timeout,
-                };
-                return full(pages::error(err.status(), &err.to_string()));
-            }
-        };
+        let response =
+            match tokio::time::timeout(inner.config.upstream_timeout, inner.client.request(upstream_req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(container = %route.container, error = %e, "upstream request failed");
+                    self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
+                    let err = crate::Error::Upstream { container: route.container.clone(), source: Box::new(e) };
+                    return full(pages::error(err.status(), &format!("{err}: the tool did not answer")));
+                }
+                Err(_) => {
+                    self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
+                    let err = crate::Error::UpstreamTimeout {
+                        container: route.container.clone(),
+                        timeout: inner.config.upstream_timeout,
+                    };
+                    return full(pages::error(err.status(), &err.to_string()));
+                }
+            };
 
         let (mut resp_parts, resp_body) = response.into_parts();
         let status = resp_parts.status;
@@ -307,7 +296,10 @@ impl<H: ProxyHooks> Proxy<H> {
                     return Response::from_parts(resp_parts, Empty::new().map_err(|e| match e {}).boxed_unsync());
                 }
                 _ => {
-                    return full(pages::error(StatusCode::BAD_GATEWAY, "upstream switched protocols without an upgrade request"));
+                    return full(pages::error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols without an upgrade request",
+                    ));
                 }
             }
         }
@@ -328,7 +320,13 @@ impl<H: ProxyHooks> Proxy<H> {
 
     /// Copies bytes between the upgraded client and upstream connections,
     /// reporting websocket activity at most once a second.
-    async fn tunnel(&self, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, container: String, path: String) {
+    async fn tunnel(
+        &self,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+        container: String,
+        path: String,
+    ) {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -430,15 +428,8 @@ fn is_upgrade_request(headers: &HeaderMap, version: Version) -> bool {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Removes hop-by-hop headers and the headers `Connection` names. With
 /// `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set.
@@ -511,11 +502,8 @@ fn prepare_upstream_headers(
     strip_cookies(headers, &config.strip_cookies);
 
     let trusted = config.trust_forwarded_headers;
-    let mut xff = if trusted {
-        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned)
-    } else {
-        None
-    };
+    let mut xff =
+        if trusted { headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned) } else { None };
     if let Some(addr) = client_addr {
         let ip = addr.ip().to_string();
         xff = Some(match xff {
@@ -676,11 +664,8 @@ mod tests {
 
     #[test]
     fn forwarded_headers() {
-        let route = Route {
-            container: "viz".into(),
-            upstream_path: "/".into(),
-            forwarded_prefix: "/docker/viz".into(),
-        };
+        let route =
+            Route { container: "viz".into(), upstream_path: "/".into(), forwarded_prefix: "/docker/viz".into() };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
@@ -693,10 +678,7 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "example.org:8000");
         assert_eq!(h[header::HOST], "example.org:8000");
 
-        let trusting = ProxyConfig {
-            trust_forwarded_headers: true,
-            ..ProxyConfig::default()
-        };
+        let trusting = ProxyConfig { trust_forwarded_headers: true, ..ProxyConfig::default() };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));

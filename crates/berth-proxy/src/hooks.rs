@@ -21,10 +21,7 @@ pub struct Denied {
 impl Denied {
     /// A 403 with `message`.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Denied {
-            status: http::StatusCode::FORBIDDEN,
-            message: message.into(),
-        }
+        Denied { status: http::StatusCode::FORBIDDEN, message: message.into() }
     }
 }
 
@@ -53,7 +50,13 @@ pub trait ProxyHooks: Send + Sync + 'static {
     }
 
     /// The page when the container will not become ready.
-    fn failure_page(&self, container: &str, reason: &FailureReason, log_tail: &[String], json: bool) -> Response<Full<Bytes>> {
+    fn failure_page(
+        &self,
+        container: &str,
+        reason: &FailureReason,
+        log_tail: &[String],
+        json: bool,
+    ) -> Response<Full<Bytes>> {
         pages::failure(container, reason, log_tail, json)
     }
 

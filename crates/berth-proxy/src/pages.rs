@@ -146,10 +146,7 @@ pub fn waiting(page: &WaitingPage, container: &str, json_client: bool) -> Respon
 /// The page for a name that matches no container: 404, and no waiting.
 pub fn not_found(container: &str, json_client: bool) -> Response<Full<Bytes>> {
     if json_client {
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"status": "not_found", "container": container}),
-        );
+        return json(StatusCode::NOT_FOUND, serde_json::json!({"status": "not_found", "container": container}));
     }
     let name = escape_html(container);
     response(
@@ -164,7 +161,12 @@ pub fn not_found(container: &str, json_client: bool) -> Response<Full<Bytes>> {
 
 /// The page for a container that will not become ready: 502 with the
 /// reason and its last log lines.
-pub fn failure(container: &str, reason: &FailureReason, log_tail: &[String], json_client: bool) -> Response<Full<Bytes>> {
+pub fn failure(
+    container: &str,
+    reason: &FailureReason,
+    log_tail: &[String],
+    json_client: bool,
+) -> Response<Full<Bytes>> {
     if json_client {
         return json(
             StatusCode::BAD_GATEWAY,
@@ -236,7 +238,8 @@ mod tests {
         assert!(wants_json(Some(&HeaderValue::from_static("application/json"))));
         assert!(!wants_json(Some(&HeaderValue::from_static("text/html,application/json;q=0.9"))));
         assert!(!wants_json(None));
-        let v: serde_json::Value = serde_json::from_str(&body(waiting(&WaitingPage::default(), "v", true)).await).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&body(waiting(&WaitingPage::default(), "v", true)).await).unwrap();
         assert_eq!(v["status"], "starting");
         let v: serde_json::Value = serde_json::from_str(&body(not_found("v", true)).await).unwrap();
         assert_eq!(v["status"], "not_found");

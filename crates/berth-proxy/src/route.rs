@@ -77,10 +77,7 @@ impl HostRouting {
     /// Hostname routing for `<name>.<suffix>` (suffix lowercased, dots
     /// trimmed), e.g. `docker.localhost`.
     pub fn new(suffix: &str) -> Self {
-        HostRouting {
-            suffix: suffix.trim_matches('.').to_ascii_lowercase(),
-            logs_path: None,
-        }
+        HostRouting { suffix: suffix.trim_matches('.').to_ascii_lowercase(), logs_path: None }
     }
 
     /// The normalized suffix.
@@ -176,16 +173,9 @@ fn resolve_path(p: &PathRouting, uri: &Uri) -> RouteDecision {
         }
     }
     let forwarded_prefix = format!("{}/{name}", p.prefix);
-    let upstream_path = if p.keep_prefix {
-        path_and_query(path, uri.query())
-    } else {
-        path_and_query(rest, uri.query())
-    };
-    RouteDecision::Forward(Route {
-        container: name.to_owned(),
-        upstream_path,
-        forwarded_prefix,
-    })
+    let upstream_path =
+        if p.keep_prefix { path_and_query(path, uri.query()) } else { path_and_query(rest, uri.query()) };
+    RouteDecision::Forward(Route { container: name.to_owned(), upstream_path, forwarded_prefix })
 }
 
 fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision {
@@ -199,10 +189,7 @@ fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision
     }
     let hostname = raw.split(':').next().unwrap_or(raw).trim_end_matches('.');
     let hostname = hostname.to_ascii_lowercase();
-    let Some(label) = hostname
-        .strip_suffix(h.suffix.as_str())
-        .and_then(|l| l.strip_suffix('.'))
-    else {
+    let Some(label) = hostname.strip_suffix(h.suffix.as_str()).and_then(|l| l.strip_suffix('.')) else {
         return RouteDecision::NotMine;
     };
     if !is_valid_name(label) {

@@ -44,10 +44,9 @@ impl Default for ServerLimits {
 /// Only if reading the listener's address fails; accept errors are logged
 /// and retried.
 pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
-    let local = listener.local_addr().map_err(|source| crate::Error::Io {
-        context: "reading the listening address".into(),
-        source,
-    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| crate::Error::Io { context: "reading the listening address".into(), source })?;
     tracing::info!(%local, "berth proxy listening");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -97,10 +96,13 @@ pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits
 /// # Errors
 ///
 /// [`crate::Error::Io`] when binding fails.
-pub async fn bind_and_serve<H: ProxyHooks>(addr: SocketAddr, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| crate::Error::Io {
-        context: format!("binding {addr}"),
-        source,
-    })?;
+pub async fn bind_and_serve<H: ProxyHooks>(
+    addr: SocketAddr,
+    proxy: Proxy<H>,
+    limits: ServerLimits,
+) -> crate::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::Error::Io { context: format!("binding {addr}"), source })?;
     serve(listener, proxy, limits).await
 }

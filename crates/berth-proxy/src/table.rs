@@ -125,10 +125,7 @@ pub struct RouteTable {
 
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteTable")
-            .field("config", &self.config)
-            .field("entries", &self.read().len())
-            .finish()
+        f.debug_struct("RouteTable").field("config", &self.config).field("entries", &self.read().len()).finish()
     }
 }
 
@@ -266,7 +263,9 @@ impl RouteTable {
     fn admit(self: &Arc<Self>, name: &str, id: &str, state: ContainerState, exit_code: Option<i64>) {
         match state {
             ContainerState::Running => self.start_probe(name, id),
-            ContainerState::Exited | ContainerState::Dead => self.fail(name, id, FailureReason::Exited { code: exit_code }),
+            ContainerState::Exited | ContainerState::Dead => {
+                self.fail(name, id, FailureReason::Exited { code: exit_code })
+            }
             _ => {
                 self.insert_starting(name, id);
             }
@@ -275,14 +274,7 @@ impl RouteTable {
 
     fn insert_starting(&self, name: &str, id: &str) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.write().insert(
-            name.to_owned(),
-            Entry {
-                id: id.to_owned(),
-                state: State::Starting,
-                generation,
-            },
-        );
+        self.write().insert(name.to_owned(), Entry { id: id.to_owned(), state: State::Starting, generation });
         self.negative.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         generation
     }
@@ -300,27 +292,14 @@ impl RouteTable {
 
     fn fail(self: &Arc<Self>, name: &str, id: &str, reason: FailureReason) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let failure = Arc::new(Failure {
-            reason: reason.clone(),
-            log_tail: Vec::new(),
-        });
-        self.write().insert(
-            name.to_owned(),
-            Entry {
-                id: id.to_owned(),
-                state: State::Failed(failure),
-                generation,
-            },
-        );
+        let failure = Arc::new(Failure { reason: reason.clone(), log_tail: Vec::new() });
+        self.write().insert(name.to_owned(), Entry { id: id.to_owned(), state: State::Failed(failure), generation });
         // The logs come later, off the hot path.
         let table = Arc::downgrade(self);
         let name = name.to_owned();
         tokio::spawn(async move {
             let Some(table) = table.upgrade() else { return };
-            let options = LogOptions {
-                tail: Some(table.config.failure_log_lines),
-                since: None,
-            };
+            let options = LogOptions { tail: Some(table.config.failure_log_lines), since: None };
             let log_tail = match table.manager.logs(&name, options).await {
                 Ok(lines) => lines.into_iter().map(|l| l.line).collect(),
                 Err(e) => vec![format!("(logs unavailable: {e})")],
@@ -467,9 +446,8 @@ async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, gen
 async fn probe_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
         let req = http::Request::get(path)
             .header(http::header::HOST, addr.to_string())
@@ -534,10 +512,7 @@ mod tests {
     #[tokio::test]
     async fn start_timeout_fails() {
         let manager = Arc::new(MockManager::new());
-        let config = TableConfig {
-            start_timeout: Duration::from_millis(300),
-            ..TableConfig::default()
-        };
+        let config = TableConfig { start_timeout: Duration::from_millis(300), ..TableConfig::default() };
         let table = RouteTable::start(manager.clone(), config).await.unwrap();
         let spec = ContainerSpec::new(MOCK_TOOL_IMAGE, "slow", 16).env(berth_manager::ENV_STARTUP_DELAY_MS, "60000");
         manager.launch(&spec).await.unwrap();
@@ -559,9 +534,8 @@ mod tests {
 
     async fn berth_manager_get(addr: SocketAddr, path: &str) -> Option<u16> {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
         let req = http::Request::get(path).header("host", "x").body(Empty::<Bytes>::new()).ok()?;
         Some(sender.send_request(req).await.ok()?.status().as_u16())

@@ -41,7 +41,8 @@ async fn setup(test: &str) -> Option<Docker> {
 impl Docker {
     async fn launch(&self, suffix: &str, delay_ms: u64) -> String {
         let name = self.run.name(suffix);
-        let mut spec = ContainerSpec::new(self.image.clone(), &name, 16).env(ENV_STARTUP_DELAY_MS, delay_ms.to_string());
+        let mut spec =
+            ContainerSpec::new(self.image.clone(), &name, 16).env(ENV_STARTUP_DELAY_MS, delay_ms.to_string());
         spec.labels = self.run.labels();
         self.manager.launch(&spec).await.expect("launch");
         name
@@ -95,7 +96,8 @@ async fn docker_websocket_and_sse() {
     let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let req = Request::get(format!("/docker/{name}/sse?n=4&interval_ms=300")).header("host", HOST).body(empty()).unwrap();
+    let req =
+        Request::get(format!("/docker/{name}/sse?n=4&interval_ms=300")).header("host", HOST).body(empty()).unwrap();
     let started = Instant::now();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

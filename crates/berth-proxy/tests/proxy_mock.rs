@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_manager::{ContainerManager, ContainerSpec, MOCK_TOOL_IMAGE};
 use berth_proxy::{
-    ActivityKind, ActivityRecorder, Denied, HostRouting, MemoryActivity, PathRouting, Proxy, ProxyConfig,
-    ProxyHooks, Route, RouteTable, Routing, ServerLimits, TableConfig, WaitingPage,
+    ActivityKind, ActivityRecorder, Denied, HostRouting, MemoryActivity, PathRouting, Proxy, ProxyConfig, ProxyHooks,
+    Route, RouteTable, Routing, ServerLimits, TableConfig, WaitingPage,
 };
 use bytes::Bytes;
 use common::*;
@@ -128,7 +128,11 @@ async fn please_wait_then_ready() {
     assert!(html.contains("Loading &lt;viz&gt;") && html.contains("<p class=custom>hold on</p>"));
     assert!(html.contains("http-equiv=\"refresh\""));
     // JSON clients get JSON.
-    let req = Request::get("/docker/slow/").header("host", HOST).header("accept", "application/json").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get("/docker/slow/")
+        .header("host", HOST)
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let (status, _, body) = request(s.addr, req).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -158,10 +162,7 @@ async fn failed_container_shows_exit_and_logs() {
 
 #[tokio::test]
 async fn start_timeout_gives_failure_page() {
-    let table = TableConfig {
-        start_timeout: Duration::from_millis(500),
-        ..TableConfig::default()
-    };
+    let table = TableConfig { start_timeout: Duration::from_millis(500), ..TableConfig::default() };
     let s = setup_with(ProxyConfig::default(), table, ServerLimits::default(), Duration::from_secs(3600)).await;
     s.manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "never", 16)).await.unwrap();
     let (status, _, body) = wait_not_503(s.addr, HOST, "/docker/never/").await;
@@ -275,9 +276,12 @@ async fn http2_prior_knowledge_clients() {
     let s = setup().await;
     launch(&s, "h2").await;
     let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = Request::get(format!("http://{HOST}/docker/h2/headers")).body(empty()).unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -300,7 +304,8 @@ async fn slowloris_and_huge_headers_are_cut_off() {
     slow.write_all(b"GET /docker/x/ HTTP/1.1\r\nHost: a\r\n").await.unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await.expect("server closes the slow client");
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await.expect("server closes the slow client");
     assert!(started.elapsed() < Duration::from_secs(3));
     let _ = n;
     // An idle keep-alive connection is closed too.
@@ -322,10 +327,7 @@ async fn slowloris_and_huge_headers_are_cut_off() {
 
 #[tokio::test]
 async fn hung_container_times_out_instead_of_hanging() {
-    let config = ProxyConfig {
-        upstream_timeout: Duration::from_millis(500),
-        ..ProxyConfig::default()
-    };
+    let config = ProxyConfig { upstream_timeout: Duration::from_millis(500), ..ProxyConfig::default() };
     let s = setup_with(config, TableConfig::default(), ServerLimits::default(), Duration::ZERO).await;
     launch(&s, "hang").await;
     let started = Instant::now();
@@ -348,10 +350,7 @@ async fn logs_sub_path() {
 
 #[tokio::test]
 async fn hostname_routing() {
-    let config = ProxyConfig {
-        routing: Routing::Host(HostRouting::new("docker.localhost")),
-        ..ProxyConfig::default()
-    };
+    let config = ProxyConfig { routing: Routing::Host(HostRouting::new("docker.localhost")), ..ProxyConfig::default() };
     let s = setup_with(config, TableConfig::default(), ServerLimits::default(), Duration::ZERO).await;
     s.manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "viz1", 16)).await.unwrap();
     let (status, _, body) = wait_not_503(s.addr, "viz1.docker.localhost:8000", "/some/path?x").await;
@@ -396,7 +395,11 @@ async fn hooks_authorize_and_rewrite() {
     let (status, _, _) = get(addr, HOST, "/docker/missing/").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let body = loop {
-        let req = Request::get("/docker/private/headers").header("host", HOST).header("x-user", "alice").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get("/docker/private/headers")
+            .header("host", HOST)
+            .header("x-user", "alice")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let (status, _, body) = request(addr, req).await;
         if status == StatusCode::OK {
             break body;

@@ -95,9 +95,7 @@ pub fn init_tracing() {
 ///
 /// A bad `DOCKER_HOST`.
 pub fn docker_config() -> berth_manager::Result<DockerConfig> {
-    Ok(DockerConfig::from_env()?
-        .endpoint_mode(EndpointMode::PublishedPort)
-        .publish_ip("127.0.0.1"))
+    Ok(DockerConfig::from_env()?.endpoint_mode(EndpointMode::PublishedPort).publish_ip("127.0.0.1"))
 }
 
 /// Connects to the engine for test `test`, or returns `None` after
@@ -148,10 +146,7 @@ impl TestRun {
             })
             .await;
         let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
-        TestRun {
-            id: format!("{}x{n}", std::process::id()),
-            config: manager.config().clone(),
-        }
+        TestRun { id: format!("{}x{n}", std::process::id()), config: manager.config().clone() }
     }
 
     /// The run's label value.
@@ -265,21 +260,13 @@ pub async fn static_tool_image(manager: &DockerManager, package: &str, bin: &str
         return Ok(reference);
     }
     let binary = build_static(&root, package, bin).await?;
-    let content = tokio::fs::read(&binary).await.map_err(|source| Error::Io {
-        context: format!("reading {}", binary.display()),
-        source,
-    })?;
-    let tar = rootfs_tar(bin, &content).map_err(|source| Error::Io {
-        context: "building the image tar".into(),
-        source,
-    })?;
+    let content = tokio::fs::read(&binary)
+        .await
+        .map_err(|source| Error::Io { context: format!("reading {}", binary.display()), source })?;
+    let tar =
+        rootfs_tar(bin, &content).map_err(|source| Error::Io { context: "building the image tar".into(), source })?;
     manager
-        .import_image(
-            tar.into(),
-            repo,
-            &tag,
-            vec![format!("CMD [\"/{bin}\"]"), format!("LABEL {IMAGE_LABEL}={repo}")],
-        )
+        .import_image(tar.into(), repo, &tag, vec![format!("CMD [\"/{bin}\"]"), format!("LABEL {IMAGE_LABEL}={repo}")])
         .await?;
     tracing::info!(%reference, "imported tool image");
     Ok(reference)
@@ -308,10 +295,8 @@ fn source_hash(paths: &[&Path]) -> Result<String, Error> {
     files.sort();
     let mut hasher = Sha256::new();
     for f in &files {
-        let content = std::fs::read(f).map_err(|source| Error::Io {
-            context: format!("reading {}", f.display()),
-            source,
-        })?;
+        let content =
+            std::fs::read(f).map_err(|source| Error::Io { context: format!("reading {}", f.display()), source })?;
         hasher.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
         hasher.update((content.len() as u64).to_le_bytes());
         hasher.update(&content);
@@ -325,10 +310,8 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let entries = std::fs::read_dir(path).map_err(|source| Error::Io {
-        context: format!("listing {}", path.display()),
-        source,
-    })?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|source| Error::Io { context: format!("listing {}", path.display()), source })?;
     for entry in entries.flatten() {
         let p = entry.path();
         if p.file_name().is_some_and(|n| n == "target") {
@@ -354,10 +337,7 @@ async fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf, 
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .await
-        .map_err(|e| Error::Build {
-            package: package.to_owned(),
-            detail: format!("cannot run cargo: {e}"),
-        })?;
+        .map_err(|e| Error::Build { package: package.to_owned(), detail: format!("cannot run cargo: {e}") })?;
     if !output.status.success() {
         return Err(Error::Build {
             package: package.to_owned(),

@@ -31,11 +31,7 @@ pub fn read_head<R: BufRead>(r: &mut R, limit: usize) -> Result<Vec<u8>, HeadErr
         let start = head.len();
         // One byte more than allowed, so that an overlong head is detected.
         let allowed = (limit + 1).saturating_sub(start) as u64;
-        let n = r
-            .by_ref()
-            .take(allowed)
-            .read_until(b'\n', &mut head)
-            .map_err(HeadError::Io)?;
+        let n = r.by_ref().take(allowed).read_until(b'\n', &mut head).map_err(HeadError::Io)?;
         if head.len() > limit {
             return Err(HeadError::TooLarge);
         }
@@ -91,9 +87,7 @@ pub enum BodyKind {
 
 /// Lines of a head, without their line endings and without the final empty line.
 fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    head.split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.is_empty())
+    head.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line)).filter(|line| !line.is_empty())
 }
 
 /// Whether `b` may appear in a token (RFC 9110 §5.6.2).
@@ -111,8 +105,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let mut lines = head_lines(head);
     let first = lines.next().ok_or("empty request")?;
     let mut parts = first.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("malformed request line");
     };
@@ -149,9 +142,7 @@ pub fn parse_response(head: &[u8]) -> Result<(u16, Headers), &'static str> {
     if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
         return Err("malformed status code");
     }
-    let status = code
-        .iter()
-        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let status = code.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     Ok((status, parse_headers(lines)?))
 }
 
@@ -162,10 +153,7 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Headers, &
         if line.starts_with(b" ") || line.starts_with(b"\t") {
             return Err("obsolete header line folding");
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or("header line without colon")?;
+        let colon = line.iter().position(|&b| b == b':').ok_or("header line without colon")?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if !is_token(name) {
             return Err("malformed header name");
@@ -174,30 +162,19 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Headers, &
             return Err("malformed header value");
         }
         let value = value.trim_ascii();
-        headers.push((
-            String::from_utf8_lossy(name).to_ascii_lowercase(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        headers.push((String::from_utf8_lossy(name).to_ascii_lowercase(), String::from_utf8_lossy(value).into_owned()));
     }
     Ok(headers)
 }
 
 /// Values of the fields named `name` (lowercase).
-pub fn header_values<'a, 'n>(
-    headers: &'a Headers,
-    name: &'n str,
-) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+pub fn header_values<'a, 'n>(headers: &'a Headers, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// Whether a comma-separated field named `name` lists `token` (ignoring case).
 pub fn has_token(headers: &Headers, name: &str, token: &str) -> bool {
-    header_values(headers, name)
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    header_values(headers, name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// How the body of a message with these fields is framed, or `None` when
@@ -244,14 +221,9 @@ impl Request {
     /// The path part of the target (before `?`); for an absolute-form target
     /// (`http://host/path`), the path after the authority.
     pub fn path(&self) -> &str {
-        let target = self
-            .target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(p, _)| p);
+        let target = self.target.split_once('?').map_or(self.target.as_str(), |(p, _)| p);
         match target.split_once("://") {
-            Some((_, rest)) if !target.starts_with('/') => {
-                rest.find('/').map_or("/", |i| &rest[i..])
-            }
+            Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
             _ => target,
         }
     }
@@ -330,10 +302,7 @@ impl<'a, R: BufRead> Body<'a, R> {
     /// Reads one line of at most `limit` bytes, without its line ending.
     fn read_line(&mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut line = Vec::new();
-        self.inner
-            .by_ref()
-            .take(limit as u64 + 1)
-            .read_until(b'\n', &mut line)?;
+        self.inner.by_ref().take(limit as u64 + 1).read_until(b'\n', &mut line)?;
         if line.len() > limit {
             return Err(invalid("chunked body line too long"));
         }
@@ -359,11 +328,7 @@ impl<'a, R: BufRead> Body<'a, R> {
 
 /// Parses a chunk-size line (hex size, optionally followed by `;extensions`).
 pub fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
-    let size = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
+    let size = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
     if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid("malformed chunk size"));
     }
@@ -416,11 +381,7 @@ impl<R: BufRead> Read for Body<'_, R> {
                 BodyState::ChunkData(left) => {
                     let n = self.read_data(buf, left)?;
                     let left = left - n as u64;
-                    self.state = if left == 0 {
-                        BodyState::ChunkEnd
-                    } else {
-                        BodyState::ChunkData(left)
-                    };
+                    self.state = if left == 0 { BodyState::ChunkEnd } else { BodyState::ChunkData(left) };
                     return Ok(n);
                 }
                 BodyState::ChunkEnd => {
@@ -453,16 +414,8 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A response head. `content_length` is omitted when `None` (streams that
 /// end with the connection); `close` adds `Connection: close`.
-pub fn response_head(
-    status: u16,
-    content_type: &str,
-    content_length: Option<u64>,
-    close: bool,
-) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nServer: berth-testtool\r\n",
-        reason(status)
-    );
+pub fn response_head(status: u16, content_type: &str, content_length: Option<u64>, close: bool) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\nServer: berth-testtool\r\n", reason(status));
     if !content_type.is_empty() {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
@@ -513,17 +466,11 @@ mod tests {
         cursor.read_to_end(&mut rest).expect("rest");
         assert_eq!(rest, b"BODY");
         assert!(matches!(head_of(b""), Err(HeadError::Closed)));
-        assert!(matches!(
-            head_of(b"GET / HTTP/1.1\r\nHost"),
-            Err(HeadError::Io(_))
-        ));
+        assert!(matches!(head_of(b"GET / HTTP/1.1\r\nHost"), Err(HeadError::Io(_))));
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert!(matches!(head_of(long.as_bytes()), Err(HeadError::TooLarge)));
         let mut endless = Cursor::new(vec![b'a'; 10 * MAX_HEAD]);
-        assert!(matches!(
-            read_head(&mut endless, MAX_HEAD),
-            Err(HeadError::TooLarge)
-        ));
+        assert!(matches!(read_head(&mut endless, MAX_HEAD), Err(HeadError::TooLarge)));
     }
 
     #[test]
@@ -542,8 +489,7 @@ mod tests {
         assert_eq!(req.body_kind(), Ok(BodyKind::Length(5)));
         assert!(req.keep_alive());
 
-        let req = parse_request(b"GET http://host:8080/a/b?c HTTP/1.0\nConnection: keep-alive\n\n")
-            .expect("parse");
+        let req = parse_request(b"GET http://host:8080/a/b?c HTTP/1.0\nConnection: keep-alive\n\n").expect("parse");
         assert!(req.http10);
         assert_eq!(req.path(), "/a/b");
         assert!(req.keep_alive());
@@ -551,11 +497,9 @@ mod tests {
 
         let req = parse_request(b"GET / HTTP/1.0\r\n\r\n").expect("parse");
         assert!(!req.keep_alive());
-        let req =
-            parse_request(b"GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n").expect("parse");
+        let req = parse_request(b"GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n").expect("parse");
         assert!(!req.keep_alive());
-        let req = parse_request(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
-            .expect("parse");
+        let req = parse_request(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").expect("parse");
         assert_eq!(req.body_kind(), Ok(BodyKind::Chunked));
     }
 
@@ -572,11 +516,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
             b"GET / HTTP/1.1\r\n: empty\r\n\r\n",
         ] {
-            assert!(
-                parse_request(raw).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(raw)
-            );
+            assert!(parse_request(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
         }
         for raw in [
             &b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"[..],
@@ -585,18 +525,13 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         ] {
             let req = parse_request(raw).expect("parse");
-            assert!(
-                req.body_kind().is_err(),
-                "{:?}",
-                String::from_utf8_lossy(raw)
-            );
+            assert!(req.body_kind().is_err(), "{:?}", String::from_utf8_lossy(raw));
         }
     }
 
     #[test]
     fn parses_responses() {
-        let (status, headers) =
-            parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n").expect("parse");
+        let (status, headers) = parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n").expect("parse");
         assert_eq!(status, 404);
         assert_eq!(framing(&headers), Ok(Some(BodyKind::Length(3))));
         let (status, headers) = parse_response(b"HTTP/1.0 200\r\n\r\n").expect("parse");
@@ -609,9 +544,7 @@ mod tests {
     fn decode(raw: &[u8], kind: BodyKind) -> (io::Result<Vec<u8>>, Vec<u8>) {
         let mut cursor = Cursor::new(raw);
         let mut out = Vec::new();
-        let result = Body::new(&mut cursor, kind)
-            .read_to_end(&mut out)
-            .map(|_| out);
+        let result = Body::new(&mut cursor, kind).read_to_end(&mut out).map(|_| out);
         let mut rest = Vec::new();
         cursor.read_to_end(&mut rest).expect("rest");
         (result, rest)
@@ -628,23 +561,11 @@ mod tests {
         assert_eq!(body.expect("body"), b"abcdefghij");
         assert!(rest.is_empty());
 
-        assert!(
-            decode(b"zz\r\nhello\r\n0\r\n\r\n", BodyKind::Chunked)
-                .0
-                .is_err()
-        );
-        assert!(
-            decode(b"3\r\nhello\r\n0\r\n\r\n", BodyKind::Chunked)
-                .0
-                .is_err()
-        );
+        assert!(decode(b"zz\r\nhello\r\n0\r\n\r\n", BodyKind::Chunked).0.is_err());
+        assert!(decode(b"3\r\nhello\r\n0\r\n\r\n", BodyKind::Chunked).0.is_err());
         assert!(decode(b"5\r\nhel", BodyKind::Chunked).0.is_err());
         assert!(decode(b"5\r\nhello\r\n", BodyKind::Chunked).0.is_err());
-        assert!(
-            decode(b"11111111111111111\r\n", BodyKind::Chunked)
-                .0
-                .is_err()
-        );
+        assert!(decode(b"11111111111111111\r\n", BodyKind::Chunked).0.is_err());
         assert_eq!(parse_chunk_size(b"fF ; a=b").expect("size"), 255);
         assert!(parse_chunk_size(b"+5").is_err());
     }

@@ -88,12 +88,7 @@ fn parse_url(url: &str) -> Result<Url, String> {
         p if p.starts_with('?') => format!("/{p}"),
         p => p.to_owned(),
     };
-    Ok(Url {
-        host: host.to_owned(),
-        port,
-        authority: authority.to_owned(),
-        path,
-    })
+    Ok(Url { host: host.to_owned(), port, authority: authority.to_owned(), path })
 }
 
 /// Addresses of `name` in a hosts file's text (`address name...` lines,
@@ -120,10 +115,7 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
         let found = hosts_lookup(&hosts, host);
         if !found.is_empty() {
-            return Ok(found
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect());
+            return Ok(found.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
         }
     }
     Ok((host, port).to_socket_addrs()?.collect())
@@ -146,19 +138,13 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 fn fetch(url: &str) -> Result<Vec<u8>, String> {
     let url = parse_url(url)?;
     let mut stream = connect(&url.host, url.port)?;
-    stream
-        .set_read_timeout(Some(FETCH_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(FETCH_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-testtool\r\nAccept: application/json, */*\r\nConnection: close\r\n\r\n",
         url.path, url.authority
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("sending request: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("sending request: {e}"))?;
     let mut reader = BufReader::new(stream);
     let (status, headers) = loop {
         let head = http::read_head(&mut reader, http::MAX_HEAD).map_err(|e| match e {
@@ -209,15 +195,9 @@ mod tests {
             }
         );
         let url = parse_url("HTTP://example").expect("url");
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("example", 80, "/")
-        );
+        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("example", 80, "/"));
         let url = parse_url("http://[::1]:81?q").expect("url");
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("::1", 81, "/?q")
-        );
+        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("::1", 81, "/?q"));
         let url = parse_url("http://user:pw@h/p").expect("url");
         assert_eq!((url.host.as_str(), url.authority.as_str()), ("h", "h"));
         assert!(parse_url("https://example/").is_err());
@@ -232,15 +212,9 @@ mod tests {
                      172.17.0.1 host.docker.internal # gateway\nbogus line\n";
         assert_eq!(
             hosts_lookup(hosts, "localhost"),
-            vec![
-                "127.0.0.1".parse::<IpAddr>().expect("ip"),
-                "::1".parse().expect("ip")
-            ]
+            vec!["127.0.0.1".parse::<IpAddr>().expect("ip"), "::1".parse().expect("ip")]
         );
-        assert_eq!(
-            hosts_lookup(hosts, "HOST.docker.internal"),
-            vec!["172.17.0.1".parse::<IpAddr>().expect("ip")]
-        );
+        assert_eq!(hosts_lookup(hosts, "HOST.docker.internal"), vec!["172.17.0.1".parse::<IpAddr>().expect("ip")]);
         assert!(hosts_lookup(hosts, "gateway").is_empty());
         assert!(hosts_lookup(hosts, "line").is_empty());
     }

@@ -78,10 +78,8 @@ fn main() -> ExitCode {
         },
         _ => 80,
     };
-    let delay_ms = std::env::var("BERTH_TOOL_STARTUP_DELAY_MS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let delay_ms =
+        std::env::var("BERTH_TOOL_STARTUP_DELAY_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
         Ok(listener) => listener,
         Err(e) => {
@@ -91,11 +89,5 @@ fn main() -> ExitCode {
     };
     let port = listener.local_addr().map_or(port, |a| a.port());
     stdout_line(format!("berth-testtool listening on 0.0.0.0:{port}").as_bytes());
-    server::serve(
-        &listener,
-        server::Config {
-            started,
-            startup_delay: Duration::from_millis(delay_ms),
-        },
-    )
+    server::serve(&listener, server::Config { started, startup_delay: Duration::from_millis(delay_ms) })
 }

@@ -32,14 +32,11 @@ pub fn serve(listener: &TcpListener, config: Config) -> ! {
         match listener.accept() {
             Ok((stream, peer)) => {
                 let config = Arc::clone(&config);
-                let spawned =
-                    thread::Builder::new()
-                        .name(format!("conn {peer}"))
-                        .spawn(move || {
-                            if let Err(e) = handle_connection(stream, &config) {
-                                eprintln!("berth-testtool: connection from {peer}: {e}");
-                            }
-                        });
+                let spawned = thread::Builder::new().name(format!("conn {peer}")).spawn(move || {
+                    if let Err(e) = handle_connection(stream, &config) {
+                        eprintln!("berth-testtool: connection from {peer}: {e}");
+                    }
+                });
                 if let Err(e) = spawned {
                     eprintln!("berth-testtool: cannot start a thread for {peer}: {e}");
                 }
@@ -73,33 +70,25 @@ fn handle_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
             Ok(head) => head,
             Err(HeadError::Closed) => return Ok(()),
             Err(HeadError::TooLarge) => {
+                http::write_response(&mut out, 431, "text/plain", b"request header block too large\n", true, false)?;
+                return close(&out);
+            }
+            Err(HeadError::Io(e)) => return Err(e),
+        };
+        let (req, kind) = match http::parse_request(&head).and_then(|req| Ok((req.body_kind()?, req))) {
+            Ok((kind, req)) => (req, kind),
+            Err(msg) => {
                 http::write_response(
                     &mut out,
-                    431,
+                    400,
                     "text/plain",
-                    b"request header block too large\n",
+                    format!("bad request: {msg}\n").as_bytes(),
                     true,
                     false,
                 )?;
                 return close(&out);
             }
-            Err(HeadError::Io(e)) => return Err(e),
         };
-        let (req, kind) =
-            match http::parse_request(&head).and_then(|req| Ok((req.body_kind()?, req))) {
-                Ok((kind, req)) => (req, kind),
-                Err(msg) => {
-                    http::write_response(
-                        &mut out,
-                        400,
-                        "text/plain",
-                        format!("bad request: {msg}\n").as_bytes(),
-                        true,
-                        false,
-                    )?;
-                    return close(&out);
-                }
-            };
         stdout_line(format!("{} {}", req.method, req.target).as_bytes());
         if kind != BodyKind::Empty && !req.http10 && req.has_token("expect", "100-continue") {
             out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -148,14 +137,7 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     /// Answers with a complete response.
     fn respond(&mut self, status: u16, content_type: &str, body: &[u8]) -> io::Result<Next> {
-        http::write_response(
-            self.out,
-            status,
-            content_type,
-            body,
-            self.close,
-            self.head_only,
-        )?;
+        http::write_response(self.out, status, content_type, body, self.close, self.head_only)?;
         Ok(Next::KeepAlive)
     }
 
@@ -218,10 +200,8 @@ fn root(x: &mut Exchange<'_>) -> io::Result<Next> {
         Ok(doc) => String::from_utf8_lossy(&doc).into_owned(),
         Err(e) => e,
     };
-    let page = format!(
-        "<!doctype html><title>berth-testtool</title><h1>berth-testtool</h1><pre>{}</pre>",
-        html_escape(&doc)
-    );
+    let page =
+        format!("<!doctype html><title>berth-testtool</title><h1>berth-testtool</h1><pre>{}</pre>", html_escape(&doc));
     x.respond(200, "text/html; charset=utf-8", page.as_bytes())
 }
 
@@ -253,11 +233,7 @@ fn exit(x: &mut Exchange<'_>, code: i32) -> io::Result<Next> {
 fn path_param(x: &Exchange<'_>) -> Result<PathBuf, &'static str> {
     let path = query_param(x.req.query(), "path").ok_or("missing ?path=\n")?;
     let path = PathBuf::from(std::ffi::OsString::from_vec(path));
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err("path must be absolute\n")
-    }
+    if path.is_absolute() { Ok(path) } else { Err("path must be absolute\n") }
 }
 
 /// `GET /file?path=`: the file's content, 404 when it cannot be read.
@@ -279,10 +255,7 @@ fn put_file(x: &mut Exchange<'_>) -> io::Result<Next> {
         Ok(path) => path,
         Err(msg) => return x.text(400, msg),
     };
-    let file = path
-        .parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| fs::File::create(&path));
+    let file = path.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| fs::File::create(&path));
     let mut file = match file {
         Ok(file) => file,
         Err(e) => return x.text(500, &format!("creating {}: {e}\n", path.display())),
@@ -304,10 +277,7 @@ fn put_file(x: &mut Exchange<'_>) -> io::Result<Next> {
     if let Err(e) = file.sync_all() {
         return x.text(500, &format!("syncing {}: {e}\n", path.display()));
     }
-    x.text(
-        201,
-        &format!("wrote {written} bytes to {}\n", path.display()),
-    )
+    x.text(201, &format!("wrote {written} bytes to {}\n", path.display()))
 }
 
 /// Answers a request whose body could not be read: 400 for a malformed
@@ -325,12 +295,7 @@ fn bytes(x: &mut Exchange<'_>, n: &str) -> io::Result<Next> {
     let Ok(total) = n.parse::<u64>() else {
         return x.text(400, "expected /bytes/<count>\n");
     };
-    x.out.write_all(&http::response_head(
-        200,
-        "application/octet-stream",
-        Some(total),
-        x.close,
-    ))?;
+    x.out.write_all(&http::response_head(200, "application/octet-stream", Some(total), x.close))?;
     if x.head_only {
         return Ok(Next::KeepAlive);
     }
@@ -359,9 +324,7 @@ fn echo(x: &mut Exchange<'_>) -> io::Result<Next> {
             Err(e) => return body_error(x, &e),
         };
         count += n as u64;
-        sum = buf[..n]
-            .iter()
-            .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+        sum = buf[..n].iter().fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
     }
     x.text(200, &format!("bytes={count} sum={sum}\n"))
 }
@@ -396,10 +359,7 @@ fn websocket(x: &mut Exchange<'_>) -> io::Result<Next> {
     let key = x.req.header("sec-websocket-key").map(str::to_owned);
     let Some(key) = key.filter(|_| x.req.has_token("upgrade", "websocket")) else {
         x.close = true;
-        return x.text(
-            426,
-            "expected a websocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)\n",
-        );
+        return x.text(426, "expected a websocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)\n");
     };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nServer: berth-testtool\r\nUpgrade: websocket\r\n\

@@ -124,11 +124,7 @@ fn read_frame<R: Read>(r: &mut R) -> Result<Option<Frame>, FrameError> {
             *b ^= mask[i % 4];
         }
     }
-    Ok(Some(Frame {
-        fin,
-        opcode,
-        payload,
-    }))
+    Ok(Some(Frame { fin, opcode, payload }))
 }
 
 /// The header of an unmasked server frame.
@@ -172,9 +168,7 @@ pub fn echo<R: Read, W: Write>(r: &mut R, w: &mut W) -> io::Result<()> {
             Err(FrameError::Io(e)) => return Err(e),
         };
         match frame.opcode {
-            OP_CONTINUATION | OP_TEXT | OP_BINARY => {
-                write_frame(w, frame.fin, frame.opcode, &frame.payload)?
-            }
+            OP_CONTINUATION | OP_TEXT | OP_BINARY => write_frame(w, frame.fin, frame.opcode, &frame.payload)?,
             OP_PING => write_frame(w, true, OP_PONG, &frame.payload)?,
             OP_PONG => {}
             OP_CLOSE => {
@@ -194,10 +188,7 @@ mod tests {
     #[test]
     fn accept_key_rfc6455_example() {
         // RFC 6455 §1.3.
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     /// A masked client frame.
@@ -215,10 +206,7 @@ mod tests {
         assert_eq!(frame_header(true, OP_TEXT, 5), [0x81, 5]);
         assert_eq!(frame_header(true, OP_BINARY, 126), [0x82, 126, 0, 126]);
         assert_eq!(frame_header(false, OP_TEXT, 65535), [0x01, 126, 0xff, 0xff]);
-        assert_eq!(
-            frame_header(true, OP_BINARY, 65536),
-            [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
-        );
+        assert_eq!(frame_header(true, OP_BINARY, 65536), [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 
     #[test]
@@ -230,11 +218,7 @@ mod tests {
         input.extend(client_frame(false, OP_TEXT, b"frag"));
         input.extend(client_frame(true, OP_CONTINUATION, b"ment"));
         input.extend(client_frame(true, OP_PONG, b""));
-        input.extend(client_frame(
-            true,
-            OP_CLOSE,
-            &[0x03, 0xe8, b'b', b'y', b'e'],
-        ));
+        input.extend(client_frame(true, OP_CLOSE, &[0x03, 0xe8, b'b', b'y', b'e']));
         input.extend(client_frame(true, OP_TEXT, b"after close"));
         let mut out = Vec::new();
         echo(&mut Cursor::new(input), &mut out).expect("echo");

@@ -64,11 +64,7 @@ impl TlsFiles {
     /// The three files of a `DOCKER_CERT_PATH` directory.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
-        TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-        }
+        TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") }
     }
 }
 
@@ -202,9 +198,7 @@ impl DockerConfig {
 
     /// The host IP published ports bind to, after defaults.
     pub fn effective_publish_ip(&self) -> String {
-        self.publish_ip.clone().unwrap_or_else(|| {
-            if self.host.is_local() { "127.0.0.1" } else { "0.0.0.0" }.to_owned()
-        })
+        self.publish_ip.clone().unwrap_or_else(|| if self.host.is_local() { "127.0.0.1" } else { "0.0.0.0" }.to_owned())
     }
 }
 
@@ -214,15 +208,9 @@ impl DockerConfig {
 ///
 /// [`Error::Config`] for schemes other than `unix`, `tcp`, `http`,
 /// `https`, or a TCP address without a valid port.
-pub fn parse_docker_host(
-    value: Option<&str>,
-    tls_verify: bool,
-    cert_path: Option<PathBuf>,
-) -> Result<EngineHost> {
+pub fn parse_docker_host(value: Option<&str>, tls_verify: bool, cert_path: Option<PathBuf>) -> Result<EngineHost> {
     let Some(value) = value else {
-        return Ok(EngineHost::Unix {
-            path: PathBuf::from(DEFAULT_SOCKET),
-        });
+        return Ok(EngineHost::Unix { path: PathBuf::from(DEFAULT_SOCKET) });
     };
     let bad = |reason: String| Error::Config { reason, source: None };
     if let Some(path) = value.strip_prefix("unix://") {
@@ -245,9 +233,7 @@ pub fn parse_docker_host(
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
-            let port: u16 = p
-                .parse()
-                .map_err(|_| bad(format!("DOCKER_HOST {value:?} has an invalid port {p:?}")))?;
+            let port: u16 = p.parse().map_err(|_| bad(format!("DOCKER_HOST {value:?} has an invalid port {p:?}")))?;
             (h, port)
         }
         _ if !rest.is_empty() && !rest.contains(':') => (rest, if https { 2376 } else { 2375 }),
@@ -255,9 +241,8 @@ pub fn parse_docker_host(
     };
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let tls = if https {
-        let dir = cert_path.ok_or_else(|| {
-            bad("TLS requested but neither DOCKER_CERT_PATH nor HOME is set".to_owned())
-        })?;
+        let dir =
+            cert_path.ok_or_else(|| bad("TLS requested but neither DOCKER_CERT_PATH nor HOME is set".to_owned()))?;
         Some(TlsFiles::in_dir(dir))
     } else {
         None
@@ -271,10 +256,7 @@ mod tests {
 
     #[test]
     fn docker_host_values() {
-        assert_eq!(
-            parse_docker_host(None, false, None).unwrap(),
-            EngineHost::Unix { path: DEFAULT_SOCKET.into() }
-        );
+        assert_eq!(parse_docker_host(None, false, None).unwrap(), EngineHost::Unix { path: DEFAULT_SOCKET.into() });
         assert_eq!(
             parse_docker_host(Some("unix:///run/x.sock"), false, None).unwrap(),
             EngineHost::Unix { path: "/run/x.sock".into() }
@@ -284,14 +266,7 @@ mod tests {
             EngineHost::Tcp { host: "10.0.0.5".into(), port: 2375, tls: None }
         );
         let h = parse_docker_host(Some("tcp://docker.example:2376"), true, Some("/c".into())).unwrap();
-        assert_eq!(
-            h,
-            EngineHost::Tcp {
-                host: "docker.example".into(),
-                port: 2376,
-                tls: Some(TlsFiles::in_dir("/c"))
-            }
-        );
+        assert_eq!(h, EngineHost::Tcp { host: "docker.example".into(), port: 2376, tls: Some(TlsFiles::in_dir("/c")) });
         assert!(!h.is_local());
         assert_eq!(
             parse_docker_host(Some("tcp://[::1]:1"), false, None).unwrap(),

@@ -14,32 +14,28 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig,
-    Mount, MountType, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig, Mount, MountType,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, ListImagesOptions, ListVolumesOptions, LogsOptions,
-    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions,
-    UploadToContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    ListImagesOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RemoveVolumeOptions, StartContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-pub use config::{
-    DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles, parse_docker_host,
-};
+pub use config::{DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles, parse_docker_host};
 
 use crate::error::{BoxError, Error, Result};
 use crate::manager::{
-    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels,
-    port_from_labels, validate_for,
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels, port_from_labels, validate_for,
 };
 use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
 use crate::time::{parse_rfc3339, unix_secs};
 use crate::types::{
-    ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter,
-    LogLine, LogOptions, LogStream, VolumeInfo,
+    ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter, LogLine, LogOptions,
+    LogStream, VolumeInfo,
 };
 
 /// [`ContainerManager`] on a Docker Engine, local or remote.
@@ -82,10 +78,7 @@ impl DockerManager {
     pub async fn connect(config: DockerConfig) -> Result<Self> {
         let timeout_secs = config.timeout.as_secs().max(1);
         let endpoint = config.host.display_url();
-        let unavailable = |source: Option<BoxError>| Error::EngineUnavailable {
-            endpoint: endpoint.clone(),
-            source,
-        };
+        let unavailable = |source: Option<BoxError>| Error::EngineUnavailable { endpoint: endpoint.clone(), source };
         let docker = match &config.host {
             EngineHost::Unix { path } => {
                 let path = path.to_string_lossy();
@@ -125,9 +118,7 @@ impl DockerManager {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unavailable(Some(Box::new(e)))),
             Err(_) => {
-                return Err(unavailable(Some(
-                    format!("no answer within {:?}", config.connect_timeout).into(),
-                )));
+                return Err(unavailable(Some(format!("no answer within {:?}", config.connect_timeout).into())));
             }
         };
         let version = docker.client_version();
@@ -157,10 +148,7 @@ impl DockerManager {
         match tokio::time::timeout(self.config.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(operation, subject, e)),
-            Err(_) => Err(Error::EngineTimeout {
-                operation,
-                timeout: self.config.timeout,
-            }),
+            Err(_) => Err(Error::EngineTimeout { operation, timeout: self.config.timeout }),
         }
     }
 
@@ -171,44 +159,29 @@ impl DockerManager {
                 let lower = message.to_ascii_lowercase();
                 match status_code {
                     404 if operation == "create" && (lower.contains("image") || lower.contains("pull access")) => {
-                        Error::ImageUnavailable {
-                            image: subject.to_owned(),
-                            source: Some(message.into()),
-                        }
+                        Error::ImageUnavailable { image: subject.to_owned(), source: Some(message.into()) }
                     }
-                    404 if operation == "pull" => Error::ImageUnavailable {
-                        image: subject.to_owned(),
-                        source: Some(message.into()),
-                    },
+                    404 if operation == "pull" => {
+                        Error::ImageUnavailable { image: subject.to_owned(), source: Some(message.into()) }
+                    }
                     404 => Error::not_found(subject),
-                    409 if operation == "create" => Error::Conflict {
-                        name: subject.to_owned(),
-                        source: Some(message.into()),
-                    },
+                    409 if operation == "create" => {
+                        Error::Conflict { name: subject.to_owned(), source: Some(message.into()) }
+                    }
                     400 => Error::invalid(subject, format!("engine refused {operation}: {message}")),
-                    _ => Error::Engine {
-                        operation,
-                        status: status_code,
-                        message,
-                    },
+                    _ => Error::Engine { operation, status: status_code, message },
                 }
             }
-            BollardError::RequestTimeoutError => Error::EngineTimeout {
-                operation,
-                timeout: self.config.timeout,
-            },
+            BollardError::RequestTimeoutError => Error::EngineTimeout { operation, timeout: self.config.timeout },
             BollardError::JsonDataError { .. }
             | BollardError::JsonSerdeError { .. }
             | BollardError::StrParseError { .. }
-            | BollardError::APIVersionParseError { .. } => Error::Engine {
-                operation,
-                status: 0,
-                message: e.to_string(),
-            },
-            other => Error::EngineUnavailable {
-                endpoint: self.config.host.display_url(),
-                source: Some(Box::new(other)),
-            },
+            | BollardError::APIVersionParseError { .. } => {
+                Error::Engine { operation, status: 0, message: e.to_string() }
+            }
+            other => {
+                Error::EngineUnavailable { endpoint: self.config.host.display_url(), source: Some(Box::new(other)) }
+            }
         }
     }
 
@@ -222,9 +195,8 @@ impl DockerManager {
         if !engine_name_ok {
             return Err(Error::not_found(name));
         }
-        let resp = self
-            .call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>))
-            .await?;
+        let resp =
+            self.call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>)).await?;
         let labels = resp.config.as_ref().and_then(|c| c.labels.as_ref());
         if !labels.is_some_and(|l| l.contains_key(self.config.labels.root())) {
             return Err(Error::not_found(name));
@@ -234,28 +206,16 @@ impl DockerManager {
 
     fn info_from_inspect(&self, resp: &ContainerInspectResponse) -> ContainerInfo {
         let name = resp.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
-        let labels: BTreeMap<String, String> = resp
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let labels: BTreeMap<String, String> =
+            resp.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default().into_iter().collect();
         let state = resp.state.as_ref();
-        let state_word = state
-            .and_then(|s| s.status)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let state_word = state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default();
         let cstate = ContainerState::from_engine(&state_word);
         let exit_code = match cstate {
             ContainerState::Exited | ContainerState::Dead => state.and_then(|s| s.exit_code),
             _ => None,
         };
-        let image = resp
-            .config
-            .as_ref()
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        let image = resp.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default();
         let volumes = resp
             .mounts
             .iter()
@@ -272,24 +232,14 @@ impl DockerManager {
             labels,
             state: cstate,
             exit_code,
-            created: resp
-                .created
-                .as_deref()
-                .and_then(parse_rfc3339)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            created: resp.created.as_deref().and_then(parse_rfc3339).unwrap_or(SystemTime::UNIX_EPOCH),
             started: state.and_then(|s| s.started_at.as_deref()).and_then(parse_rfc3339),
             volumes,
         }
     }
 
     fn info_from_summary(&self, s: &ContainerSummary) -> ContainerInfo {
-        let name = s
-            .names
-            .iter()
-            .flatten()
-            .next()
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default();
+        let name = s.names.iter().flatten().next().map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default();
         let labels: BTreeMap<String, String> = s.labels.clone().unwrap_or_default().into_iter().collect();
         let cstate = ContainerState::from_engine(&s.state.map(|x| x.to_string()).unwrap_or_default());
         // The summary only has "Exited (3) 2 minutes ago" as text.
@@ -327,26 +277,17 @@ impl DockerManager {
         }
         tracing::info!(%image, "pulling missing image");
         let (repo, tag) = split_tag(image);
-        let opts = CreateImageOptions {
-            from_image: Some(repo.to_owned()),
-            tag: Some(tag.to_owned()),
-            ..Default::default()
-        };
+        let opts =
+            CreateImageOptions { from_image: Some(repo.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
         let pull = self.docker.create_image(Some(opts), None, None).try_collect::<Vec<_>>();
         // Pulls are slow by nature: allow ten call timeouts.
         match tokio::time::timeout(self.config.timeout * 10, pull).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(match self.classify("pull", image, e) {
                 e @ Error::EngineUnavailable { .. } => e,
-                other => Error::ImageUnavailable {
-                    image: image.to_owned(),
-                    source: Some(Box::new(other)),
-                },
+                other => Error::ImageUnavailable { image: image.to_owned(), source: Some(Box::new(other)) },
             }),
-            Err(_) => Err(Error::ImageUnavailable {
-                image: image.to_owned(),
-                source: Some("pull timed out".into()),
-            }),
+            Err(_) => Err(Error::ImageUnavailable { image: image.to_owned(), source: Some("pull timed out".into()) }),
         }
     }
 
@@ -385,17 +326,12 @@ impl DockerManager {
             changes,
             ..Default::default()
         };
-        let import = self
-            .docker
-            .create_image(Some(opts), Some(bollard::body_full(rootfs_tar)), None)
-            .try_collect::<Vec<_>>();
+        let import =
+            self.docker.create_image(Some(opts), Some(bollard::body_full(rootfs_tar)), None).try_collect::<Vec<_>>();
         match tokio::time::timeout(self.config.timeout * 4, import).await {
             Ok(Ok(_)) => Ok(ImportedImage { reference }),
             Ok(Err(e)) => Err(self.classify("import image", &reference, e)),
-            Err(_) => Err(Error::EngineTimeout {
-                operation: "import image",
-                timeout: self.config.timeout * 4,
-            }),
+            Err(_) => Err(Error::EngineTimeout { operation: "import image", timeout: self.config.timeout * 4 }),
         }
     }
 
@@ -417,14 +353,8 @@ impl DockerManager {
         let images = self.call("list images", key, self.docker.list_images(Some(opts))).await?;
         let mut removed = 0;
         for image in images {
-            let opts = RemoveImageOptions {
-                force: true,
-                ..Default::default()
-            };
-            match self
-                .call("remove image", &image.id, self.docker.remove_image(&image.id, Some(opts), None))
-                .await
-            {
+            let opts = RemoveImageOptions { force: true, ..Default::default() };
+            match self.call("remove image", &image.id, self.docker.remove_image(&image.id, Some(opts), None)).await {
                 Ok(_) => removed += 1,
                 Err(e) => tracing::warn!(image = %image.id, error = %e, "could not remove image"),
             }
@@ -450,11 +380,7 @@ impl DockerManager {
         let mut n_containers = 0;
         for c in containers {
             let Some(id) = c.id else { continue };
-            let opts = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
+            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
             match self.call("remove", &id, self.docker.remove_container(&id, Some(opts))).await {
                 Ok(()) | Err(Error::NotFound { .. }) => n_containers += 1,
                 Err(e) => tracing::warn!(container = %id, error = %e, "sweep could not remove container"),
@@ -472,27 +398,19 @@ impl DockerManager {
     /// Transport errors.
     pub async fn label_values(&self, key: &str) -> Result<std::collections::BTreeSet<String>> {
         let filters = Some(HashMap::from([("label".to_owned(), vec![key.to_owned()])]));
-        let opts = ListContainersOptions {
-            all: true,
-            filters: filters.clone(),
-            ..Default::default()
-        };
+        let opts = ListContainersOptions { all: true, filters: filters.clone(), ..Default::default() };
         let containers = self.call("list", key, self.docker.list_containers(Some(opts))).await?;
-        let volumes = self
-            .call("list volumes", key, self.docker.list_volumes(Some(ListVolumesOptions { filters })))
-            .await?;
-        let mut values: std::collections::BTreeSet<String> = containers
-            .into_iter()
-            .filter_map(|c| c.labels.and_then(|mut l| l.remove(key)))
-            .collect();
+        let volumes =
+            self.call("list volumes", key, self.docker.list_volumes(Some(ListVolumesOptions { filters }))).await?;
+        let mut values: std::collections::BTreeSet<String> =
+            containers.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(key))).collect();
         values.extend(volumes.volumes.unwrap_or_default().into_iter().filter_map(|mut v| v.labels.remove(key)));
         Ok(values)
     }
 
     async fn remove_volumes_matching(&self, label_filter: &str) -> Result<usize> {
-        let opts = ListVolumesOptions {
-            filters: Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])])),
-        };
+        let opts =
+            ListVolumesOptions { filters: Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])])) };
         let list = self.call("list volumes", label_filter, self.docker.list_volumes(Some(opts))).await?;
         let mut n = 0;
         for v in list.volumes.unwrap_or_default() {
@@ -525,11 +443,7 @@ impl DockerManager {
     /// Removes a container by id or name and the named volumes listed,
     /// ignoring "already gone". Used by `remove` and by launch clean-up.
     async fn destroy(&self, id: &str, name: &str, volumes: &[String]) -> Result<()> {
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
+        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.call("remove", name, self.docker.remove_container(id, Some(opts))).await {
             Ok(()) => {}
             Err(Error::NotFound { .. }) => {}
@@ -550,24 +464,16 @@ impl DockerManager {
             context: format!("building the input archive for container {name:?}"),
             source,
         })?;
-        let opts = UploadToContainerOptions {
-            path: "/".to_owned(),
-            ..Default::default()
-        };
-        self.call(
-            "upload input",
-            name,
-            self.docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into())),
-        )
-        .await
+        let opts = UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
+        self.call("upload input", name, self.docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into())))
+            .await
     }
 
     async fn launch_created(&self, id: &str, spec: &ContainerSpec, input_file: Option<(&str, Vec<u8>)>) -> Result<()> {
         if let Some((path, content)) = input_file {
             self.upload_file(id, &spec.name, path, &content).await?;
         }
-        self.call("start", &spec.name, self.docker.start_container(id, None::<StartContainerOptions>))
-            .await
+        self.call("start", &spec.name, self.docker.start_container(id, None::<StartContainerOptions>)).await
     }
 
     async fn resolve_host(&self) -> Result<IpAddr> {
@@ -641,11 +547,7 @@ fn parse_log_chunk(bytes: &[u8], stream: LogStream, out: &mut Vec<LogLine>) {
                 None => (SystemTime::now(), raw),
             },
         };
-        out.push(LogLine {
-            timestamp,
-            stream,
-            line: line.to_owned(),
-        });
+        out.push(LogLine { timestamp, stream, line: line.to_owned() });
     }
 }
 
@@ -752,7 +654,9 @@ impl ContainerManager for DockerManager {
         let publish = self.config.effective_endpoint_mode() == EndpointMode::PublishedPort;
         let host_config = HostConfig {
             nano_cpus: Some(spec.nano_cpus()),
-            memory_reservation: Some(i64::try_from(spec.mem_reservation_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+            memory_reservation: Some(
+                i64::try_from(spec.mem_reservation_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+            ),
             mounts: (!mounts.is_empty()).then_some(mounts),
             port_bindings: publish.then(|| {
                 HashMap::from([(
@@ -763,11 +667,7 @@ impl ContainerManager for DockerManager {
                     }]),
                 )])
             }),
-            extra_hosts: self
-                .config
-                .host_gateway_alias
-                .as_ref()
-                .map(|alias| vec![format!("{alias}:host-gateway")]),
+            extra_hosts: self.config.host_gateway_alias.as_ref().map(|alias| vec![format!("{alias}:host-gateway")]),
             network_mode: if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
                 Some("host".to_owned())
             } else {
@@ -783,10 +683,7 @@ impl ContainerManager for DockerManager {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let opts = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
-        };
+        let opts = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
         let created = match self.docker.create_container(Some(opts), body).await {
             Ok(c) => c,
             Err(e) => {
@@ -837,17 +734,10 @@ impl ContainerManager for DockerManager {
                 .collect();
             filters.insert("name".to_owned(), vec![format!("^/?{escaped}$")]);
         }
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
+        let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let list = self.call("list", "containers", self.docker.list_containers(Some(opts))).await?;
-        let mut out: Vec<ContainerInfo> = list
-            .iter()
-            .map(|s| self.info_from_summary(s))
-            .filter(|i| filter.matches(i))
-            .collect();
+        let mut out: Vec<ContainerInfo> =
+            list.iter().map(|s| self.info_from_summary(s)).filter(|i| filter.matches(i)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -864,9 +754,7 @@ impl ContainerManager for DockerManager {
             since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
             ..Default::default()
         };
-        let chunks = self
-            .call("logs", name, self.docker.logs(&id, Some(opts)).try_collect::<Vec<_>>())
-            .await?;
+        let chunks = self.call("logs", name, self.docker.logs(&id, Some(opts)).try_collect::<Vec<_>>()).await?;
         let mut lines: Vec<LogLine> = chunks.into_iter().flat_map(log_lines).collect();
         if let Some(since) = options.since {
             lines.retain(|l| l.timestamp >= since);
@@ -917,13 +805,8 @@ impl ContainerManager for DockerManager {
 
     async fn endpoint(&self, name: &str) -> Result<Endpoint> {
         let resp = self.inspect_raw(name).await?;
-        let labels: BTreeMap<String, String> = resp
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let labels: BTreeMap<String, String> =
+            resp.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default().into_iter().collect();
         let port = port_from_labels(&self.config.labels, name, &labels)?;
         let running = resp.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if !running {
@@ -933,15 +816,10 @@ impl ContainerManager for DockerManager {
                 .and_then(|s| s.status)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".to_owned());
-            return Err(Error::NotRunning {
-                name: name.to_owned(),
-                state,
-            });
+            return Err(Error::NotRunning { name: name.to_owned(), state });
         }
         if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
-            return Ok(Endpoint {
-                addr: SocketAddr::new(self.resolve_host().await?, port),
-            });
+            return Ok(Endpoint { addr: SocketAddr::new(self.resolve_host().await?, port) });
         }
         let settings = resp.network_settings.unwrap_or_default();
         let ports = settings.ports.unwrap_or_default();
@@ -950,10 +828,7 @@ impl ContainerManager for DockerManager {
         }
         let key = format!("{port}/tcp");
         let Some(bindings) = ports.get(&key) else {
-            return Err(Error::ExpectedPortMissing {
-                name: name.to_owned(),
-                port,
-            });
+            return Err(Error::ExpectedPortMissing { name: name.to_owned(), port });
         };
         match self.config.effective_endpoint_mode() {
             EndpointMode::BridgeIp | EndpointMode::Auto | EndpointMode::HostNetwork => {
@@ -968,9 +843,7 @@ impl ContainerManager for DockerManager {
                     .filter_map(|n| n.ip_address.as_deref())
                     .find_map(|ip| ip.parse::<IpAddr>().ok())
                     .ok_or_else(|| Error::NoPortsOpen { name: name.to_owned() })?;
-                Ok(Endpoint {
-                    addr: SocketAddr::new(ip, port),
-                })
+                Ok(Endpoint { addr: SocketAddr::new(ip, port) })
             }
             EndpointMode::PublishedPort => {
                 let bindings = bindings.as_deref().unwrap_or_default();
@@ -978,25 +851,18 @@ impl ContainerManager for DockerManager {
                     .iter()
                     .find(|b| b.host_ip.as_deref().is_some_and(|ip| !ip.contains(':')))
                     .or_else(|| bindings.first())
-                    .ok_or_else(|| Error::ExpectedPortMissing {
-                        name: name.to_owned(),
-                        port,
-                    })?;
+                    .ok_or_else(|| Error::ExpectedPortMissing { name: name.to_owned(), port })?;
                 let host_port: u16 = binding
                     .host_port
                     .as_deref()
                     .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| Error::ExpectedPortMissing {
-                        name: name.to_owned(),
-                        port,
-                    })?;
-                let ip = match (&self.config.host, binding.host_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())) {
+                    .ok_or_else(|| Error::ExpectedPortMissing { name: name.to_owned(), port })?;
+                let ip = match (&self.config.host, binding.host_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()))
+                {
                     (EngineHost::Unix { .. }, Some(ip)) if !ip.is_unspecified() => ip,
                     _ => self.resolve_host().await?,
                 };
-                Ok(Endpoint {
-                    addr: SocketAddr::new(ip, host_port),
-                })
+                Ok(Endpoint { addr: SocketAddr::new(ip, host_port) })
             }
         }
     }
@@ -1006,10 +872,7 @@ impl ContainerManager for DockerManager {
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
                 ("label".to_owned(), vec![self.config.labels.root().to_owned()]),
-                (
-                    "event".to_owned(),
-                    ["create", "start", "die", "destroy"].map(String::from).to_vec(),
-                ),
+                ("event".to_owned(), ["create", "start", "die", "destroy"].map(String::from).to_vec()),
             ])),
             ..Default::default()
         };
@@ -1023,15 +886,13 @@ impl ContainerManager for DockerManager {
             Err(_) => None,
         };
         let this = self.clone();
-        let stream = futures_util::stream::iter(first)
-            .chain(raw)
-            .filter_map(move |item| {
-                let out = match item {
-                    Ok(msg) => event_from_message(msg).map(Ok),
-                    Err(e) => Some(Err(this.classify("events", "events", e))),
-                };
-                futures_util::future::ready(out)
-            });
+        let stream = futures_util::stream::iter(first).chain(raw).filter_map(move |item| {
+            let out = match item {
+                Ok(msg) => event_from_message(msg).map(Ok),
+                Err(e) => Some(Err(this.classify("events", "events", e))),
+            };
+            futures_util::future::ready(out)
+        });
         Ok(stream.boxed())
     }
 
@@ -1067,18 +928,19 @@ mod tests {
     fn tar_has_parents() {
         let tar = file_tar("/tmp/deep/input.json", b"{}").unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> =
+            archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["tmp/", "tmp/deep/", "tmp/deep/input.json"]);
     }
 
     #[test]
     fn log_chunks() {
         let mut out = Vec::new();
-        parse_log_chunk(b"2026-11-24T07:24:49.5Z hello world\n2026-11-24T07:24:50Z second\n", LogStream::Stdout, &mut out);
+        parse_log_chunk(
+            b"2026-11-24T07:24:49.5Z hello world\n2026-11-24T07:24:50Z second\n",
+            LogStream::Stdout,
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].line, "hello world");
         assert_eq!(out[1].line, "second");

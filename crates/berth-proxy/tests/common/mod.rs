@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_manager::mock::{MockBody, MockHandler, ToolContext};
 use berth_manager::{
-    ContainerInfo, ContainerManager, ContainerSpec, Endpoint, EventStreamBox, LabelScheme,
-    ListFilter, LogLine, LogOptions, LogStreamBox, MockConfig, MockEngine, MockManager, VolumeInfo,
+    ContainerInfo, ContainerManager, ContainerSpec, Endpoint, EventStreamBox, LabelScheme, ListFilter, LogLine,
+    LogOptions, LogStreamBox, MockConfig, MockEngine, MockManager, VolumeInfo,
 };
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -40,10 +40,13 @@ pub fn rich_tool(warmup: Duration) -> MockHandler {
                     for (k, v) in req.headers() {
                         let prev = map.get(k.as_str()).and_then(|p| p.as_str()).map(str::to_owned);
                         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                        map.insert(k.as_str().into(), match prev {
-                            Some(p) => format!("{p}|{v}").into(),
-                            None => v.into(),
-                        });
+                        map.insert(
+                            k.as_str().into(),
+                            match prev {
+                                Some(p) => format!("{p}|{v}").into(),
+                                None => v.into(),
+                            },
+                        );
                     }
                     text(StatusCode::OK, serde_json::Value::Object(map).to_string())
                 }
@@ -60,12 +63,8 @@ pub fn rich_tool(warmup: Duration) -> MockHandler {
                     text(StatusCode::OK, format!("bytes={n} sum={sum}\n"))
                 }
                 "/sse" => {
-                    let n: usize = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.strip_prefix("n="))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(3);
+                    let n: usize =
+                        req.uri().query().and_then(|q| q.strip_prefix("n=")).and_then(|v| v.parse().ok()).unwrap_or(3);
                     let stream = futures_util::stream::unfold(0usize, move |i| async move {
                         if i >= n {
                             return None;
@@ -148,11 +147,7 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<MockBody> {
 pub fn rich_manager(warmup: Duration) -> MockManager {
     MockManager::with_config(
         MockEngine::new(),
-        MockConfig {
-            labels: LabelScheme::default(),
-            default_warmup: warmup,
-            handler: Some(rich_tool(warmup)),
-        },
+        MockConfig { labels: LabelScheme::default(), default_warmup: warmup, handler: Some(rich_tool(warmup)) },
     )
 }
 
@@ -164,10 +159,7 @@ pub struct CountingManager<M> {
 
 impl<M> CountingManager<M> {
     pub fn new(inner: M) -> Self {
-        CountingManager {
-            inner,
-            calls: AtomicU64::new(0),
-        }
+        CountingManager { inner, calls: AtomicU64::new(0) }
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -224,10 +216,7 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
 }
 
 /// One request over a fresh HTTP/1.1 connection; `(status, headers, body)`.
-pub async fn request(
-    addr: SocketAddr,
-    req: Request<Full<Bytes>>,
-) -> (StatusCode, http::HeaderMap, Bytes) {
+pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, Bytes) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
@@ -273,7 +262,10 @@ pub fn empty() -> Empty<Bytes> {
 }
 
 /// Spawns `berth_proxy::serve` on 127.0.0.1:0; returns its address.
-pub async fn serve<H: berth_proxy::ProxyHooks>(proxy: berth_proxy::Proxy<H>, limits: berth_proxy::ServerLimits) -> SocketAddr {
+pub async fn serve<H: berth_proxy::ProxyHooks>(
+    proxy: berth_proxy::Proxy<H>,
+    limits: berth_proxy::ServerLimits,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -281,4 +273,3 @@ pub async fn serve<H: berth_proxy::ProxyHooks>(proxy: berth_proxy::Proxy<H>, lim
     });
     addr
 }
-
