@@ -83,8 +83,9 @@ pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
             });
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                Ok(()) => tracing::trace!(%peer, "connection closed"),
+                Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
             }
             drop(permit);
         });

@@ -151,21 +151,37 @@ pub fn rich_manager(warmup: Duration) -> MockManager {
     )
 }
 
-/// Counts every call into the wrapped manager.
+/// Counts calls into the wrapped manager: all of them, and those naming
+/// each container (calls naming none, like `list`, count for every name),
+/// so a test on a shared engine can tell its own container's calls from
+/// those other tests' containers cause.
 pub struct CountingManager<M> {
     pub inner: M,
     pub calls: AtomicU64,
+    by_name: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    unnamed: AtomicU64,
 }
 
 impl<M> CountingManager<M> {
     pub fn new(inner: M) -> Self {
-        CountingManager { inner, calls: AtomicU64::new(0) }
+        CountingManager { inner, calls: AtomicU64::new(0), by_name: Default::default(), unnamed: AtomicU64::new(0) }
     }
+    /// Every call so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
+    /// Calls naming `name`, plus calls naming no container.
+    pub fn calls_for(&self, name: &str) -> u64 {
+        let named = self.by_name.lock().unwrap().get(name).copied().unwrap_or(0);
+        named + self.unnamed.load(Ordering::SeqCst)
+    }
     fn tick(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.unnamed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn tick_name(&self, name: &str) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.by_name.lock().unwrap().entry(name.to_owned()).or_default() += 1;
     }
 }
 
@@ -178,11 +194,11 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
         self.inner.capabilities()
     }
     async fn launch(&self, spec: &ContainerSpec) -> berth_manager::Result<ContainerInfo> {
-        self.tick();
+        self.tick_name(&spec.name);
         self.inner.launch(spec).await
     }
     async fn inspect(&self, name: &str) -> berth_manager::Result<ContainerInfo> {
-        self.tick();
+        self.tick_name(name);
         self.inner.inspect(name).await
     }
     async fn list(&self, filter: &ListFilter) -> berth_manager::Result<Vec<ContainerInfo>> {
@@ -190,19 +206,19 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
         self.inner.list(filter).await
     }
     async fn logs(&self, name: &str, options: LogOptions) -> berth_manager::Result<Vec<LogLine>> {
-        self.tick();
+        self.tick_name(name);
         self.inner.logs(name, options).await
     }
     async fn follow_logs(&self, name: &str, options: LogOptions) -> berth_manager::Result<LogStreamBox> {
-        self.tick();
+        self.tick_name(name);
         self.inner.follow_logs(name, options).await
     }
     async fn remove(&self, name: &str) -> berth_manager::Result<()> {
-        self.tick();
+        self.tick_name(name);
         self.inner.remove(name).await
     }
     async fn endpoint(&self, name: &str) -> berth_manager::Result<Endpoint> {
-        self.tick();
+        self.tick_name(name);
         self.inner.endpoint(name).await
     }
     async fn events(&self) -> berth_manager::Result<EventStreamBox> {
