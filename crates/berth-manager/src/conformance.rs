@@ -203,7 +203,7 @@ async fn wait_state(m: &dyn ContainerManager, check: &'static str, name: &str, w
 pub async fn launch_inspect_remove(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "launch_inspect_remove";
     let spec = fx.spec("lir").label("purpose", "conformance").cpus(0.25);
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let launched = m.launch(&spec).await.ctx(C, "launch")?;
         let info = m.inspect(&spec.name).await.ctx(C, "inspect")?;
         ensure!(C, info.id == launched.id, "launch and inspect disagree on the id");
@@ -236,7 +236,7 @@ pub async fn launch_inspect_remove(m: &dyn ContainerManager, fx: &Fixture) -> Ch
 pub async fn duplicate_name_conflict(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "duplicate_name_conflict";
     let spec = fx.spec("dup");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         m.launch(&spec).await.ctx(C, "first launch")?;
         let err = m.launch(&spec).await.err();
         ensure!(C, err.as_ref().is_some_and(Error::is_conflict), "second launch gave {err:?}");
@@ -251,7 +251,7 @@ pub async fn duplicate_name_conflict(m: &dyn ContainerManager, fx: &Fixture) -> 
 pub async fn concurrent_same_name(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "concurrent_same_name";
     let spec = fx.spec("race");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let results = futures_util::future::join_all((0..4).map(|_| m.launch(&spec))).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
         let conflicts = results.iter().filter(|r| r.as_ref().err().is_some_and(Error::is_conflict)).count();
@@ -363,7 +363,7 @@ pub async fn foreign_containers_invisible(m: &dyn ContainerManager, fx: &Fixture
 pub async fn logs_contain_output(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "logs_contain_output";
     let spec = fx.spec("logs");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let before = std::time::SystemTime::now() - Duration::from_secs(5);
         m.launch(&spec).await.ctx(C, "launch")?;
         for word in ["first-word", "second-word"] {
@@ -399,7 +399,7 @@ pub async fn logs_contain_output(m: &dyn ContainerManager, fx: &Fixture) -> Chec
 pub async fn follow_logs_streams(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "follow_logs_streams";
     let spec = fx.spec("follow");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         m.launch(&spec).await.ctx(C, "launch")?;
         wait_ready(m, fx, C, &spec.name).await?;
         let mut stream = m.follow_logs(&spec.name, LogOptions::default()).await.ctx(C, "follow_logs")?;
@@ -423,7 +423,7 @@ pub async fn follow_logs_streams(m: &dyn ContainerManager, fx: &Fixture) -> Chec
 pub async fn events_lifecycle(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "events_lifecycle";
     let spec = fx.spec("events");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let mut events = m.events().await.ctx(C, "events")?;
         m.launch(&spec).await.ctx(C, "launch")?;
         get(m, fx, C, &spec.name, "/exit/3").await?;
@@ -460,7 +460,7 @@ pub async fn events_lifecycle(m: &dyn ContainerManager, fx: &Fixture) -> CheckRe
 pub async fn extra_directory_volumes(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "extra_directory_volumes";
     let spec = fx.spec("vols").extra_directory("/data").extra_directory("/scratch/work");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let info = m.launch(&spec).await.ctx(C, "launch")?;
         ensure!(C, info.volumes.len() == 2, "container has {} volumes", info.volumes.len());
         let owned: Vec<_> = m
@@ -609,7 +609,7 @@ pub async fn missing_image(m: &dyn ContainerManager, fx: &Fixture) -> CheckResul
 pub async fn endpoint_serves_http(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "endpoint_serves_http";
     let spec = fx.spec("http").env("BERTH_CONFORMANCE", "yes=1 two").env(crate::spec::ENV_STARTUP_DELAY_MS, "1500");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         m.launch(&spec).await.ctx(C, "launch")?;
         let (_, seen) = wait_ready(m, fx, C, &spec.name).await?;
         ensure!(C, seen.contains(&503), "a 1.5 s warm-up produced no 503 (saw {seen:?})");
@@ -624,7 +624,7 @@ pub async fn endpoint_serves_http(m: &dyn ContainerManager, fx: &Fixture) -> Che
 pub async fn exited_container(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
     const C: &str = "exited_container";
     let spec = fx.spec("exited");
-    with_cleanup(m, &[spec.name.clone()], async {
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
         m.launch(&spec).await.ctx(C, "launch")?;
         get(m, fx, C, &spec.name, "/exit/7").await?;
         wait_state(m, C, &spec.name, ContainerState::Exited).await?;

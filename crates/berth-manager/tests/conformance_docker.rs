@@ -1,6 +1,8 @@
 //! The conformance suite against `DockerManager` on the local engine,
 //! with the `berth-testtool` image built from this workspace.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! by `django_docker_engine`, resource settings, launch clean-up, and an
 //! unreachable engine failing fast.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,8 @@
 //! here) for a `DOCKER_TLS_VERIFY` engine. Endpoints are then resolved the
 //! remote way: the published port on the engine's host.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -23,7 +23,7 @@
 //! use http_body_util::{BodyExt, Empty};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), berth_proxy::BoxError> {
 //! let manager = Arc::new(MockManager::new());
 //! let table = RouteTable::start(manager.clone(), TableConfig::default()).await?;
 //! let proxy = Proxy::new(table, ProxyConfig::default());

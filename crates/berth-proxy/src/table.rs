@@ -316,16 +316,12 @@ impl RouteTable {
     fn apply_event(self: &Arc<Self>, event: berth_manager::ContainerEvent) {
         let same_id = |t: &Self| t.read().get(&event.name).is_some_and(|e| e.id == event.id);
         match event.kind {
-            EventKind::Created => {
-                if !same_id(self) {
-                    self.insert_starting(&event.name, &event.id);
-                }
+            EventKind::Created if !same_id(self) => {
+                self.insert_starting(&event.name, &event.id);
             }
             EventKind::Started => self.start_probe(&event.name, &event.id),
-            EventKind::Died => {
-                if same_id(self) {
-                    self.fail(&event.name, &event.id, FailureReason::Exited { code: event.exit_code });
-                }
+            EventKind::Died if same_id(self) => {
+                self.fail(&event.name, &event.id, FailureReason::Exited { code: event.exit_code });
             }
             EventKind::Removed => {
                 let mut entries = self.write();

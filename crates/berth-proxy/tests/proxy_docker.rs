@@ -3,6 +3,8 @@
 //! events, failure pages, and no engine calls on the hot path. (Streaming
 //! 1 GiB each way is in `streaming_memory.rs`.)
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! The proxy end to end over real sockets, with mock containers.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 mod common;
 
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! own and run one at a time: resident memory is a per-process figure, and
 //! other tests running alongside would blur it.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
 mod common;
 
 use std::sync::Arc;

@@ -220,7 +220,7 @@ impl DockerManager {
             .mounts
             .iter()
             .flatten()
-            .filter(|m| m.typ.as_ref().is_some_and(|t| t.to_string() == "volume"))
+            .filter(|m| m.typ.as_ref().is_some_and(|t| t == "volume"))
             .filter_map(|m| m.name.clone())
             .collect();
         ContainerInfo {
@@ -265,7 +265,7 @@ impl DockerManager {
                 .mounts
                 .iter()
                 .flatten()
-                .filter(|m| m.typ.as_ref().is_some_and(|t| t.to_string() == "volume"))
+                .filter(|m| m.typ.as_ref().is_some_and(|t| t == "volume"))
                 .filter_map(|m| m.name.clone())
                 .collect(),
         }

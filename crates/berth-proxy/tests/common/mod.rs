@@ -1,6 +1,7 @@
 //! Shared pieces of the proxy tests: a mock tool with streaming, SSE and
 //! websocket routes, a counting manager, a served proxy, and small clients.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::convert::Infallible;
