@@ -125,6 +125,15 @@ pub trait ContainerManager: Send + Sync {
     ///
     /// Transport errors only.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
+
+    /// Removes volumes this manager created whose container no longer
+    /// exists (left by a crash between creating a volume and its
+    /// container); returns their names.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    async fn prune_volumes(&self) -> Result<Vec<String>>;
 }
 
 /// Conveniences built only on [`ContainerManager`]'s required methods;
@@ -218,6 +227,9 @@ macro_rules! forward_manager {
             }
             async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
                 (**self).list_volumes().await
+            }
+            async fn prune_volumes(&self) -> Result<Vec<String>> {
+                (**self).prune_volumes().await
             }
         }
     };

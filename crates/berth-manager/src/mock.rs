@@ -582,9 +582,44 @@ impl ContainerManager for MockManager {
         Ok(stream.boxed())
     }
 
+    async fn prune_volumes(&self) -> Result<Vec<String>> {
+        let root = self.config.labels.root().to_owned();
+        let mut state = self.engine.lock();
+        let orphans: Vec<String> = state
+            .volumes
+            .values()
+            .filter(|v| v.labels.contains_key(&root))
+            .filter(|v| v.container.as_ref().is_none_or(|c| !state.containers.contains_key(c)))
+            .map(|v| v.name.clone())
+            .collect();
+        for name in &orphans {
+            state.volumes.remove(name);
+        }
+        Ok(orphans)
+    }
+
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         let root = self.config.labels.root();
         Ok(self.engine.lock().volumes.values().filter(|v| v.labels.contains_key(root)).cloned().collect())
+    }
+}
+
+impl MockEngine {
+    /// Creates a volume owned by `container` without creating the
+    /// container, as a crash between the two steps would leave it; for
+    /// testing recovery.
+    pub fn add_orphan_volume(&self, scheme: &LabelScheme, container: &str) -> String {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let name = format!("{container}-orphan-{}", state.next_id);
+        let labels = BTreeMap::from([
+            (scheme.root().to_owned(), "true".to_owned()),
+            (scheme.volume_owner_key(), container.to_owned()),
+        ]);
+        state
+            .volumes
+            .insert(name.clone(), VolumeInfo { name: name.clone(), container: Some(container.to_owned()), labels });
+        name
     }
 }
 

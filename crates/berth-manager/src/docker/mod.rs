@@ -896,6 +896,29 @@ impl ContainerManager for DockerManager {
         Ok(stream.boxed())
     }
 
+    async fn prune_volumes(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for v in self.list_volumes().await? {
+            let owner_exists = match &v.container {
+                // Any container of that name counts: its volumes are its own business.
+                Some(owner) => match self
+                    .call("inspect", owner, self.docker.inspect_container(owner, None::<InspectContainerOptions>))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(Error::NotFound { .. }) => false,
+                    Err(e) => return Err(e),
+                },
+                None => false,
+            };
+            if !owner_exists && self.remove_volume(&v.name).await {
+                tracing::info!(volume = %v.name, owner = ?v.container, "removed orphan volume");
+                removed.push(v.name);
+            }
+        }
+        Ok(removed)
+    }
+
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         let owner_key = self.config.labels.volume_owner_key();
         let opts = ListVolumesOptions {

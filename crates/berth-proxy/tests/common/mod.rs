@@ -226,6 +226,10 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
         self.tick();
         self.inner.events().await
     }
+    async fn prune_volumes(&self) -> berth_manager::Result<Vec<String>> {
+        self.tick();
+        self.inner.prune_volumes().await
+    }
     async fn list_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>> {
         self.tick();
         self.inner.list_volumes().await

@@ -1,0 +1,46 @@
+//! The one error type of this crate.
+
+/// Why a fleet operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The container manager failed (its error says how: `NotFound`,
+    /// `InvalidSpec`, `ImageUnavailable`, `EngineUnavailable`, ...).
+    #[error(transparent)]
+    Manager(#[from] berth_manager::Error),
+    /// A container with this name exists with a different spec.
+    #[error("container {name:?} already exists with a different spec")]
+    Conflict {
+        /// Container name.
+        name: String,
+    },
+    /// A configured limit would be exceeded.
+    #[error("launching {name:?} would exceed the limit of {limit} {what}")]
+    LimitReached {
+        /// Container name.
+        name: String,
+        /// Which limit (`containers in total`, `containers of tool "x"`).
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The activity store failed.
+    #[error("activity store failed while {context}")]
+    Activity {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// True when the named container does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Manager(e) if e.is_not_found())
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,523 @@
+//! [`Fleet`]: launches and removes containers under a memory budget and
+//! limits, culls idle ones, and recovers after a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use berth_manager::{ContainerInfo, ContainerManager, ContainerManagerExt, ContainerSpec, ContainerState, ListFilter};
+use sha2::{Digest, Sha256};
+
+use crate::activity::ActivityStore;
+use crate::error::{Error, Result};
+
+/// Settings of a [`Fleet`].
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Total memory reservation allowed, in MiB; `None` means no budget.
+    pub memory_budget_mb: Option<u64>,
+    /// Most containers at once; `None` means no limit.
+    pub max_containers: Option<usize>,
+    /// Most containers of one tool at once; `None` means no limit.
+    pub max_per_tool: Option<usize>,
+    /// Containers with no proxied activity for this long are removed by
+    /// the culler (never one younger than this); `None` disables culling.
+    pub idle_timeout: Option<Duration>,
+    /// How often the culler looks.
+    pub cull_interval: Duration,
+    /// Containers found in state `created` at recovery that are older than
+    /// this are half-made launches of a crashed process, and are removed.
+    pub orphan_grace: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            memory_budget_mb: None,
+            max_containers: None,
+            max_per_tool: None,
+            idle_timeout: None,
+            cull_interval: Duration::from_secs(30),
+            orphan_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Resources a container owns outside the engine (staged input files,
+/// access tokens, ...), released when the fleet removes it.
+#[async_trait]
+pub trait ContainerResources: Send + Sync + 'static {
+    /// Releases everything held for `name` (it was removed).
+    ///
+    /// # Errors
+    ///
+    /// A message for the log; the fleet carries on.
+    async fn release(&self, name: &str) -> std::result::Result<(), String>;
+
+    /// Releases everything held for containers not in `live` (recovery
+    /// after a crash).
+    ///
+    /// # Errors
+    ///
+    /// A message for the log; the fleet carries on.
+    async fn retain_only(&self, live: &HashSet<String>) -> std::result::Result<(), String>;
+}
+
+/// What a launch did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaunchOutcome {
+    /// A new container was launched; `evicted` names the containers removed
+    /// first to make room in the memory budget.
+    Launched {
+        /// The new container.
+        info: ContainerInfo,
+        /// Containers evicted for it, least recently used first.
+        evicted: Vec<String>,
+    },
+    /// A container with this name and the same spec already existed.
+    Existing(ContainerInfo),
+}
+
+impl LaunchOutcome {
+    /// The container, new or existing.
+    pub fn info(&self) -> &ContainerInfo {
+        match self {
+            LaunchOutcome::Launched { info, .. } | LaunchOutcome::Existing(info) => info,
+        }
+    }
+}
+
+/// What [`Fleet::recover`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Managed containers found running or stopped, by name.
+    pub adopted: Vec<String>,
+    /// Half-made containers (created, never started) removed.
+    pub removed_half_made: Vec<String>,
+    /// Volumes whose container no longer exists, removed.
+    pub removed_orphan_volumes: usize,
+}
+
+/// The orchestration layer over a [`ContainerManager`]: the equivalent of
+/// the original's run wrapper, without its races.
+///
+/// - Memory budget: a launch whose reservation does not fit first removes
+///   the least recently used containers (by last proxied activity, falling
+///   back to creation time) until it fits; with nothing left to remove it
+///   warns and starts anyway. Budget decisions are serialized and count
+///   launches in flight, so concurrent launches never overshoot together.
+/// - Idempotent launch by name: concurrent launches of one name produce
+///   one container; an existing name with a different spec is a
+///   [`Error::Conflict`].
+/// - Limits on containers in total and per tool.
+/// - Idle culling ([`Fleet::spawn_culler`], [`Fleet::purge_inactive`]) and
+///   [`Fleet::purge_by_label`].
+/// - [`Fleet::kill`] removes the container, its volumes, its resources
+///   (staged files, tokens) and marks its history.
+/// - [`Fleet::recover`] after a restart: adopts running containers,
+///   removes half-made ones and orphaned volumes and resources.
+pub struct Fleet {
+    manager: Arc<dyn ContainerManager>,
+    activity: Arc<dyn ActivityStore>,
+    resources: Vec<Arc<dyn ContainerResources>>,
+    config: FleetConfig,
+    /// Serializes budget and limit decisions.
+    decisions: tokio::sync::Mutex<()>,
+    /// Reservations of launches between decision and creation.
+    in_flight: Mutex<HashMap<String, (u64, Option<String>)>>,
+    /// One lock per name being launched, so same-name launches queue.
+    name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Label suffix (after the root label and `-fleet.`) holding the spec hash.
+const SPEC_SUFFIX: &str = "spec";
+/// Label suffix holding the tool name.
+const TOOL_SUFFIX: &str = "tool";
+
+impl Fleet {
+    /// A fleet over `manager`, reading activity from `activity`.
+    pub fn new(manager: Arc<dyn ContainerManager>, activity: Arc<dyn ActivityStore>, config: FleetConfig) -> Self {
+        Fleet {
+            manager,
+            activity,
+            resources: Vec::new(),
+            config,
+            decisions: tokio::sync::Mutex::new(()),
+            in_flight: Mutex::default(),
+            name_locks: Mutex::default(),
+        }
+    }
+
+    /// Adds resources released with each container (e.g. the staging store).
+    pub fn with_resources(mut self, resources: Arc<dyn ContainerResources>) -> Self {
+        self.resources.push(resources);
+        self
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &Arc<dyn ContainerManager> {
+        &self.manager
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    /// Label key holding the hash of the spec a container was launched from.
+    pub fn spec_label(&self) -> String {
+        format!("{}-fleet.{SPEC_SUFFIX}", self.manager.label_scheme().root())
+    }
+
+    /// Label key holding the tool a container runs.
+    pub fn tool_label(&self) -> String {
+        format!("{}-fleet.{TOOL_SUFFIX}", self.manager.label_scheme().root())
+    }
+
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.name_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn release_name_lock(&self, name: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.name_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours. More means someone waits.
+        if Arc::strong_count(&lock) <= 2 {
+            locks.remove(name);
+        }
+    }
+
+    /// Launches `spec` (as tool `tool`, for per-tool limits), or returns
+    /// the existing container of that name when its spec is the same.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when the name exists with another spec;
+    /// [`Error::LimitReached`] for the container limits; the manager's
+    /// errors for the launch itself.
+    pub async fn launch(&self, mut spec: ContainerSpec, tool: Option<&str>) -> Result<LaunchOutcome> {
+        spec.validate()?;
+        let hash = spec_hash(&spec, tool);
+        spec.labels.insert(self.spec_label(), hash.clone());
+        if let Some(tool) = tool {
+            spec.labels.insert(self.tool_label(), tool.to_owned());
+        }
+        let lock = self.name_lock(&spec.name);
+        let result = {
+            let _same_name = lock.lock().await;
+            self.launch_locked(&spec, tool, &hash).await
+        };
+        self.release_name_lock(&spec.name, lock);
+        result
+    }
+
+    async fn launch_locked(&self, spec: &ContainerSpec, tool: Option<&str>, hash: &str) -> Result<LaunchOutcome> {
+        match self.manager.inspect(&spec.name).await {
+            Ok(existing) => {
+                return if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
+                    Ok(LaunchOutcome::Existing(existing))
+                } else {
+                    Err(Error::Conflict { name: spec.name.clone() })
+                };
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let evicted = self.decide(spec, tool).await?;
+        let launched = self.manager.launch(spec).await;
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&spec.name);
+        let info = match launched {
+            Ok(info) => info,
+            // Another process (or a fleet on another berth) won the race.
+            Err(e) if e.is_conflict() => {
+                let existing = self.manager.inspect(&spec.name).await?;
+                return if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
+                    Ok(LaunchOutcome::Existing(existing))
+                } else {
+                    Err(Error::Conflict { name: spec.name.clone() })
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = self.activity.mark_launched(&spec.name, SystemTime::now()).await {
+            tracing::warn!(name = %spec.name, error = %e, "could not mark the launch in the activity store");
+        }
+        Ok(LaunchOutcome::Launched { info, evicted })
+    }
+
+    /// The serialized part of a launch: limits, budget, eviction, and the
+    /// reservation of the new container's memory.
+    async fn decide(&self, spec: &ContainerSpec, tool: Option<&str>) -> Result<Vec<String>> {
+        let _decision = self.decisions.lock().await;
+        let existing = self.manager.list(&ListFilter::all()).await?;
+        let in_flight: Vec<(String, (u64, Option<String>))> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let existing: Vec<ContainerInfo> =
+            existing.into_iter().filter(|c| !in_flight.iter().any(|(n, _)| *n == c.name)).collect();
+
+        if let Some(limit) = self.config.max_containers {
+            if existing.len() + in_flight.len() >= limit {
+                return Err(Error::LimitReached { name: spec.name.clone(), what: "containers in total".into(), limit });
+            }
+        }
+        if let (Some(limit), Some(tool)) = (self.config.max_per_tool, tool) {
+            let tool_label = self.tool_label();
+            let same_tool =
+                existing.iter().filter(|c| c.labels.get(&tool_label).map(String::as_str) == Some(tool)).count()
+                    + in_flight.iter().filter(|(_, (_, t))| t.as_deref() == Some(tool)).count();
+            if same_tool >= limit {
+                return Err(Error::LimitReached {
+                    name: spec.name.clone(),
+                    what: format!("containers of tool {tool:?}"),
+                    limit,
+                });
+            }
+        }
+
+        let mut evicted = Vec::new();
+        if let Some(budget) = self.config.memory_budget_mb {
+            let reserved_in_flight: u64 = in_flight.iter().map(|(_, (mb, _))| mb).sum();
+            let mut used: u64 =
+                existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).sum::<u64>() + reserved_in_flight;
+            if used + spec.mem_reservation_mb > budget {
+                let last = self.activity.last_activity_all().await?;
+                let mut candidates: Vec<&ContainerInfo> = existing.iter().collect();
+                candidates.sort_by_key(|c| (recency(c, &last), c.name.clone()));
+                for victim in candidates {
+                    if used + spec.mem_reservation_mb <= budget {
+                        break;
+                    }
+                    tracing::info!(
+                        victim = %victim.name,
+                        for_ = %spec.name,
+                        used_mb = used,
+                        budget_mb = budget,
+                        "evicting the least recently used container to fit the memory budget"
+                    );
+                    match self.kill(&victim.name).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                    used = used.saturating_sub(victim.mem_reservation_mb.unwrap_or(0));
+                    evicted.push(victim.name.clone());
+                }
+                if used + spec.mem_reservation_mb > budget {
+                    tracing::warn!(
+                        name = %spec.name,
+                        need_mb = spec.mem_reservation_mb,
+                        used_mb = used,
+                        budget_mb = budget,
+                        "memory budget exceeded with nothing left to evict; starting anyway"
+                    );
+                }
+            }
+        }
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone(), (spec.mem_reservation_mb, tool.map(str::to_owned)));
+        Ok(evicted)
+    }
+
+    /// Removes the container, its volumes and resources, and marks its
+    /// history.
+    ///
+    /// # Errors
+    ///
+    /// The manager's errors (`NotFound` when there is no such container).
+    pub async fn kill(&self, name: &str) -> Result<()> {
+        let removed = self.manager.remove(name).await;
+        // Resources go even when the container was already gone: a crash
+        // may have left them behind.
+        for r in &self.resources {
+            if let Err(e) = r.release(name).await {
+                tracing::warn!(%name, error = %e, "could not release container resources");
+            }
+        }
+        removed?;
+        if let Err(e) = self.activity.mark_removed(name, SystemTime::now()).await {
+            tracing::warn!(%name, error = %e, "could not mark the removal in the activity store");
+        }
+        Ok(())
+    }
+
+    /// Removes containers with no proxied activity for `idle` (never one
+    /// younger than `idle`); returns their names.
+    ///
+    /// # Errors
+    ///
+    /// Listing or activity-store failures; a container that cannot be
+    /// removed is logged and skipped.
+    pub async fn purge_inactive(&self, idle: Duration) -> Result<Vec<String>> {
+        let now = SystemTime::now();
+        let last = self.activity.last_activity_all().await?;
+        let mut removed = Vec::new();
+        for c in self.manager.list(&ListFilter::all()).await? {
+            if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&c.name) {
+                continue;
+            }
+            let since = recency(&c, &last);
+            let age = now.duration_since(c.created).unwrap_or_default();
+            let quiet = now.duration_since(since).unwrap_or_default();
+            if age >= idle && quiet >= idle {
+                match self.kill(&c.name).await {
+                    Ok(()) => {
+                        tracing::info!(name = %c.name, idle_secs = quiet.as_secs(), "culled idle container");
+                        removed.push(c.name);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(name = %c.name, error = %e, "could not cull container"),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every container carrying label `key` (equal to `value`
+    /// when given); returns their names.
+    ///
+    /// # Errors
+    ///
+    /// Listing failures; a container that cannot be removed is logged and skipped.
+    pub async fn purge_by_label(&self, key: &str, value: Option<&str>) -> Result<Vec<String>> {
+        let filter = match value {
+            Some(v) => ListFilter::all().label(key, v),
+            None => ListFilter::all().has_label(key),
+        };
+        let mut removed = Vec::new();
+        for c in self.manager.list(&filter).await? {
+            match self.kill(&c.name).await {
+                Ok(()) => removed.push(c.name),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(name = %c.name, error = %e, "could not purge container"),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Starts the idle culler (when `idle_timeout` is set); it stops when
+    /// the fleet is dropped.
+    pub fn spawn_culler(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let idle = self.config.idle_timeout?;
+        let interval = self.config.cull_interval;
+        let fleet = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(fleet) = fleet.upgrade() else { return };
+                if let Err(e) = fleet.purge_inactive(idle).await {
+                    tracing::warn!(error = %e, "idle culling failed");
+                }
+            }
+        }))
+    }
+
+    /// Brings the fleet back after a restart: adopts the managed containers
+    /// found, removes half-made ones (created and never started, older than
+    /// `orphan_grace`: a process died mid-launch), volumes whose container
+    /// is gone, and resources of containers that no longer exist.
+    ///
+    /// # Errors
+    ///
+    /// Listing failures.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        let now = SystemTime::now();
+        let mut report = RecoveryReport::default();
+        let mut live = HashSet::new();
+        for c in self.manager.list(&ListFilter::all()).await? {
+            let age = now.duration_since(c.created).unwrap_or_default();
+            if c.state == ContainerState::Created && age >= self.config.orphan_grace {
+                tracing::warn!(name = %c.name, "removing a half-made container left by a crash");
+                match self.manager.remove_if_exists(&c.name).await {
+                    Ok(_) => report.removed_half_made.push(c.name),
+                    Err(e) => tracing::warn!(name = %c.name, error = %e, "could not remove half-made container"),
+                }
+                continue;
+            }
+            live.insert(c.name.clone());
+            report.adopted.push(c.name);
+        }
+        let in_flight: HashSet<String> =
+            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        report.removed_orphan_volumes = self.manager.prune_volumes().await?.len();
+        let mut keep = live.clone();
+        keep.extend(in_flight);
+        for r in &self.resources {
+            if let Err(e) = r.retain_only(&keep).await {
+                tracing::warn!(error = %e, "could not release resources of vanished containers");
+            }
+        }
+        report.adopted.sort();
+        tracing::info!(
+            adopted = report.adopted.len(),
+            half_made = report.removed_half_made.len(),
+            orphan_volumes = report.removed_orphan_volumes,
+            "fleet recovered"
+        );
+        Ok(report)
+    }
+
+    /// Managed containers ordered least recently used first, with the time
+    /// that ordering used (last activity, else creation).
+    ///
+    /// # Errors
+    ///
+    /// Listing or activity-store failures.
+    pub async fn lru_order(&self) -> Result<Vec<(String, SystemTime)>> {
+        let last = self.activity.last_activity_all().await?;
+        let mut out: Vec<(String, SystemTime)> =
+            self.manager.list(&ListFilter::all()).await?.iter().map(|c| (c.name.clone(), recency(c, &last))).collect();
+        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(out)
+    }
+}
+
+/// When a container was last used: its last proxied activity, else its
+/// start, else its creation.
+fn recency(c: &ContainerInfo, last: &HashMap<String, SystemTime>) -> SystemTime {
+    let base = c.started.unwrap_or(c.created).max(c.created);
+    match last.get(&c.name) {
+        Some(t) => (*t).max(base),
+        None => base,
+    }
+}
+
+/// A stable hash of what a launch asks for (spec and tool), so a repeated
+/// launch can be told from a different one with the same name.
+fn spec_hash(spec: &ContainerSpec, tool: Option<&str>) -> String {
+    let canonical = serde_json::json!({ "spec": spec, "tool": tool });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_hash_tells_specs_apart() {
+        let a = ContainerSpec::new("tool", "x", 10);
+        assert_eq!(spec_hash(&a, None), spec_hash(&a.clone(), None));
+        assert_ne!(spec_hash(&a, None), spec_hash(&a.clone().env("K", "V"), None));
+        assert_ne!(spec_hash(&a, None), spec_hash(&a, Some("csv")));
+        // Labels and env are maps with sorted keys, so order of insertion does not matter.
+        let b1 = a.clone().env("A", "1").env("B", "2");
+        let b2 = a.clone().env("B", "2").env("A", "1");
+        assert_eq!(spec_hash(&b1, None), spec_hash(&b2, None));
+    }
+}

@@ -1,0 +1,274 @@
+//! Fleet behaviour on the mock backend (fast, deterministic), plus one
+//! narrow interaction check with a mockall manager.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use berth_fleet::{ContainerResources, Error, Fleet, FleetConfig, LaunchOutcome, MemoryActivityStore};
+use berth_manager::{ContainerManager, ContainerSpec, ListFilter, MOCK_TOOL_IMAGE, MockManager};
+
+fn spec(name: &str, mb: u64) -> ContainerSpec {
+    ContainerSpec::new(MOCK_TOOL_IMAGE, name, mb)
+}
+
+fn fleet(config: FleetConfig) -> (Arc<Fleet>, Arc<MockManager>, Arc<MemoryActivityStore>) {
+    let manager = Arc::new(MockManager::new());
+    let activity = Arc::new(MemoryActivityStore::new());
+    (Arc::new(Fleet::new(manager.clone(), activity.clone(), config)), manager, activity)
+}
+
+async fn names(m: &MockManager) -> Vec<String> {
+    m.list(&ListFilter::all()).await.unwrap().into_iter().map(|c| c.name).collect()
+}
+
+#[tokio::test]
+async fn eviction_follows_last_activity() {
+    let (fleet, manager, activity) = fleet(FleetConfig { memory_budget_mb: Some(100), ..FleetConfig::default() });
+    for n in ["a", "b", "c"] {
+        fleet.launch(spec(n, 30), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // "a" is the oldest but was used last; "b" and "c" were never used.
+    activity.touch("a", SystemTime::now());
+    let order: Vec<String> = fleet.lru_order().await.unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(order, ["b", "c", "a"]);
+    let outcome = fleet.launch(spec("d", 50), None).await.unwrap();
+    let LaunchOutcome::Launched { evicted, .. } = outcome else { panic!("not launched") };
+    assert_eq!(evicted, ["b", "c"], "least recently used first, and only as many as needed");
+    assert_eq!(names(&manager).await, ["a", "d"]);
+}
+
+#[tokio::test]
+async fn over_budget_with_nothing_to_evict_starts_anyway() {
+    let (fleet, manager, _) = fleet(FleetConfig { memory_budget_mb: Some(10), ..FleetConfig::default() });
+    let outcome = fleet.launch(spec("huge", 500), None).await.unwrap();
+    assert!(matches!(outcome, LaunchOutcome::Launched { ref evicted, .. } if evicted.is_empty()));
+    assert_eq!(names(&manager).await, ["huge"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_launches_never_overshoot() {
+    let (fleet, manager, _) = fleet(FleetConfig { memory_budget_mb: Some(100), ..FleetConfig::default() });
+    let peak = Arc::new(Mutex::new(0u64));
+    let watcher = {
+        let manager = manager.clone();
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let used: u64 = manager
+                    .list(&ListFilter::all())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.mem_reservation_mb.unwrap_or(0))
+                    .sum();
+                {
+                    let mut p = peak.lock().unwrap();
+                    *p = (*p).max(used);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let launches = (0..20).map(|i| {
+        let fleet = fleet.clone();
+        tokio::spawn(async move { fleet.launch(spec(&format!("c{i}"), 25), None).await })
+    });
+    let mut evictions = 0;
+    for r in futures_util::future::join_all(launches).await {
+        if let LaunchOutcome::Launched { evicted, .. } = r.unwrap().unwrap() {
+            evictions += evicted.len();
+        }
+    }
+    watcher.abort();
+    let left = manager.list(&ListFilter::all()).await.unwrap();
+    let used: u64 = left.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).sum();
+    assert_eq!(left.len(), 4, "100 MiB holds four 25 MiB containers");
+    assert_eq!(used, 100);
+    assert_eq!(evictions, 16);
+    assert!(*peak.lock().unwrap() <= 100, "budget overshot: peak {} MiB", peak.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_name_launches_are_idempotent() {
+    let (fleet, manager, _) = fleet(FleetConfig::default());
+    let runs = (0..8).map(|_| {
+        let fleet = fleet.clone();
+        tokio::spawn(async move { fleet.launch(spec("same", 10).env("K", "V"), Some("viewer")).await })
+    });
+    let outcomes: Vec<LaunchOutcome> =
+        futures_util::future::join_all(runs).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let launched = outcomes.iter().filter(|o| matches!(o, LaunchOutcome::Launched { .. })).count();
+    assert_eq!(launched, 1, "one container, the rest found it");
+    let ids: HashSet<&str> = outcomes.iter().map(|o| o.info().id.as_str()).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(names(&manager).await, ["same"]);
+    let r = fleet.launch(spec("same", 10).env("K", "other"), Some("viewer")).await;
+    assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}");
+    let r = fleet.launch(spec("same", 10).env("K", "V"), Some("another-tool")).await;
+    assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn limits_in_total_and_per_tool() {
+    let (fleet, _, _) = fleet(FleetConfig { max_containers: Some(3), max_per_tool: Some(2), ..FleetConfig::default() });
+    fleet.launch(spec("v1", 1), Some("viewer")).await.unwrap();
+    fleet.launch(spec("v2", 1), Some("viewer")).await.unwrap();
+    let r = fleet.launch(spec("v3", 1), Some("viewer")).await;
+    assert!(matches!(r, Err(Error::LimitReached { limit: 2, .. })), "{r:?}");
+    fleet.launch(spec("o1", 1), Some("other")).await.unwrap();
+    let r = fleet.launch(spec("o2", 1), Some("other")).await;
+    assert!(matches!(r, Err(Error::LimitReached { limit: 3, .. })), "{r:?}");
+    fleet.kill("v1").await.unwrap();
+    fleet.launch(spec("v3", 1), Some("viewer")).await.unwrap();
+}
+
+#[tokio::test]
+async fn culling_spares_young_and_active_containers() {
+    let (fleet, manager, activity) = fleet(FleetConfig::default());
+    fleet.launch(spec("idle", 1), None).await.unwrap();
+    fleet.launch(spec("busy", 1), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fleet.launch(spec("young", 1), None).await.unwrap();
+    activity.touch("busy", SystemTime::now());
+    let removed = fleet.purge_inactive(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(removed, ["idle"]);
+    assert_eq!(names(&manager).await, ["busy", "young"]);
+}
+
+#[tokio::test]
+async fn background_culler_runs() {
+    let config = FleetConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        cull_interval: Duration::from_millis(50),
+        ..FleetConfig::default()
+    };
+    let (fleet, manager, _) = fleet(config);
+    fleet.launch(spec("sleepy", 1), None).await.unwrap();
+    let handle = fleet.spawn_culler().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(names(&manager).await.is_empty());
+    handle.abort();
+}
+
+#[derive(Default)]
+struct Recorder {
+    released: Mutex<Vec<String>>,
+    retained: Mutex<Option<HashSet<String>>>,
+}
+
+#[async_trait]
+impl ContainerResources for Recorder {
+    async fn release(&self, name: &str) -> Result<(), String> {
+        self.released.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+    async fn retain_only(&self, live: &HashSet<String>) -> Result<(), String> {
+        *self.retained.lock().unwrap() = Some(live.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn kill_releases_resources_and_purge_by_label() {
+    let manager = Arc::new(MockManager::new());
+    let resources = Arc::new(Recorder::default());
+    let fleet = Fleet::new(manager.clone(), Arc::new(MemoryActivityStore::new()), FleetConfig::default())
+        .with_resources(resources.clone());
+    fleet.launch(spec("a", 1).label("group", "g1"), None).await.unwrap();
+    fleet.launch(spec("b", 1).label("group", "g1"), None).await.unwrap();
+    fleet.launch(spec("c", 1).label("group", "g2"), None).await.unwrap();
+    fleet.kill("c").await.unwrap();
+    let mut purged = fleet.purge_by_label("group", Some("g1")).await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["a", "b"]);
+    let mut released = resources.released.lock().unwrap().clone();
+    released.sort();
+    assert_eq!(released, ["a", "b", "c"]);
+    assert!(fleet.kill("c").await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn recovery_removes_orphans() {
+    let manager = Arc::new(MockManager::new());
+    let resources = Arc::new(Recorder::default());
+    let fleet = Fleet::new(manager.clone(), Arc::new(MemoryActivityStore::new()), FleetConfig::default())
+        .with_resources(resources.clone());
+    fleet.launch(spec("kept", 1), None).await.unwrap();
+    let orphan = manager.engine().add_orphan_volume(manager.label_scheme(), "crashed");
+    let report = fleet.recover().await.unwrap();
+    assert_eq!(report.adopted, ["kept"]);
+    assert_eq!(report.removed_orphan_volumes, 1);
+    assert!(manager.list_volumes().await.unwrap().iter().all(|v| v.name != orphan));
+    assert_eq!(resources.retained.lock().unwrap().clone().unwrap(), HashSet::from(["kept".to_owned()]));
+}
+
+mod interaction {
+    //! A narrow check with a mockall manager: eviction removes exactly the
+    //! two least recently used containers, once each, then launches.
+
+    use super::*;
+    use berth_manager::{
+        Capabilities, ContainerInfo, ContainerState, Endpoint, EventStreamBox, LabelScheme, LogLine, LogOptions,
+        LogStreamBox, VolumeInfo,
+    };
+    use std::collections::BTreeMap;
+
+    mockall::mock! {
+        pub Manager {}
+        #[async_trait]
+        impl ContainerManager for Manager {
+            fn label_scheme(&self) -> &LabelScheme;
+            fn capabilities(&self) -> Capabilities;
+            async fn launch(&self, spec: &ContainerSpec) -> berth_manager::Result<ContainerInfo>;
+            async fn inspect(&self, name: &str) -> berth_manager::Result<ContainerInfo>;
+            async fn list(&self, filter: &ListFilter) -> berth_manager::Result<Vec<ContainerInfo>>;
+            async fn logs(&self, name: &str, options: LogOptions) -> berth_manager::Result<Vec<LogLine>>;
+            async fn follow_logs(&self, name: &str, options: LogOptions) -> berth_manager::Result<LogStreamBox>;
+            async fn remove(&self, name: &str) -> berth_manager::Result<()>;
+            async fn endpoint(&self, name: &str) -> berth_manager::Result<Endpoint>;
+            async fn events(&self) -> berth_manager::Result<EventStreamBox>;
+            async fn list_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>>;
+            async fn prune_volumes(&self) -> berth_manager::Result<Vec<String>>;
+        }
+    }
+
+    fn info(name: &str, mb: u64, created_secs: u64) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: MOCK_TOOL_IMAGE.into(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            exit_code: None,
+            created: SystemTime::UNIX_EPOCH + Duration::from_secs(created_secs),
+            started: None,
+            container_port: Some(80),
+            mem_reservation_mb: Some(mb),
+            volumes: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn eviction_removes_exactly_the_two_oldest() {
+        let mut m = MockManager::new();
+        m.expect_label_scheme().return_const(LabelScheme::default());
+        m.expect_inspect().returning(|name| Err(berth_manager::Error::NotFound { name: name.to_owned() }));
+        m.expect_list().returning(|_| Ok(vec![info("old", 40, 100), info("older", 40, 50), info("new", 40, 200)]));
+        let mut seq = mockall::Sequence::new();
+        m.expect_remove().withf(|n| n == "older").times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+        m.expect_remove().withf(|n| n == "old").times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+        m.expect_launch().times(1).in_sequence(&mut seq).returning(|s| Ok(info(&s.name, s.mem_reservation_mb, 300)));
+        let fleet = Fleet::new(
+            Arc::new(m),
+            Arc::new(MemoryActivityStore::new()),
+            FleetConfig { memory_budget_mb: Some(100), ..FleetConfig::default() },
+        );
+        let outcome = fleet.launch(spec("fresh", 50), None).await.unwrap();
+        assert!(matches!(outcome, LaunchOutcome::Launched { ref evicted, .. } if evicted == &["older", "old"]));
+    }
+}
