@@ -128,6 +128,12 @@ pub struct Fleet {
     in_flight: Mutex<HashMap<String, (u64, Option<String>)>>,
     /// One lock per name being launched, so same-name launches queue.
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Signalled whenever a launch in flight ends (its reservation becomes
+    /// a container that can be evicted, or goes away).
+    launch_done: tokio::sync::Notify,
+    /// Exact launch times of containers this fleet launched (the engine's
+    /// listing keeps creation times to the second only).
+    launched_at: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -152,6 +158,8 @@ impl Fleet {
             decisions: tokio::sync::Mutex::new(()),
             in_flight: Mutex::default(),
             name_locks: Mutex::default(),
+            launch_done: tokio::sync::Notify::new(),
+            launched_at: Mutex::default(),
         }
     }
 
@@ -232,7 +240,11 @@ impl Fleet {
         }
         let evicted = self.decide(spec, tool).await?;
         let launched = self.manager.launch(spec).await;
+        if launched.is_ok() {
+            self.launched_at.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.name.clone(), SystemTime::now());
+        }
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&spec.name);
+        self.launch_done.notify_waiters();
         let info = match launched {
             Ok(info) => info,
             // Another process (or a fleet on another berth) won the race.
@@ -254,19 +266,92 @@ impl Fleet {
 
     /// The serialized part of a launch: limits, budget, eviction, and the
     /// reservation of the new container's memory.
+    ///
+    /// When the budget can only be met once launches in flight have become
+    /// containers (which can then be evicted), the decision waits for them
+    /// instead of overshooting.
     async fn decide(&self, spec: &ContainerSpec, tool: Option<&str>) -> Result<Vec<String>> {
-        let _decision = self.decisions.lock().await;
-        let existing = self.manager.list(&ListFilter::all()).await?;
-        let in_flight: Vec<(String, (u64, Option<String>))> = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let existing: Vec<ContainerInfo> =
-            existing.into_iter().filter(|c| !in_flight.iter().any(|(n, _)| *n == c.name)).collect();
+        let mut evicted = Vec::new();
+        loop {
+            let decision = self.decisions.lock().await;
+            let listed = self.manager.list(&ListFilter::all()).await?;
+            let in_flight: Vec<(String, (u64, Option<String>))> = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let existing: Vec<ContainerInfo> =
+                listed.into_iter().filter(|c| !in_flight.iter().any(|(n, _)| *n == c.name)).collect();
+            self.check_limits(spec, tool, &existing, &in_flight)?;
 
+            if let Some(budget) = self.config.memory_budget_mb {
+                let used_existing: u64 = existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).sum();
+                let reserved: u64 = in_flight.iter().map(|(_, (mb, _))| mb).sum();
+                let total = used_existing + reserved + spec.mem_reservation_mb;
+                if total > budget {
+                    let overshoot = total - budget;
+                    if used_existing < overshoot && !in_flight.is_empty() {
+                        // Evicting every container would not be enough, but
+                        // launches in flight will soon be containers that
+                        // can be evicted: wait for one to finish, then decide again.
+                        let notified = self.launch_done.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        drop(decision);
+                        notified.await;
+                        continue;
+                    }
+                    let mut used = used_existing + reserved;
+                    let last = self.activity.last_activity_all().await?;
+                    let mut candidates: Vec<&ContainerInfo> = existing.iter().collect();
+                    candidates.sort_by_key(|c| (self.recency(c, &last), c.name.clone()));
+                    for victim in candidates {
+                        if used + spec.mem_reservation_mb <= budget {
+                            break;
+                        }
+                        tracing::info!(
+                            victim = %victim.name,
+                            for_ = %spec.name,
+                            used_mb = used,
+                            budget_mb = budget,
+                            "evicting the least recently used container to fit the memory budget"
+                        );
+                        match self.kill(&victim.name).await {
+                            Ok(()) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e),
+                        }
+                        used = used.saturating_sub(victim.mem_reservation_mb.unwrap_or(0));
+                        evicted.push(victim.name.clone());
+                    }
+                    if used + spec.mem_reservation_mb > budget {
+                        tracing::warn!(
+                            name = %spec.name,
+                            need_mb = spec.mem_reservation_mb,
+                            used_mb = used,
+                            budget_mb = budget,
+                            "memory budget exceeded with nothing left to evict; starting anyway"
+                        );
+                    }
+                }
+            }
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(spec.name.clone(), (spec.mem_reservation_mb, tool.map(str::to_owned)));
+            return Ok(evicted);
+        }
+    }
+
+    fn check_limits(
+        &self,
+        spec: &ContainerSpec,
+        tool: Option<&str>,
+        existing: &[ContainerInfo],
+        in_flight: &[(String, (u64, Option<String>))],
+    ) -> Result<()> {
         if let Some(limit) = self.config.max_containers {
             if existing.len() + in_flight.len() >= limit {
                 return Err(Error::LimitReached { name: spec.name.clone(), what: "containers in total".into(), limit });
@@ -285,51 +370,18 @@ impl Fleet {
                 });
             }
         }
+        Ok(())
+    }
 
-        let mut evicted = Vec::new();
-        if let Some(budget) = self.config.memory_budget_mb {
-            let reserved_in_flight: u64 = in_flight.iter().map(|(_, (mb, _))| mb).sum();
-            let mut used: u64 =
-                existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).sum::<u64>() + reserved_in_flight;
-            if used + spec.mem_reservation_mb > budget {
-                let last = self.activity.last_activity_all().await?;
-                let mut candidates: Vec<&ContainerInfo> = existing.iter().collect();
-                candidates.sort_by_key(|c| (recency(c, &last), c.name.clone()));
-                for victim in candidates {
-                    if used + spec.mem_reservation_mb <= budget {
-                        break;
-                    }
-                    tracing::info!(
-                        victim = %victim.name,
-                        for_ = %spec.name,
-                        used_mb = used,
-                        budget_mb = budget,
-                        "evicting the least recently used container to fit the memory budget"
-                    );
-                    match self.kill(&victim.name).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
-                    }
-                    used = used.saturating_sub(victim.mem_reservation_mb.unwrap_or(0));
-                    evicted.push(victim.name.clone());
-                }
-                if used + spec.mem_reservation_mb > budget {
-                    tracing::warn!(
-                        name = %spec.name,
-                        need_mb = spec.mem_reservation_mb,
-                        used_mb = used,
-                        budget_mb = budget,
-                        "memory budget exceeded with nothing left to evict; starting anyway"
-                    );
-                }
-            }
+    /// When a container was last used: its last proxied activity, else
+    /// its launch by this fleet, else its start, else its creation.
+    fn recency(&self, c: &ContainerInfo, last: &HashMap<String, SystemTime>) -> SystemTime {
+        let launched = self.launched_at.lock().unwrap_or_else(|p| p.into_inner()).get(&c.name).copied();
+        let base = launched.into_iter().chain(c.started).fold(c.created, SystemTime::max);
+        match last.get(&c.name) {
+            Some(t) => (*t).max(base),
+            None => base,
         }
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.name.clone(), (spec.mem_reservation_mb, tool.map(str::to_owned)));
-        Ok(evicted)
     }
 
     /// Removes the container, its volumes and resources, and marks its
@@ -348,6 +400,7 @@ impl Fleet {
             }
         }
         removed?;
+        self.launched_at.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         if let Err(e) = self.activity.mark_removed(name, SystemTime::now()).await {
             tracing::warn!(%name, error = %e, "could not mark the removal in the activity store");
         }
@@ -369,7 +422,7 @@ impl Fleet {
             if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&c.name) {
                 continue;
             }
-            let since = recency(&c, &last);
+            let since = self.recency(&c, &last);
             let age = now.duration_since(c.created).unwrap_or_default();
             let quiet = now.duration_since(since).unwrap_or_default();
             if age >= idle && quiet >= idle {
@@ -480,20 +533,15 @@ impl Fleet {
     /// Listing or activity-store failures.
     pub async fn lru_order(&self) -> Result<Vec<(String, SystemTime)>> {
         let last = self.activity.last_activity_all().await?;
-        let mut out: Vec<(String, SystemTime)> =
-            self.manager.list(&ListFilter::all()).await?.iter().map(|c| (c.name.clone(), recency(c, &last))).collect();
+        let mut out: Vec<(String, SystemTime)> = self
+            .manager
+            .list(&ListFilter::all())
+            .await?
+            .iter()
+            .map(|c| (c.name.clone(), self.recency(c, &last)))
+            .collect();
         out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         Ok(out)
-    }
-}
-
-/// When a container was last used: its last proxied activity, else its
-/// start, else its creation.
-fn recency(c: &ContainerInfo, last: &HashMap<String, SystemTime>) -> SystemTime {
-    let base = c.started.unwrap_or(c.created).max(c.created);
-    match last.get(&c.name) {
-        Some(t) => (*t).max(base),
-        None => base,
     }
 }
 
