@@ -24,6 +24,19 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// Staging the input for a launch failed (invalid file name, size
+    /// limit, store failure).
+    #[error("staging failed while {context}")]
+    Staging {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A staged launch was asked of a fleet without a stager.
+    #[error("this fleet has no staging store; staged launches need one")]
+    NoStaging,
     /// The activity store failed.
     #[error("activity store failed while {context}")]
     Activity {

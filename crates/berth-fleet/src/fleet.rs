@@ -121,6 +121,8 @@ pub struct Fleet {
     manager: Arc<dyn ContainerManager>,
     activity: Arc<dyn ActivityStore>,
     resources: Vec<Arc<dyn ContainerResources>>,
+    #[cfg(feature = "staging")]
+    stager: Option<Arc<crate::staging::Stager>>,
     config: FleetConfig,
     /// Serializes budget and limit decisions.
     decisions: tokio::sync::Mutex<()>,
@@ -154,6 +156,8 @@ impl Fleet {
             manager,
             activity,
             resources: Vec::new(),
+            #[cfg(feature = "staging")]
+            stager: None,
             config,
             decisions: tokio::sync::Mutex::new(()),
             in_flight: Mutex::default(),
@@ -167,6 +171,27 @@ impl Fleet {
     pub fn with_resources(mut self, resources: Arc<dyn ContainerResources>) -> Self {
         self.resources.push(resources);
         self
+    }
+
+    /// Adds a stager: staged launches ([`Fleet::launch_staged`]) put their
+    /// input in it, and it is released with each container.
+    #[cfg(feature = "staging")]
+    pub fn with_stager(mut self, stager: Arc<crate::staging::Stager>) -> Self {
+        self.resources.push(stager.clone());
+        self.stager = Some(stager);
+        self
+    }
+
+    /// The stager, when the fleet has one.
+    #[cfg(feature = "staging")]
+    pub fn stager(&self) -> Option<&Arc<crate::staging::Stager>> {
+        self.stager.as_ref()
+    }
+
+    /// Label key holding the staging token of a container launched with
+    /// staged input (so the token can be restored after a restart).
+    pub fn token_label(&self) -> String {
+        format!("{}-fleet.token", self.manager.label_scheme().root())
     }
 
     /// The manager.
@@ -194,11 +219,11 @@ impl Fleet {
         locks.entry(name.to_owned()).or_default().clone()
     }
 
-    fn release_name_lock(&self, name: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+    fn release_name_lock_by_key(&self, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut locks = self.name_locks.lock().unwrap_or_else(|p| p.into_inner());
         // Two references: the map's and ours. More means someone waits.
-        if Arc::strong_count(&lock) <= 2 {
-            locks.remove(name);
+        if Arc::strong_count(lock) <= 2 {
+            locks.retain(|_, l| !Arc::ptr_eq(l, lock));
         }
     }
 
@@ -210,9 +235,38 @@ impl Fleet {
     /// [`Error::Conflict`] when the name exists with another spec;
     /// [`Error::LimitReached`] for the container limits; the manager's
     /// errors for the launch itself.
-    pub async fn launch(&self, mut spec: ContainerSpec, tool: Option<&str>) -> Result<LaunchOutcome> {
+    pub async fn launch(&self, spec: ContainerSpec, tool: Option<&str>) -> Result<LaunchOutcome> {
+        self.launch_inner(spec, tool, None).await
+    }
+
+    /// Launches `spec` with its input delivered in mode `url`: each of
+    /// `files` is staged and its URL appended to the document's
+    /// `file_relationships`, then the document is staged and the container
+    /// gets `INPUT_JSON_URL`. Everything staged is released with the
+    /// container, and when the launch fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::launch`], plus [`Error::Staging`] and [`Error::NoStaging`].
+    #[cfg(feature = "staging")]
+    pub async fn launch_staged(
+        &self,
+        spec: ContainerSpec,
+        document: serde_json::Value,
+        files: Vec<crate::staging::StagedFile>,
+        tool: Option<&str>,
+    ) -> Result<LaunchOutcome> {
+        self.launch_inner(spec, tool, Some((document, files))).await
+    }
+
+    async fn launch_inner(
+        &self,
+        mut spec: ContainerSpec,
+        tool: Option<&str>,
+        staged: Option<Staged>,
+    ) -> Result<LaunchOutcome> {
         spec.validate()?;
-        let hash = spec_hash(&spec, tool);
+        let hash = spec_hash(&spec, tool, staged.as_ref());
         spec.labels.insert(self.spec_label(), hash.clone());
         if let Some(tool) = tool {
             spec.labels.insert(self.tool_label(), tool.to_owned());
@@ -220,13 +274,19 @@ impl Fleet {
         let lock = self.name_lock(&spec.name);
         let result = {
             let _same_name = lock.lock().await;
-            self.launch_locked(&spec, tool, &hash).await
+            self.launch_locked(spec, tool, &hash, staged).await
         };
-        self.release_name_lock(&spec.name, lock);
+        self.release_name_lock_by_key(&lock);
         result
     }
 
-    async fn launch_locked(&self, spec: &ContainerSpec, tool: Option<&str>, hash: &str) -> Result<LaunchOutcome> {
+    async fn launch_locked(
+        &self,
+        mut spec: ContainerSpec,
+        tool: Option<&str>,
+        hash: &str,
+        staged: Option<Staged>,
+    ) -> Result<LaunchOutcome> {
         match self.manager.inspect(&spec.name).await {
             Ok(existing) => {
                 return if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
@@ -238,8 +298,27 @@ impl Fleet {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let evicted = self.decide(spec, tool).await?;
+        let staged_any = staged.is_some();
+        if let Some(staged) = staged {
+            if let Err(e) = self.stage(&mut spec, staged).await {
+                self.release_resources(&spec.name).await;
+                return Err(e);
+            }
+        }
+        let spec = &spec;
+        let evicted = match self.decide(spec, tool).await {
+            Ok(evicted) => evicted,
+            Err(e) => {
+                if staged_any {
+                    self.release_resources(&spec.name).await;
+                }
+                return Err(e);
+            }
+        };
         let launched = self.manager.launch(spec).await;
+        if launched.is_err() && staged_any {
+            self.release_resources(&spec.name).await;
+        }
         if launched.is_ok() {
             self.launched_at.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.name.clone(), SystemTime::now());
         }
@@ -262,6 +341,40 @@ impl Fleet {
             tracing::warn!(name = %spec.name, error = %e, "could not mark the launch in the activity store");
         }
         Ok(LaunchOutcome::Launched { info, evicted })
+    }
+
+    /// Stages the input of a staged launch and points the spec at it.
+    #[cfg(feature = "staging")]
+    async fn stage(&self, spec: &mut ContainerSpec, (mut document, files): Staged) -> Result<()> {
+        let stager = self.stager.as_ref().ok_or(Error::NoStaging)?;
+        for file in files {
+            let url = stager.stage_file(&spec.name, file).await?;
+            match document.get_mut("file_relationships").and_then(|v| v.as_array_mut()) {
+                Some(list) => list.push(url.into()),
+                None => {
+                    if let Some(obj) = document.as_object_mut() {
+                        obj.insert("file_relationships".into(), serde_json::json!([url]));
+                    }
+                }
+            }
+        }
+        let (url, token) = stager.stage_input(&spec.name, &document).await?;
+        spec.labels.insert(self.token_label(), token.as_str().to_owned());
+        spec.input = Some(berth_manager::Input { document, mode: berth_manager::InputMode::Url { url } });
+        Ok(())
+    }
+
+    #[cfg(not(feature = "staging"))]
+    async fn stage(&self, _spec: &mut ContainerSpec, _staged: Staged) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release_resources(&self, name: &str) {
+        for r in &self.resources {
+            if let Err(e) = r.release(name).await {
+                tracing::warn!(%name, error = %e, "could not release container resources");
+            }
+        }
     }
 
     /// The serialized part of a launch: limits, budget, eviction, and the
@@ -394,11 +507,7 @@ impl Fleet {
         let removed = self.manager.remove(name).await;
         // Resources go even when the container was already gone: a crash
         // may have left them behind.
-        for r in &self.resources {
-            if let Err(e) = r.release(name).await {
-                tracing::warn!(%name, error = %e, "could not release container resources");
-            }
-        }
+        self.release_resources(name).await;
         removed?;
         self.launched_at.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         if let Err(e) = self.activity.mark_removed(name, SystemTime::now()).await {
@@ -502,6 +611,17 @@ impl Fleet {
                 }
                 continue;
             }
+            #[cfg(feature = "staging")]
+            if let (Some(stager), Some(token)) = (&self.stager, c.labels.get(&self.token_label())) {
+                match token.parse() {
+                    Ok(token) => {
+                        if let Err(e) = stager.restore(&c.name, token) {
+                            tracing::warn!(name = %c.name, error = %e, "could not restore staging token");
+                        }
+                    }
+                    Err(_) => tracing::warn!(name = %c.name, "container carries a malformed staging token"),
+                }
+            }
             live.insert(c.name.clone());
             report.adopted.push(c.name);
         }
@@ -545,10 +665,25 @@ impl Fleet {
     }
 }
 
-/// A stable hash of what a launch asks for (spec and tool), so a repeated
-/// launch can be told from a different one with the same name.
-fn spec_hash(spec: &ContainerSpec, tool: Option<&str>) -> String {
-    let canonical = serde_json::json!({ "spec": spec, "tool": tool });
+/// The input of a staged launch: the document and the data files.
+#[cfg(feature = "staging")]
+type Staged = (serde_json::Value, Vec<crate::staging::StagedFile>);
+/// Without staging there is no staged input.
+#[cfg(not(feature = "staging"))]
+type Staged = (serde_json::Value, Vec<std::convert::Infallible>);
+
+/// A stable hash of what a launch asks for (spec, tool, staged document and
+/// file names), so a repeated launch can be told from a different one with
+/// the same name. Staging URLs (which carry fresh tokens) are not part of it.
+fn spec_hash(spec: &ContainerSpec, tool: Option<&str>, staged: Option<&Staged>) -> String {
+    let staged = staged.map(|(document, files)| {
+        #[cfg(feature = "staging")]
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        #[cfg(not(feature = "staging"))]
+        let names: Vec<&str> = files.iter().map(|f| match *f {}).collect();
+        serde_json::json!({ "document": document, "files": names })
+    });
+    let canonical = serde_json::json!({ "spec": spec, "tool": tool, "staged": staged });
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -560,12 +695,12 @@ mod tests {
     #[test]
     fn spec_hash_tells_specs_apart() {
         let a = ContainerSpec::new("tool", "x", 10);
-        assert_eq!(spec_hash(&a, None), spec_hash(&a.clone(), None));
-        assert_ne!(spec_hash(&a, None), spec_hash(&a.clone().env("K", "V"), None));
-        assert_ne!(spec_hash(&a, None), spec_hash(&a, Some("csv")));
+        assert_eq!(spec_hash(&a, None, None), spec_hash(&a.clone(), None, None));
+        assert_ne!(spec_hash(&a, None, None), spec_hash(&a.clone().env("K", "V"), None, None));
+        assert_ne!(spec_hash(&a, None, None), spec_hash(&a, Some("csv"), None));
         // Labels and env are maps with sorted keys, so order of insertion does not matter.
         let b1 = a.clone().env("A", "1").env("B", "2");
         let b2 = a.clone().env("B", "2").env("A", "1");
-        assert_eq!(spec_hash(&b1, None), spec_hash(&b2, None));
+        assert_eq!(spec_hash(&b1, None, None), spec_hash(&b2, None, None));
     }
 }

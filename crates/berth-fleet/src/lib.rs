@@ -38,7 +38,13 @@
 mod activity;
 mod error;
 mod fleet;
+#[cfg(feature = "history")]
+mod history;
+#[cfg(feature = "staging")]
+mod staging;
 
 pub use activity::{ActivityStore, MemoryActivityStore};
 pub use error::{Error, Result};
 pub use fleet::{ContainerResources, Fleet, FleetConfig, LaunchOutcome, RecoveryReport};
+#[cfg(feature = "staging")]
+pub use staging::{StagedFile, Stager};

@@ -135,7 +135,7 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 }
 
 /// GETs `url` and returns the body of a 2xx answer.
-fn fetch(url: &str) -> Result<Vec<u8>, String> {
+pub fn fetch(url: &str) -> Result<Vec<u8>, String> {
     let url = parse_url(url)?;
     let mut stream = connect(&url.host, url.port)?;
     stream.set_read_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;

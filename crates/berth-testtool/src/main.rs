@@ -36,6 +36,8 @@
 //!   (`i` from 0), then the connection closes;
 //! - `GET /ws` (websocket upgrade): echoes text and binary frames, answers
 //!   pings and closes;
+//! - `GET /fetch?url=<http url>`: fetches the URL from inside the container
+//!   and returns its body (502 with the reason when it fails);
 //! - `GET /headers`: the request's header fields, one `name: value` a line;
 //! - anything else: 200 `<METHOD> <target>`.
 //!

@@ -179,6 +179,16 @@ fn route(x: &mut Exchange<'_>) -> io::Result<Next> {
         sse(x)
     } else if get && path == "/ws" {
         websocket(x)
+    } else if get && path == "/fetch" {
+        // Fetches any http:// URL from inside the container, as a tool
+        // downloading its `file_relationships` would.
+        match query_param(x.req.query(), "url").map(|u| String::from_utf8_lossy(&u).into_owned()) {
+            Some(url) => match input::fetch(&url) {
+                Ok(body) => x.respond(200, "application/octet-stream", &body),
+                Err(e) => x.text(502, &format!("fetching {url}: {e}\n")),
+            },
+            None => x.text(400, "missing url parameter\n"),
+        }
     } else if get_or_head && path == "/headers" {
         let mut listing = String::new();
         for (name, value) in &x.req.headers {
