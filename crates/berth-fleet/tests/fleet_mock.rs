@@ -272,3 +272,59 @@ mod interaction {
         assert!(matches!(outcome, LaunchOutcome::Launched { ref evicted, .. } if evicted == &["older", "old"]));
     }
 }
+
+mod staged {
+    //! Staged launches on the mock backend with the in-memory store.
+
+    use super::*;
+    use berth_fleet::{StagedFile, Stager};
+    use berth_staging::{MemoryStore, StagingService, StagingStore, StagingStoreExt, StagingUrls, TokenRegistry};
+    use bytes::Bytes;
+
+    fn staged_fleet() -> (Fleet, Arc<MemoryStore>, Arc<MockManager>) {
+        let store = Arc::new(MemoryStore::new());
+        let service = StagingService::new(store.clone(), TokenRegistry::new());
+        let stager = Arc::new(Stager::new(service, StagingUrls::new("http://127.0.0.1:9")));
+        let manager = Arc::new(MockManager::new());
+        let fleet = Fleet::new(manager.clone(), Arc::new(MemoryActivityStore::new()), FleetConfig::default())
+            .with_stager(stager);
+        (fleet, store, manager)
+    }
+
+    fn file(name: &str, body: &'static str) -> StagedFile {
+        StagedFile { name: name.into(), body: Box::pin(futures_util::stream::iter([Ok(Bytes::from(body))])) }
+    }
+
+    #[tokio::test]
+    async fn repeat_is_existing_and_failure_leaves_nothing() {
+        let (fleet, store, manager) = staged_fleet();
+        let doc = serde_json::json!({"parameters": {"k": 1}});
+        fleet.launch_staged(spec("s", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
+        let info = manager.inspect("s").await.unwrap();
+        assert!(info.labels.contains_key(&fleet.token_label()));
+        let staged: serde_json::Value = store.read_input_json("s").await.unwrap();
+        assert_eq!(staged["file_relationships"].as_array().unwrap().len(), 1);
+
+        // The same launch again finds the container and stages nothing new.
+        let again = fleet.launch_staged(spec("s", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
+        assert!(matches!(again, LaunchOutcome::Existing(_)));
+        assert_eq!(store.list_files("s").await.unwrap().len(), 1);
+
+        // A launch that fails after staging releases what it staged.
+        let mut missing = spec("gone", 1);
+        missing.image = "no/such-image".into();
+        let r = fleet.launch_staged(missing, doc, vec![file("b.csv", "1\n")], None).await;
+        assert!(r.is_err());
+        assert!(!store.containers().await.unwrap().contains(&"gone".to_owned()));
+
+        fleet.kill("s").await.unwrap();
+        assert!(store.containers().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_stager_staged_launches_are_refused() {
+        let (fleet, _, _) = super::fleet(FleetConfig::default());
+        let r = fleet.launch_staged(spec("x", 1), serde_json::json!({}), vec![], None).await;
+        assert!(matches!(r, Err(Error::NoStaging)), "{r:?}");
+    }
+}
