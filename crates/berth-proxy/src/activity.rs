@@ -99,6 +99,11 @@ impl ActivityRecorder {
         }
     }
 
+    /// True when records go somewhere (false for [`ActivityRecorder::disabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Records dropped because the channel was full (or closed).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

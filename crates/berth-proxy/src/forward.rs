@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -33,7 +34,7 @@ use crate::activity::{ActivityKind, ActivityRecord, ActivityRecorder};
 use crate::hooks::{AllowAll, ProxyHooks};
 use crate::pages::{self, WaitingPage};
 use crate::route::{PathRouting, Route, RouteDecision, Routing};
-use crate::table::{Lookup, RouteTable};
+use crate::table::{Lookup, RouteTable, Upstream};
 
 /// Boxed error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -179,7 +180,7 @@ impl<H: ProxyHooks> Proxy<H> {
                     Err(d) => return full(pages::error(d.status, &d.message)),
                 };
                 match inner.table.lookup(&route.container).await {
-                    Lookup::Ready(addr) => self.forward(addr, route, parts, body, ctx).await,
+                    Lookup::Ready(upstream) => self.forward(upstream, route, parts, body, ctx).await,
                     Lookup::Starting => {
                         full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json))
                     }
@@ -214,9 +215,10 @@ impl<H: ProxyHooks> Proxy<H> {
         }
     }
 
+    #[allow(clippy::too_many_lines)]
     async fn forward<B>(
         &self,
-        addr: SocketAddr,
+        upstream: Upstream,
         route: Route,
         mut parts: http::request::Parts,
         body: B,
@@ -228,18 +230,24 @@ impl<H: ProxyHooks> Proxy<H> {
     {
         let inner = &self.inner;
         let started = SystemTime::now();
-        let client_path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let recording = inner.activity.is_enabled();
+        // Only needed for activity records; skipped when nothing records.
+        let client_path =
+            if recording { parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default() } else { String::new() };
         let upgrade = is_upgrade_request(&parts.headers, parts.version);
         let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
 
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(route.upstream_path.as_str())
-            .build()
-        {
-            Ok(uri) => uri,
+        let path_and_query = match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(route.upstream_path.as_bytes())) {
+            Ok(p) => p,
             Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
+        };
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.authority = Some(upstream.authority);
+        uri_parts.path_and_query = Some(path_and_query);
+        let uri = match Uri::from_parts(uri_parts) {
+            Ok(uri) => uri,
+            Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request uri: {e}"))),
         };
         let original_host = parts
             .headers
@@ -304,6 +312,9 @@ impl<H: ProxyHooks> Proxy<H> {
             }
         }
         remove_hop_by_hop(&mut resp_parts.headers, false);
+        if !recording {
+            return Response::from_parts(resp_parts, resp_body.map_err(Into::into).boxed_unsync());
+        }
         let counted = CountingBody {
             inner: resp_body,
             bytes: 0,
@@ -434,6 +445,22 @@ const HOP_BY_HOP: [&str; 7] =
 /// Removes hop-by-hop headers and the headers `Connection` names. With
 /// `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        remove_connection_listed(headers, keep_upgrade);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && name == "upgrade" {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the headers a `Connection` header names.
+fn remove_connection_listed(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -446,15 +473,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             continue;
         }
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && name == "upgrade" {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 

@@ -60,4 +60,4 @@ pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};
 pub use server::{ServerLimits, bind_and_serve, serve};
-pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats};
+pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats, Upstream};

@@ -61,11 +61,27 @@ impl Default for TableConfig {
     }
 }
 
+/// Where a ready container is reached, with its URI authority prepared
+/// once instead of formatted on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The container's HTTP endpoint.
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority.
+    pub authority: http::uri::Authority,
+}
+
+impl Upstream {
+    fn new(addr: SocketAddr) -> Option<Self> {
+        Some(Upstream { addr, authority: http::uri::Authority::try_from(addr.to_string()).ok()? })
+    }
+}
+
 /// What the table knows of a container, as the hot path sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Ready: forward to this address.
-    Ready(SocketAddr),
+    /// Ready: forward here.
+    Ready(Upstream),
     /// Exists, not ready yet: show the please-wait page.
     Starting,
     /// Will not become ready.
@@ -86,7 +102,7 @@ pub struct Failure {
 #[derive(Debug, Clone)]
 enum State {
     Starting,
-    Ready(SocketAddr),
+    Ready(Upstream),
     Failed(Arc<Failure>),
 }
 
@@ -193,7 +209,7 @@ impl RouteTable {
     /// What the table holds for `name`, with no I/O at all.
     pub fn peek(&self, name: &str) -> Option<Lookup> {
         self.read().get(name).map(|e| match &e.state {
-            State::Ready(addr) => Lookup::Ready(*addr),
+            State::Ready(up) => Lookup::Ready(up.clone()),
             State::Starting => Lookup::Starting,
             State::Failed(f) => Lookup::Failed(f.clone()),
         })
@@ -425,8 +441,8 @@ async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, gen
         }
         if let Some(addr) = endpoint {
             let ready = probe_once(addr, &t.config.ready_path, t.config.probe_timeout).await;
-            if ready {
-                if t.set_if_current(&name, generation, State::Ready(addr)) {
+            if let (true, Some(upstream)) = (ready, Upstream::new(addr)) {
+                if t.set_if_current(&name, generation, State::Ready(upstream)) {
                     tracing::debug!(%name, %addr, after = ?started.elapsed(), "container ready");
                 }
                 return;
@@ -495,7 +511,8 @@ mod tests {
         let manager = Arc::new(MockManager::new());
         let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
         manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "crash", 16)).await.unwrap();
-        let Lookup::Ready(addr) = eventually(&table, "crash", |l| matches!(l, Lookup::Ready(_))).await else {
+        let Lookup::Ready(Upstream { addr, .. }) = eventually(&table, "crash", |l| matches!(l, Lookup::Ready(_))).await
+        else {
             unreachable!()
         };
         let _ = berth_manager_get(addr, "/exit/4").await;

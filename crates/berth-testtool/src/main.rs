@@ -9,7 +9,9 @@
 //! It listens on `0.0.0.0:$PORT` (default 80), serves each connection on
 //! its own thread with keep-alive, prints `berth-testtool listening on
 //! 0.0.0.0:<port>` at start and `<METHOD> <target>` for every request on
-//! standard output (flushed line by line, for `docker logs`).
+//! standard output (flushed line by line, for `docker logs`), unless
+//! `BERTH_TOOL_QUIET=1` (benchmarks: the engine's log driver would cost
+//! more than the HTTP under test).
 //!
 //! The *input document* is read on each request that needs it: from
 //! `INPUT_JSON`, else fetched from the `http://` URL in `INPUT_JSON_URL`,
@@ -91,5 +93,9 @@ fn main() -> ExitCode {
     };
     let port = listener.local_addr().map_or(port, |a| a.port());
     stdout_line(format!("berth-testtool listening on 0.0.0.0:{port}").as_bytes());
-    server::serve(&listener, server::Config { started, startup_delay: Duration::from_millis(delay_ms) })
+    server::serve(&listener, server::Config {
+        started,
+        quiet: std::env::var_os("BERTH_TOOL_QUIET").is_some_and(|v| v == "1"),
+        startup_delay: Duration::from_millis(delay_ms),
+    })
 }

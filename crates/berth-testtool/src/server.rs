@@ -21,6 +21,9 @@ const CHUNK: usize = 64 * 1024;
 pub struct Config {
     /// When the process started.
     pub started: Instant,
+    /// Skip the per-request log line (`BERTH_TOOL_QUIET=1`), so benchmarks
+    /// measure HTTP, not the engine's log driver.
+    pub quiet: bool,
     /// How long `GET /` answers 503 after start.
     pub startup_delay: Duration,
 }
@@ -89,7 +92,9 @@ fn handle_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
                 return close(&out);
             }
         };
-        stdout_line(format!("{} {}", req.method, req.target).as_bytes());
+        if !config.quiet {
+            stdout_line(format!("{} {}", req.method, req.target).as_bytes());
+        }
         if kind != BodyKind::Empty && !req.http10 && req.has_token("expect", "100-continue") {
             out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
