@@ -10,6 +10,7 @@
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
+mod bench;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -18,15 +19,16 @@ use berth_manager::docker::DockerManager;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <images|test|demo> [args]");
+        eprintln!("usage: cargo xtask <images|test|demo|bench> [args]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
         "images" => images().map(|_| ()),
         "test" => test(rest),
         "demo" => demo(),
+        "bench" => bench::run(rest),
         other => {
-            eprintln!("unknown task {other:?}; tasks: images, test, demo");
+            eprintln!("unknown task {other:?}; tasks: images, test, demo, bench");
             return ExitCode::from(2);
         }
     };
@@ -40,15 +42,14 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 async fn connect() -> anyhow::Result<DockerManager> {
     let config = berth_testkit::docker_config()?;
-    DockerManager::connect(config).await.context("connecting to the Docker engine (DOCKER_HOST or /var/run/docker.sock)")
+    DockerManager::connect(config)
+        .await
+        .context("connecting to the Docker engine (DOCKER_HOST or /var/run/docker.sock)")
 }
 
 /// Builds every tool image; returns their references.
@@ -82,11 +83,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = std::time::Instant::now();
-    let status = Command::new(cargo)
-        .args(["test", "--workspace"])
-        .args(&cargo_args)
-        .status()
-        .context("running cargo test")?;
+    let status =
+        Command::new(cargo).args(["test", "--workspace"]).args(&cargo_args).status().context("running cargo test")?;
     println!("cargo test --workspace took {:.1?}", started.elapsed());
     if let Some(docker) = docker {
         rt.block_on(async {

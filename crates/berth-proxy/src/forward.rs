@@ -73,6 +73,12 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_host: usize,
     /// Lines served by the logs sub-path.
     pub log_lines: usize,
+    /// Responses with a `Content-Length` up to this many bytes are read
+    /// whole before berth answers, so head and body leave in one write (one
+    /// TCP segment, one wake-up of the client) instead of two. Larger or
+    /// unsized responses (downloads, server-sent events) always stream. 0
+    /// disables it.
+    pub coalesce_below: u64,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +94,7 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 512,
             log_lines: 1000,
+            coalesce_below: 64 * 1024,
         }
     }
 }
@@ -95,7 +102,7 @@ impl Default for ProxyConfig {
 struct Inner<H: ProxyHooks> {
     config: ProxyConfig,
     table: Arc<RouteTable>,
-    hooks: H,
+    hooks: Arc<H>,
     activity: ActivityRecorder,
     client: Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>,
 }
@@ -128,6 +135,10 @@ impl Proxy<AllowAll> {
 impl<H: ProxyHooks> Proxy<H> {
     /// A proxy with `hooks` reporting to `activity`.
     pub fn with_hooks(table: Arc<RouteTable>, config: ProxyConfig, hooks: H, activity: ActivityRecorder) -> Self {
+        Self::assemble(table, config, Arc::new(hooks), activity)
+    }
+
+    fn assemble(table: Arc<RouteTable>, config: ProxyConfig, hooks: Arc<H>, activity: ActivityRecorder) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -136,6 +147,15 @@ impl<H: ProxyHooks> Proxy<H> {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
         Proxy { inner: Arc::new(Inner { config, table, hooks, activity, client }) }
+    }
+
+    /// A proxy sharing this one's route table, hooks, activity recorder
+    /// and settings, with a connection pool of its own. One per runtime
+    /// thread ([`crate::serve_on_threads`]) keeps every upstream connection
+    /// on the thread that uses it, so no request crosses threads.
+    pub fn fork(&self) -> Self {
+        let i = &self.inner;
+        Self::assemble(i.table.clone(), i.config.clone(), i.hooks.clone(), i.activity.clone())
     }
 
     /// The route table.
@@ -232,15 +252,19 @@ impl<H: ProxyHooks> Proxy<H> {
         let started = SystemTime::now();
         let recording = inner.activity.is_enabled();
         // Only needed for activity records; skipped when nothing records.
-        let client_path =
-            if recording { parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default() } else { String::new() };
+        let client_path = if recording {
+            parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let upgrade = is_upgrade_request(&parts.headers, parts.version);
         let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
 
-        let path_and_query = match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(route.upstream_path.as_bytes())) {
-            Ok(p) => p,
-            Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
-        };
+        let path_and_query =
+            match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(route.upstream_path.as_bytes())) {
+                Ok(p) => p,
+                Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
+            };
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(Scheme::HTTP);
         uri_parts.authority = Some(upstream.authority);
@@ -312,6 +336,41 @@ impl<H: ProxyHooks> Proxy<H> {
             }
         }
         remove_hop_by_hop(&mut resp_parts.headers, false);
+        let small = resp_parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= inner.config.coalesce_below);
+        if small {
+            let collected = tokio::time::timeout(inner.config.upstream_timeout, resp_body.collect()).await;
+            let bytes = match collected {
+                Ok(Ok(c)) => c.to_bytes(),
+                Ok(Err(e)) => {
+                    tracing::debug!(container = %route.container, error = %e, "upstream body failed");
+                    self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
+                    return full(pages::error(StatusCode::BAD_GATEWAY, "the tool broke off its response"));
+                }
+                Err(_) => {
+                    self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
+                    return full(pages::error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the tool did not finish its response in time",
+                    ));
+                }
+            };
+            if recording {
+                self.record(
+                    &route.container,
+                    started,
+                    &client_path,
+                    status.as_u16(),
+                    bytes.len() as u64,
+                    ActivityKind::Http,
+                );
+            }
+            return Response::from_parts(resp_parts, Full::new(bytes).map_err(|e| match e {}).boxed_unsync());
+        }
         if !recording {
             return Response::from_parts(resp_parts, resp_body.map_err(Into::into).boxed_unsync());
         }

@@ -59,5 +59,5 @@ pub use forward::{BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, remove_ho
 pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};
-pub use server::{ServerLimits, bind_and_serve, serve};
+pub use server::{ServerLimits, bind_and_serve, serve, serve_on_threads};
 pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats, Upstream};

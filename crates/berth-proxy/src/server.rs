@@ -92,6 +92,64 @@ pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits
     }
 }
 
+/// Serves `proxy` on `addr` from `threads` threads, each running its own
+/// single-threaded runtime with its own listening socket (`SO_REUSEPORT`:
+/// the kernel spreads connections) and its own [`Proxy::fork`], the way
+/// nginx runs one worker per core: a request and its upstream connection
+/// stay on one thread, with no cross-thread wake-ups. Blocks until every
+/// thread has ended (they end only on error).
+///
+/// The route table's own tasks keep running on the caller's runtime.
+///
+/// # Errors
+///
+/// [`crate::Error::Io`] when a thread cannot start its runtime or bind.
+pub fn serve_on_threads<H: ProxyHooks>(
+    addr: SocketAddr,
+    proxy: &Proxy<H>,
+    limits: ServerLimits,
+    threads: usize,
+) -> crate::Result<()> {
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let proxy = proxy.fork();
+        let limits = limits.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("berth-proxy-{i}"))
+            .spawn(move || -> crate::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| crate::Error::Io { context: "starting a proxy runtime".into(), source })?;
+                rt.block_on(async move {
+                    let socket =
+                        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+                    let io = |source| crate::Error::Io { context: format!("binding {addr}"), source };
+                    let socket = socket.map_err(io)?;
+                    socket.set_reuseaddr(true).map_err(io)?;
+                    socket.set_reuseport(true).map_err(io)?;
+                    socket.bind(addr).map_err(io)?;
+                    let listener = socket.listen(1024).map_err(io)?;
+                    serve(listener, proxy, limits).await
+                })
+            })
+            .map_err(|source| crate::Error::Io { context: "starting a proxy thread".into(), source })?;
+        handles.push(handle);
+    }
+    for h in handles {
+        match h.join() {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(crate::Error::Io {
+                    context: "a proxy thread".into(),
+                    source: std::io::Error::other("panicked"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Binds `addr` and [`serve`]s on it.
 ///
 /// # Errors

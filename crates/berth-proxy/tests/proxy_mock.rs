@@ -372,3 +372,41 @@ async fn hooks_authorize_and_rewrite() {
     assert_eq!(h["x-berth-user"], "alice");
     assert!(h.get("x-user").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runtime_per_thread() {
+    let manager = Arc::new(rich_manager(Duration::ZERO));
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
+    let activity = Arc::new(MemoryActivity::default());
+    let proxy = Proxy::with_hooks(
+        table,
+        ProxyConfig::default(),
+        berth_proxy::AllowAll,
+        ActivityRecorder::spawn(activity.clone(), 1000),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The threads serve until the test process ends.
+    std::thread::spawn(move || berth_proxy::serve_on_threads(addr, &proxy, ServerLimits::default(), 3));
+    manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "threads", 16)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no thread listens");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_not_503(addr, HOST, "/docker/threads/").await;
+    // Many connections at once, spread by the kernel over the threads.
+    let gets = (0..40).map(|i| async move { get(addr, HOST, &format!("/docker/threads/p{i}")).await });
+    for (status, _, _) in futures_util::future::join_all(gets).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Activity from every thread reaches the one sink.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while activity.history("threads").iter().filter(|r| r.path.starts_with("/docker/threads/p")).count() < 40 {
+        assert!(Instant::now() < deadline, "activity lost across threads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -4,18 +4,25 @@
 //! ```text
 //! proxy-server [--listen 127.0.0.1:8000] [--prefix /docker] [--host-suffix docker.localhost]
 //!              [--endpoints auto|bridge|published|host] [--logs-path docker-logs]
+//!              [--history FILE] [--threads N]
 //! ```
 //!
 //! Path routing by default (`/docker/<name>/...`); `--host-suffix`
 //! switches to hostname routing (`<name>.docker.localhost`). The engine is
-//! found like the Docker CLI finds it. Used by `cargo xtask bench proxy`.
+//! found like the Docker CLI finds it. With `--history`, every proxied
+//! request is recorded in that SQLite file (off the hot path). Used by
+//! `cargo xtask bench proxy`, with and without history.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use berth_history::{HistoryConfig, HistoryStore};
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
-use berth_proxy::{HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, ServerLimits, TableConfig};
+use berth_proxy::{
+    ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, ServerLimits,
+    TableConfig,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let mut host_suffix: Option<String> = None;
     let mut logs_path: Option<String> = None;
     let mut mode = EndpointMode::Auto;
+    let mut history: Option<String> = None;
+    let mut threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -35,6 +44,8 @@ async fn main() -> anyhow::Result<()> {
             "--prefix" => routing = PathRouting::new(&value()?),
             "--host-suffix" => host_suffix = Some(value()?),
             "--logs-path" => logs_path = Some(value()?),
+            "--history" => history = Some(value()?),
+            "--threads" => threads = value()?.parse().context("--threads takes a number")?,
             "--endpoints" => {
                 mode = match value()?.as_str() {
                     "auto" => EndpointMode::Auto,
@@ -62,7 +73,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let manager = DockerManager::connect(DockerConfig::from_env()?.endpoint_mode(mode)).await?;
     let table = RouteTable::start(Arc::new(manager), TableConfig::default()).await?;
-    let proxy = Proxy::new(table, ProxyConfig { routing, ..ProxyConfig::default() });
-    berth_proxy::bind_and_serve(listen, proxy, ServerLimits::default()).await?;
+    let recorder = match history {
+        Some(path) => {
+            let store = Arc::new(HistoryStore::open(&path, HistoryConfig::default()).await?);
+            ActivityRecorder::spawn(store, 65_536)
+        }
+        None => ActivityRecorder::disabled(),
+    };
+    let proxy = Proxy::with_hooks(table, ProxyConfig { routing, ..ProxyConfig::default() }, AllowAll, recorder);
+    // One single-threaded runtime per core serves requests; this runtime
+    // keeps the route table fresh.
+    tokio::task::spawn_blocking(move || {
+        berth_proxy::serve_on_threads(listen, &proxy, ServerLimits::default(), threads)
+    })
+    .await??;
     Ok(())
 }
