@@ -13,8 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+/// How often [`ActivityRecorder::spawn`]'s task drains the channel.
+pub const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What kind of traffic a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,13 +77,31 @@ impl ActivityRecorder {
     }
 
     /// A recorder with a channel of `capacity` records, drained into `sink`
-    /// by a task spawned on the current runtime, in batches of up to 512.
+    /// by a task spawned on the current runtime, in batches of up to 512,
+    /// at most every [`DEFAULT_FLUSH_INTERVAL`].
     pub fn spawn(sink: impl ActivitySink, capacity: usize) -> Self {
+        Self::spawn_with_interval(sink, capacity, DEFAULT_FLUSH_INTERVAL)
+    }
+
+    /// As [`ActivityRecorder::spawn`], draining at most every `interval`.
+    ///
+    /// Between drains the task sleeps on a timer rather than on the
+    /// channel, so requests only enqueue and never wake it: the cost per
+    /// request is one `try_send`, not a cross-thread wake-up. Size
+    /// `capacity` for `interval` times the peak request rate.
+    pub fn spawn_with_interval(sink: impl ActivitySink, capacity: usize, interval: std::time::Duration) -> Self {
         let (tx, mut rx) = mpsc::channel::<ActivityRecord>(capacity.max(1));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(512);
             while rx.recv_many(&mut batch, 512).await > 0 {
                 sink.record(std::mem::take(&mut batch)).await;
+                // Take what else is queued now, then rest.
+                while rx.recv_many(&mut batch, 512).now_or_never().is_some_and(|n| n > 0) {
+                    sink.record(std::mem::take(&mut batch)).await;
+                }
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
         });
         ActivityRecorder { tx: Some(tx), dropped: Arc::default(), sent: Arc::default() }

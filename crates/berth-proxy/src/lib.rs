@@ -53,7 +53,9 @@ mod server;
 mod table;
 mod time;
 
-pub use activity::{ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, MemoryActivity};
+pub use activity::{
+    ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity,
+};
 pub use error::{Error, Result};
 pub use forward::{BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, remove_hop_by_hop, strip_cookies};
 pub use hooks::{AllowAll, Denied, ProxyHooks};
