@@ -93,9 +93,12 @@ fn main() -> ExitCode {
     };
     let port = listener.local_addr().map_or(port, |a| a.port());
     stdout_line(format!("berth-testtool listening on 0.0.0.0:{port}").as_bytes());
-    server::serve(&listener, server::Config {
-        started,
-        quiet: std::env::var_os("BERTH_TOOL_QUIET").is_some_and(|v| v == "1"),
-        startup_delay: Duration::from_millis(delay_ms),
-    })
+    server::serve(
+        &listener,
+        server::Config {
+            started,
+            quiet: std::env::var_os("BERTH_TOOL_QUIET").is_some_and(|v| v == "1"),
+            startup_delay: Duration::from_millis(delay_ms),
+        },
+    )
 }
