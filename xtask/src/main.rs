@@ -83,8 +83,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = std::time::Instant::now();
-    let status =
-        Command::new(cargo).args(["test", "--workspace"]).args(&cargo_args).status().context("running cargo test")?;
+    let status = Command::new(cargo)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(&cargo_args)
+        .status()
+        .context("running cargo test")?;
     println!("cargo test --workspace took {:.1?}", started.elapsed());
     if let Some(docker) = docker {
         rt.block_on(async {
