@@ -564,6 +564,19 @@ fn log_lines(item: bollard::container::LogOutput) -> Vec<LogLine> {
     out
 }
 
+/// The engine's log query for `options`: both streams, with timestamps.
+fn logs_options(options: LogOptions, follow: bool) -> LogsOptions {
+    LogsOptions {
+        stdout: true,
+        stderr: true,
+        timestamps: true,
+        follow,
+        tail: options.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_owned()),
+        since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
 fn event_from_message(msg: EventMessage) -> Option<ContainerEvent> {
     let kind = match msg.action.as_deref()? {
         "create" => EventKind::Created,
@@ -745,15 +758,7 @@ impl ContainerManager for DockerManager {
     async fn logs(&self, name: &str, options: LogOptions) -> Result<Vec<LogLine>> {
         let resp = self.inspect_raw(name).await?;
         let id = resp.id.unwrap_or_else(|| name.to_owned());
-        let opts = LogsOptions {
-            stdout: true,
-            stderr: true,
-            timestamps: true,
-            follow: false,
-            tail: options.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_owned()),
-            since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
-            ..Default::default()
-        };
+        let opts = logs_options(options, false);
         let chunks = self.call("logs", name, self.docker.logs(&id, Some(opts)).try_collect::<Vec<_>>()).await?;
         let mut lines: Vec<LogLine> = chunks.into_iter().flat_map(log_lines).collect();
         if let Some(since) = options.since {
@@ -765,15 +770,7 @@ impl ContainerManager for DockerManager {
     async fn follow_logs(&self, name: &str, options: LogOptions) -> Result<LogStreamBox> {
         let resp = self.inspect_raw(name).await?;
         let id = resp.id.unwrap_or_else(|| name.to_owned());
-        let opts = LogsOptions {
-            stdout: true,
-            stderr: true,
-            timestamps: true,
-            follow: true,
-            tail: options.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_owned()),
-            since: options.since.map(|t| i32::try_from(unix_secs(t)).unwrap_or(i32::MAX)).unwrap_or(0),
-            ..Default::default()
-        };
+        let opts = logs_options(options, true);
         let this = self.clone();
         let name = name.to_owned();
         let stream = self
