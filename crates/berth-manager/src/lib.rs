@@ -52,6 +52,7 @@
 mod error;
 mod manager;
 mod spec;
+#[cfg(feature = "docker")]
 mod time;
 mod types;
 

@@ -48,6 +48,10 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Header carrying the authenticated user to a container; set only by
+/// berth's hooks, stripped from clients' requests.
+pub const X_BERTH_USER: &str = "x-berth-user";
+
 /// Settings of a [`Proxy`].
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -58,6 +62,9 @@ pub struct ProxyConfig {
     /// Cookies never forwarded to containers (e.g. the host application's
     /// session cookie).
     pub strip_cookies: Vec<String>,
+    /// Request headers never forwarded as the client sent them (default:
+    /// `X-Berth-User`, which only berth's hooks may set).
+    pub strip_headers: Vec<HeaderName>,
     /// Trust and extend incoming `X-Forwarded-*` headers (only behind a
     /// trusted front proxy); otherwise they are replaced.
     pub trust_forwarded_headers: bool,
@@ -87,6 +94,7 @@ impl Default for ProxyConfig {
             routing: Routing::Path(PathRouting::default()),
             waiting_page: WaitingPage::default(),
             strip_cookies: Vec::new(),
+            strip_headers: vec![HeaderName::from_static(X_BERTH_USER)],
             trust_forwarded_headers: false,
             forwarded_proto: "http".to_owned(),
             connect_timeout: Duration::from_secs(5),
@@ -577,6 +585,9 @@ fn prepare_upstream_headers(
 ) {
     remove_hop_by_hop(headers, upgrade);
     strip_cookies(headers, &config.strip_cookies);
+    for name in &config.strip_headers {
+        headers.remove(name);
+    }
 
     let trusted = config.trust_forwarded_headers;
     let mut xff =

@@ -57,7 +57,9 @@ pub use activity::{
     ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity,
 };
 pub use error::{Error, Result};
-pub use forward::{BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, remove_hop_by_hop, strip_cookies};
+pub use forward::{
+    BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, X_BERTH_USER, remove_hop_by_hop, strip_cookies,
+};
 pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};

@@ -13,7 +13,7 @@
 //!   make berth hammer the engine.
 //! - If the event stream breaks, the table resubscribes and resynchronizes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -132,6 +132,8 @@ pub struct RouteTable {
     manager: Arc<dyn ContainerManager>,
     config: TableConfig,
     entries: RwLock<HashMap<String, Entry>>,
+    /// Each container's labels (owner, tool, ...), for authorization hooks.
+    labels: RwLock<HashMap<String, Arc<BTreeMap<String, String>>>>,
     negative: RwLock<HashMap<String, Instant>>,
     lookups: Semaphore,
     inflight: Mutex<()>,
@@ -162,6 +164,7 @@ impl RouteTable {
             manager,
             config,
             entries: RwLock::default(),
+            labels: RwLock::default(),
             negative: RwLock::default(),
             inflight: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -206,6 +209,36 @@ impl RouteTable {
         self.lookup_slow(name).await
     }
 
+    /// The labels of container `name` as last seen by the table (no I/O):
+    /// what an authorization hook checks ownership against.
+    pub fn labels(&self, name: &str) -> Option<Arc<BTreeMap<String, String>>> {
+        self.labels.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// As [`RouteTable::labels`], but for a name the table has no labels
+    /// for yet (just created, or not seen), looks the container up the way
+    /// [`RouteTable::lookup`] does: at most one engine call per name per
+    /// `negative_ttl`, never one for a name whose labels are known.
+    pub async fn labels_or_fetch(self: &Arc<Self>, name: &str) -> Option<Arc<BTreeMap<String, String>>> {
+        if let Some(labels) = self.labels(name) {
+            return Some(labels);
+        }
+        if self.lookup(name).await == Lookup::Missing {
+            return None;
+        }
+        if let Some(labels) = self.labels(name) {
+            return Some(labels);
+        }
+        // Known from an event, not inspected yet.
+        let info = self.manager.inspect(name).await.ok()?;
+        self.set_labels(name, info.labels);
+        self.labels(name)
+    }
+
+    fn set_labels(&self, name: &str, labels: BTreeMap<String, String>) {
+        self.labels.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(labels));
+    }
+
     /// What the table holds for `name`, with no I/O at all.
     pub fn peek(&self, name: &str) -> Option<Lookup> {
         self.read().get(name).map(|e| match &e.state {
@@ -247,6 +280,7 @@ impl RouteTable {
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         match self.manager.inspect(name).await {
             Ok(info) => {
+                self.set_labels(&info.name, info.labels.clone());
                 self.admit(&info.name, &info.id, info.state, info.exit_code);
                 self.peek(name).unwrap_or(Lookup::Missing)
             }
@@ -266,7 +300,9 @@ impl RouteTable {
         let infos = self.manager.list(&ListFilter::all()).await?;
         let names: std::collections::HashSet<&str> = infos.iter().map(|i| i.name.as_str()).collect();
         self.write().retain(|name, _| names.contains(name.as_str()));
+        self.labels.write().unwrap_or_else(|p| p.into_inner()).retain(|name, _| names.contains(name.as_str()));
         for info in &infos {
+            self.set_labels(&info.name, info.labels.clone());
             let known = self.read().get(&info.name).is_some_and(|e| e.id == info.id);
             if !known {
                 self.admit(&info.name, &info.id, info.state, info.exit_code);
@@ -343,6 +379,7 @@ impl RouteTable {
                 let mut entries = self.write();
                 if entries.get(&event.name).is_some_and(|e| e.id == event.id) {
                     entries.remove(&event.name);
+                    self.labels.write().unwrap_or_else(|p| p.into_inner()).remove(&event.name);
                 }
             }
             _ => {}
@@ -424,6 +461,10 @@ async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, gen
             match t.manager.endpoint(&name).await {
                 Ok(ep) => {
                     endpoint = Some(ep.addr);
+                    // Labels for authorization hooks, once per start, off the hot path.
+                    if let Ok(info) = t.manager.inspect(&name).await {
+                        t.set_labels(&name, info.labels);
+                    }
                 }
                 Err(berth_manager::Error::NotRunning { .. }) => {}
                 Err(e) if e.is_not_found() => return,
