@@ -65,8 +65,9 @@ impl<H: ProxyHooks> tower_service::Service<Request<Body>> for ProxyService<H> {
 }
 
 /// A router serving `proxy` under `prefix` (e.g. `/docker`), to merge into
-/// your app. `prefix` must be the proxy's path-routing prefix.
-pub fn proxy_router<H: ProxyHooks>(proxy: Proxy<H>, prefix: &str) -> Router {
+/// your app (whatever its state type). `prefix` must be the proxy's
+/// path-routing prefix.
+pub fn proxy_router<H: ProxyHooks, S: Clone + Send + Sync + 'static>(proxy: Proxy<H>, prefix: &str) -> Router<S> {
     let prefix = format!("/{}", prefix.trim_matches('/'));
     Router::new().nest_service(&prefix, ProxyService::new(proxy))
 }
@@ -75,7 +76,7 @@ pub fn proxy_router<H: ProxyHooks>(proxy: Proxy<H>, prefix: &str) -> Router {
 /// prefix (default `/_berth/staged`). Mount it where the URLs given to
 /// containers point, without authentication: the tokens are the access
 /// control.
-pub fn staging_router(service: StagingService) -> Router {
+pub fn staging_router<S: Clone + Send + Sync + 'static>(service: StagingService) -> Router<S> {
     let prefix = service.prefix().to_owned();
     // The service matches whole paths; nesting strips the prefix, so the
     // nested copy matches from the root.
