@@ -13,7 +13,11 @@
 //!   container's owner (its owner label) or an admin reaches it; the user is
 //!   passed to the container in `X-Berth-User` (client-supplied copies are
 //!   always stripped by the proxy);
-//! - [`staging_router`]: serves staged inputs to containers.
+//! - [`staging_router`]: serves staged inputs to containers;
+//! - [`api::api_router`]: the management API (`/api/v1`: tools, launch with
+//!   dry run and wait, list, inspect, remove, logs, history, purge; an
+//!   OpenAPI document; bearer-token protection) over a
+//!   [`Fleet`](berth_fleet::Fleet).
 //!
 //! # Example
 //!
@@ -35,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod api;
 mod auth;
 mod host;
 mod service;

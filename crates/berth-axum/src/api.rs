@@ -1,0 +1,491 @@
+//! The management API (`/api/v1`), as an axum router over a [`Fleet`].
+//!
+//! JSON in and out; errors are `{"error": "..."}` with a status that says
+//! what the caller can do (400 invalid, 401 token, 404 missing, 409
+//! conflict, 422 image unavailable, 429 limit, 503 engine down). When a
+//! bearer token is configured every route but `/healthz` requires it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use berth_fleet::{Fleet, LaunchOutcome};
+use berth_history::{HistoryQuery, HistoryStore};
+use berth_manager::{ContainerInfo, ContainerSpec, ListFilter, LogOptions};
+use berth_proxy::{Lookup, RouteTable};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+
+/// How a tool receives its input document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputDelivery {
+    /// Environment variable `INPUT_JSON`.
+    #[default]
+    Env,
+    /// `INPUT_JSON_URL`, served by berth's staging store.
+    Url,
+    /// A file written into the container (`input_path`).
+    File,
+}
+
+/// One tool of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDef {
+    /// Registry name (what launch requests name).
+    pub name: String,
+    /// What it does, for people.
+    #[serde(default)]
+    pub description: String,
+    /// Image reference.
+    pub image: String,
+    /// HTTP port inside the container.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Memory reservation in MiB.
+    pub mem_reservation_mb: u64,
+    /// CPU share; berth's default when absent.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Parameters merged under the caller's.
+    #[serde(default = "empty_object")]
+    pub default_parameters: Value,
+    /// Data-file URLs used when the caller gives none.
+    #[serde(default)]
+    pub default_files: Vec<String>,
+    /// How the input reaches the tool.
+    #[serde(default)]
+    pub input_mode: InputDelivery,
+    /// Path of the input file for mode `file`.
+    #[serde(default)]
+    pub input_path: Option<String>,
+    /// Directories that get a fresh volume each.
+    #[serde(default)]
+    pub extra_directories: Vec<String>,
+}
+
+fn default_port() -> u16 {
+    80
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// The tools a server may launch, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolRegistry {
+    /// The tools.
+    pub tools: Vec<ToolDef>,
+}
+
+impl ToolRegistry {
+    /// The tool called `name`.
+    pub fn get(&self, name: &str) -> Option<&ToolDef> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+}
+
+/// Everything the API needs.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Launches and removals go through the fleet.
+    pub fleet: Arc<Fleet>,
+    /// Readiness comes from the proxy's route table.
+    pub table: Arc<RouteTable>,
+    /// Request history, when recorded.
+    pub history: Option<Arc<HistoryStore>>,
+    /// The tools that may be launched.
+    pub registry: Arc<ToolRegistry>,
+    /// Bearer token required on `/api/v1`, when set.
+    pub token: Option<String>,
+    /// Public path prefix of the proxy (for `path` in answers), e.g. `/docker`.
+    pub proxy_prefix: String,
+    /// Label naming a container's owner (set from the caller's [`Identity`]).
+    pub owner_label: String,
+    /// How long `?wait=true` waits for readiness.
+    pub ready_timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").field("tools", &self.registry.tools.len()).finish_non_exhaustive()
+    }
+}
+
+/// The management API router: `/api/v1/...` and `/healthz`.
+pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
+    let v1 = Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/tools", get(tools))
+        .route("/api/v1/containers", get(list).post(launch))
+        .route("/api/v1/containers/{name}", get(inspect).delete(remove))
+        .route("/api/v1/containers/{name}/logs", get(logs))
+        .route("/api/v1/containers/{name}/history", get(history))
+        .route("/api/v1/purge", post(purge))
+        .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(state)
+}
+
+/// An API error: status and message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<berth_fleet::Error> for ApiError {
+    fn from(e: berth_fleet::Error) -> Self {
+        use berth_fleet::Error as F;
+        use berth_manager::Error as M;
+        let status = match &e {
+            F::Manager(M::NotFound { .. }) => StatusCode::NOT_FOUND,
+            F::Manager(M::Conflict { .. }) | F::Conflict { .. } => StatusCode::CONFLICT,
+            F::Manager(M::InvalidSpec { .. } | M::InputTooLarge { .. }) | F::Staging { .. } => StatusCode::BAD_REQUEST,
+            F::Manager(M::ImageUnavailable { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            F::Manager(M::EngineUnavailable { .. } | M::EngineTimeout { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            F::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, error_chain(&e))
+    }
+}
+
+impl From<berth_manager::Error> for ApiError {
+    fn from(e: berth_manager::Error) -> Self {
+        berth_fleet::Error::from(e).into()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn bearer(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Constant-time comparison: the token is a secret.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            return ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn tools(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({"tools": state.registry.tools}))
+}
+
+/// A launch request.
+#[derive(Debug, Clone, Deserialize)]
+struct LaunchRequest {
+    name: String,
+    tool: String,
+    #[serde(default)]
+    files: Option<Vec<String>>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// The input document for `request` of `tool`, as the container will get it.
+fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest) -> Value {
+    let mut parameters = tool.default_parameters.clone();
+    if let (Some(base), Some(Value::Object(given))) = (parameters.as_object_mut(), &request.parameters) {
+        for (k, v) in given {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let files = request.files.clone().unwrap_or_else(|| tool.default_files.clone());
+    let node_info: BTreeMap<String, Value> =
+        files.iter().enumerate().map(|(i, url)| (i.to_string(), json!({"file_url": url}))).collect();
+    json!({
+        "file_relationships": files,
+        "node_info": node_info,
+        "parameters": parameters,
+        "api_prefix": format!("{}/{}/", state.proxy_prefix.trim_end_matches('/'), request.name),
+        "extra_directories": tool.extra_directories,
+    })
+}
+
+async fn launch(
+    State(state): State<ApiState>,
+    Query(wait): Query<WaitQuery>,
+    user: Option<Extension<Identity>>,
+    Json(request): Json<LaunchRequest>,
+) -> Result<Response, ApiError> {
+    let tool = state
+        .registry
+        .get(&request.tool)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("tool {:?} is not in the registry", request.tool)))?
+        .clone();
+    let document = input_document(&state, &tool, &request);
+    if request.dry_run {
+        return Ok(Json(json!({"input": document})).into_response());
+    }
+    let mut spec =
+        ContainerSpec::new(tool.image.clone(), request.name.clone(), tool.mem_reservation_mb).port(tool.port);
+    if let Some(cpus) = tool.cpus {
+        spec = spec.cpus(cpus);
+    }
+    for dir in &tool.extra_directories {
+        spec = spec.extra_directory(dir.clone());
+    }
+    if let Some(Extension(user)) = &user {
+        spec = spec.label(state.owner_label.clone(), user.user.clone());
+    }
+    let outcome = match tool.input_mode {
+        InputDelivery::Env => state.fleet.launch(spec.input_env(document), Some(&tool.name)).await?,
+        InputDelivery::File => {
+            let path = tool.input_path.clone().unwrap_or_else(|| berth_manager::DEFAULT_INPUT_PATH.to_owned());
+            state.fleet.launch(spec.input_file(document, path), Some(&tool.name)).await?
+        }
+        InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), Some(&tool.name)).await?,
+    };
+    let existing = matches!(outcome, LaunchOutcome::Existing(_));
+    let mut body = describe(&state, outcome.info());
+    if let (Some(obj), LaunchOutcome::Launched { evicted, .. }) = (body.as_object_mut(), &outcome) {
+        obj.insert("evicted".into(), json!(evicted));
+    }
+    if !wait.wait {
+        let status = if existing { StatusCode::OK } else { StatusCode::ACCEPTED };
+        return Ok((status, Json(body)).into_response());
+    }
+    let deadline = Instant::now() + state.ready_timeout;
+    loop {
+        match state.table.lookup(&request.name).await {
+            Lookup::Ready(_) => {
+                body["ready"] = json!(true);
+                return Ok((StatusCode::OK, Json(body)).into_response());
+            }
+            Lookup::Failed(f) => {
+                body["ready"] = json!(false);
+                body["failure"] = json!({"reason": f.reason.to_string(), "logs": f.log_tail});
+                return Ok((StatusCode::BAD_GATEWAY, Json(body)).into_response());
+            }
+            _ if Instant::now() > deadline => {
+                return Err(ApiError(StatusCode::GATEWAY_TIMEOUT, format!("{} not ready in time", request.name)));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
+    let ready = matches!(state.table.peek(&info.name), Some(Lookup::Ready(_)));
+    json!({
+        "name": info.name,
+        "tool": info.labels.get(&state.fleet.tool_label()),
+        "owner": info.labels.get(&state.owner_label),
+        "image": info.image,
+        "status": info.state.as_str(),
+        "exit_code": info.exit_code,
+        "ready": ready,
+        "path": format!("{}/{}/", state.proxy_prefix.trim_end_matches('/'), info.name),
+        "created": unix(info.created),
+        "mem_reservation_mb": info.mem_reservation_mb,
+    })
+}
+
+/// Non-admin callers only see their own containers.
+fn visible(state: &ApiState, user: &Option<Extension<Identity>>, info: &ContainerInfo) -> bool {
+    match user {
+        Some(Extension(u)) if !u.admin => info.labels.get(&state.owner_label) == Some(&u.user),
+        _ => true,
+    }
+}
+
+async fn list(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Json<Value>, ApiError> {
+    let infos = state.fleet.manager().list(&ListFilter::all()).await?;
+    let items: Vec<Value> = infos.iter().filter(|i| visible(&state, &user, i)).map(|i| describe(&state, i)).collect();
+    Ok(Json(json!({"containers": items})))
+}
+
+async fn find(state: &ApiState, user: &Option<Extension<Identity>>, name: &str) -> Result<ContainerInfo, ApiError> {
+    let info = state.fleet.manager().inspect(name).await?;
+    if !visible(state, user, &info) {
+        return Err(berth_manager::Error::NotFound { name: name.to_owned() }.into());
+    }
+    Ok(info)
+}
+
+async fn inspect(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = find(&state, &user, &name).await?;
+    let mut body = describe(&state, &info);
+    if let Some(history) = &state.history {
+        if let Ok(Some(t)) = history.last_activity(&name).await {
+            body["last_activity"] = json!(unix(t));
+        }
+    }
+    Ok(Json(body))
+}
+
+async fn remove(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    find(&state, &user, &name).await?;
+    state.fleet.kill(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    find(&state, &user, &name).await?;
+    let lines = state.fleet.manager().logs(&name, LogOptions { tail: q.tail, since: None }).await?;
+    let text: String = lines.into_iter().map(|l| format!("{:.6} {}\n", unix(l.timestamp), l.line)).collect();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+async fn history(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &user, &name).await?;
+    let Some(store) = &state.history else {
+        return Err(ApiError(StatusCode::NOT_FOUND, "this server records no history".into()));
+    };
+    let entries = store
+        .history(&name, HistoryQuery::default())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({"time": unix(e.time), "path": e.path, "status": e.status, "bytes": e.bytes}))
+        .collect();
+    Ok(Json(json!({"name": name, "history": items})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PurgeRequest {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    idle_secs: Option<u64>,
+}
+
+async fn purge(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Json(req): Json<PurgeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if matches!(&user, Some(Extension(u)) if !u.admin) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "only admins may purge".into()));
+    }
+    let removed = match (req.label, req.idle_secs) {
+        (Some(label), None) => state.fleet.purge_by_label(&label, req.value.as_deref()).await?,
+        (None, Some(secs)) => state.fleet.purge_inactive(Duration::from_secs(secs)).await?,
+        _ => return Err(ApiError(StatusCode::BAD_REQUEST, "give either label (and value) or idle_secs".into())),
+    };
+    Ok(Json(json!({"removed": removed})))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn openapi_document() -> Value {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let resp =
+        |desc: &str, schema: Value| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "berth management API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Container": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "tool": {"type": ["string", "null"]}, "owner": {"type": ["string", "null"]},
+                    "image": {"type": "string"}, "status": {"type": "string"}, "exit_code": {"type": ["integer", "null"]},
+                    "ready": {"type": "boolean"}, "path": {"type": "string"}, "created": {"type": "number"},
+                    "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
+                "LaunchRequest": {"type": "object", "required": ["name", "tool"], "properties": {
+                    "name": {"type": "string"}, "tool": {"type": "string"},
+                    "files": {"type": "array", "items": {"type": "string"}},
+                    "parameters": {"type": "object"}, "dry_run": {"type": "boolean"}}},
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/tools": {"get": {"summary": "The tool registry", "responses": {"200": resp("tools", json!({"type": "object"}))}}},
+            "/api/v1/containers": {
+                "get": {"summary": "Containers (an owner sees their own)", "responses": {"200": resp("containers", json!({"type": "object"}))}},
+                "post": {"summary": "Launch a tool (202 once the container exists; ?wait=true waits for ready or failed; dry_run returns the input document)",
+                    "parameters": [{"name": "wait", "in": "query", "schema": {"type": "boolean"}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LaunchRequest"}}}},
+                    "responses": {"200": resp("existing, ready, or dry run", json!({"type": "object"})),
+                        "202": resp("launched", json!({"$ref": "#/components/schemas/Container"})),
+                        "400": resp("invalid", error.clone()), "409": resp("exists with another spec", error.clone()),
+                        "422": resp("image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
+                        "502": resp("failed to become ready", json!({"type": "object"})), "503": resp("engine unavailable", error.clone())}}
+            },
+            "/api/v1/containers/{name}": {
+                "parameters": [name_param.clone()],
+                "get": {"summary": "One container", "responses": {"200": resp("container", json!({"$ref": "#/components/schemas/Container"})), "404": resp("missing", error.clone())}},
+                "delete": {"summary": "Remove it with its volumes and staged files", "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone())}}
+            },
+            "/api/v1/containers/{name}/logs": {"parameters": [name_param.clone()], "get": {"summary": "Log lines with timestamps",
+                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "text", "content": {"text/plain": {}}}, "404": resp("missing", error.clone())}}},
+            "/api/v1/containers/{name}/history": {"parameters": [name_param], "get": {"summary": "Proxied requests, oldest first",
+                "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
+            "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
+                "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()), "403": resp("not an admin", error)}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
+        }
+    })
+}
