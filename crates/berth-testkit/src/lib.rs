@@ -254,7 +254,10 @@ pub async fn test_tool_image(manager: &DockerManager) -> Result<String, Error> {
 pub async fn static_tool_image(manager: &DockerManager, package: &str, bin: &str, repo: &str) -> Result<String, Error> {
     let root = workspace_root();
     let package_dir = find_package_dir(&root, package)?;
-    let tag = source_hash(&[package_dir.as_path(), &root.join("Cargo.lock")])?;
+    let mut inputs = vec![package_dir.clone(), root.join("Cargo.lock")];
+    inputs.extend(path_dependencies(&package_dir)?);
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let tag = source_hash(&inputs)?;
     let reference = format!("{repo}:{tag}");
     if manager.image_exists(&reference).await? {
         return Ok(reference);
@@ -283,6 +286,21 @@ fn find_package_dir(root: &Path, package: &str) -> Result<PathBuf, Error> {
         package: package.to_owned(),
         detail: format!("no crates/{package} or examples/{package} under {}", root.display()),
     })
+}
+
+/// Directories of the package's path dependencies (`path = "..."` in its
+/// manifest), so a change in a library the tool uses changes its hash.
+fn path_dependencies(package_dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let manifest = package_dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|source| Error::Io { context: format!("reading {}", manifest.display()), source })?;
+    Ok(text
+        .split("path = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|rel| package_dir.join(rel))
+        .filter(|dir| dir.join("Cargo.toml").is_file() && dir != package_dir)
+        .collect())
 }
 
 /// Hex SHA-256 (first 16 digits) over the paths and contents of every file

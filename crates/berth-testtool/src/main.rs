@@ -1,7 +1,7 @@
 //! `berth-testtool`: the tool that berth's Docker tests launch.
 //!
-//! It is a tiny HTTP/1.1 server (std only, plus `sha1_smol` for the
-//! websocket handshake), built as a static executable and run as the only
+//! It is a tiny HTTP/1.1 server (std only, through `berth-tool-http`, which
+//! adds `sha1_smol` for the websocket handshake), built as a static executable and run as the only
 //! file of a `FROM scratch` image, so it needs no libc files, no `/etc` and
 //! no shell. It follows the same contract as the mock tool of
 //! `berth-manager`, and adds routes for testing berth's proxy.
@@ -50,16 +50,20 @@
 // through `docker logs`.
 #![allow(clippy::print_stdout)]
 
-mod http;
-mod input;
 mod server;
-mod text;
-mod ws;
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+/// The name in the `Server` and `User-Agent` fields.
+pub const SERVER: &str = "berth-testtool";
+
+/// The client that fetches the input document and `/fetch` URLs.
+pub fn client() -> berth_tool_http::client::Client {
+    berth_tool_http::client::Client::new(SERVER)
+}
 
 /// Writes one line to standard output and flushes it. Errors are ignored:
 /// a closed standard output must not stop the server.
@@ -72,15 +76,12 @@ pub fn stdout_line(line: &[u8]) {
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let port = match std::env::var("PORT") {
-        Ok(p) if !p.trim().is_empty() => match p.trim().parse::<u16>() {
-            Ok(port) => port,
-            Err(_) => {
-                eprintln!("berth-testtool: PORT must be a port number, not {p:?}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => 80,
+    let port = match berth_tool_http::server::port_from_env() {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("berth-testtool: {e}");
+            return ExitCode::from(2);
+        }
     };
     let delay_ms =
         std::env::var("BERTH_TOOL_STARTUP_DELAY_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Body, BodyKind, HeadError, Request};
-use crate::text::{html_escape, percent_decode, query_param};
-use crate::{input, stdout_line, ws};
+use berth_tool_http::message::{self as http, Body, BodyKind, HeadError, Request};
+use berth_tool_http::text::{html_escape, percent_decode, query_param};
+use berth_tool_http::{input, ws};
+
+use crate::{SERVER, client, stdout_line};
 
 /// Size of the chunks `/bytes` and the body readers work in.
 const CHUNK: usize = 64 * 1024;
@@ -73,7 +75,15 @@ fn handle_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
             Ok(head) => head,
             Err(HeadError::Closed) => return Ok(()),
             Err(HeadError::TooLarge) => {
-                http::write_response(&mut out, 431, "text/plain", b"request header block too large\n", true, false)?;
+                http::write_response(
+                    &mut out,
+                    SERVER,
+                    431,
+                    "text/plain",
+                    b"request header block too large\n",
+                    true,
+                    false,
+                )?;
                 return close(&out);
             }
             Err(HeadError::Io(e)) => return Err(e),
@@ -83,6 +93,7 @@ fn handle_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
             Err(msg) => {
                 http::write_response(
                     &mut out,
+                    SERVER,
                     400,
                     "text/plain",
                     format!("bad request: {msg}\n").as_bytes(),
@@ -142,7 +153,7 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     /// Answers with a complete response.
     fn respond(&mut self, status: u16, content_type: &str, body: &[u8]) -> io::Result<Next> {
-        http::write_response(self.out, status, content_type, body, self.close, self.head_only)?;
+        http::write_response(self.out, SERVER, status, content_type, body, self.close, self.head_only)?;
         Ok(Next::KeepAlive)
     }
 
@@ -161,7 +172,7 @@ fn route(x: &mut Exchange<'_>) -> io::Result<Next> {
     if get_or_head && path == "/" {
         root(x)
     } else if get_or_head && path == "/input" {
-        match input::load() {
+        match input::load(&client()) {
             Ok(doc) => x.respond(200, "application/json", &doc),
             Err(e) => x.text(404, &format!("{e}\n")),
         }
@@ -188,7 +199,7 @@ fn route(x: &mut Exchange<'_>) -> io::Result<Next> {
         // Fetches any http:// URL from inside the container, as a tool
         // downloading its `file_relationships` would.
         match query_param(x.req.query(), "url").map(|u| String::from_utf8_lossy(&u).into_owned()) {
-            Some(url) => match input::fetch(&url) {
+            Some(url) => match client().get(&url) {
                 Ok(body) => x.respond(200, "application/octet-stream", &body),
                 Err(e) => x.text(502, &format!("fetching {url}: {e}\n")),
             },
@@ -211,9 +222,9 @@ fn root(x: &mut Exchange<'_>) -> io::Result<Next> {
     if x.config.started.elapsed() < x.config.startup_delay {
         return x.text(503, "starting\n");
     }
-    let doc = match input::load() {
+    let doc = match input::load(&client()) {
         Ok(doc) => String::from_utf8_lossy(&doc).into_owned(),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     let page =
         format!("<!doctype html><title>berth-testtool</title><h1>berth-testtool</h1><pre>{}</pre>", html_escape(&doc));
@@ -310,7 +321,7 @@ fn bytes(x: &mut Exchange<'_>, n: &str) -> io::Result<Next> {
     let Ok(total) = n.parse::<u64>() else {
         return x.text(400, "expected /bytes/<count>\n");
     };
-    x.out.write_all(&http::response_head(200, "application/octet-stream", Some(total), x.close))?;
+    x.out.write_all(&http::response_head(SERVER, 200, "application/octet-stream", Some(total), x.close))?;
     if x.head_only {
         return Ok(Next::KeepAlive);
     }
@@ -371,16 +382,11 @@ fn sse(x: &mut Exchange<'_>) -> io::Result<Next> {
 
 /// `GET /ws`: the websocket handshake, then an echo session.
 fn websocket(x: &mut Exchange<'_>) -> io::Result<Next> {
-    let key = x.req.header("sec-websocket-key").map(str::to_owned);
-    let Some(key) = key.filter(|_| x.req.has_token("upgrade", "websocket")) else {
+    let Some(key) = ws::upgrade_key(x.req).map(str::to_owned) else {
         x.close = true;
         return x.text(426, "expected a websocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)\n");
     };
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nServer: berth-testtool\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        ws::accept_key(&key)
-    );
+    let head = ws::handshake_response(SERVER, &key);
     x.out.write_all(head.as_bytes())?;
     x.out.flush()?;
     ws::echo(x.body.inner_mut(), x.out)?;

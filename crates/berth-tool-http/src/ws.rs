@@ -1,8 +1,20 @@
-//! WebSocket (RFC 6455) support for `GET /ws`: the handshake key and an
-//! echo loop over frames.
+//! WebSocket (RFC 6455) server support: the handshake and an echo loop
+//! over frames.
+//!
+//! ```
+//! use berth_tool_http::{message, ws};
+//!
+//! let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+//! let req = message::parse_request(head).expect("request");
+//! let key = ws::upgrade_key(&req).expect("a websocket upgrade");
+//! let answer = ws::handshake_response("my-tool", key);
+//! assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+//! // Then: write `answer`, and run `ws::echo(reader, writer)` on the connection.
+//! ```
 
 use std::io::{self, Read, Write};
 
+use crate::message::Request;
 use crate::text::base64_encode;
 
 /// The GUID appended to the client's key to compute `Sec-WebSocket-Accept`
@@ -37,6 +49,22 @@ pub fn accept_key(key: &str) -> String {
     sha.update(key.trim().as_bytes());
     sha.update(GUID.as_bytes());
     base64_encode(&sha.digest().bytes())
+}
+
+/// The client's `Sec-WebSocket-Key` when `req` asks for a websocket upgrade
+/// (`Upgrade: websocket` and a key), else `None`.
+pub fn upgrade_key(req: &Request) -> Option<&str> {
+    req.header("sec-websocket-key").filter(|_| req.has_token("upgrade", "websocket"))
+}
+
+/// The complete `101 Switching Protocols` head accepting a websocket
+/// upgrade whose client sent `key`, with a `Server: <server>` field.
+pub fn handshake_response(server: &str, key: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nServer: {server}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key)
+    )
 }
 
 /// One received frame, unmasked.
@@ -189,6 +217,21 @@ mod tests {
     fn accept_key_rfc6455_example() {
         // RFC 6455 §1.3.
         assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn upgrade_requests() {
+        let req =
+            crate::message::parse_request(b"GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: k\r\n\r\n")
+                .expect("parse");
+        assert_eq!(upgrade_key(&req), Some("k"));
+        let req = crate::message::parse_request(b"GET /ws HTTP/1.1\r\nSec-WebSocket-Key: k\r\n\r\n").expect("parse");
+        assert_eq!(upgrade_key(&req), None);
+        assert_eq!(
+            handshake_response("t", "dGhlIHNhbXBsZSBub25jZQ=="),
+            "HTTP/1.1 101 Switching Protocols\r\nServer: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
     }
 
     /// A masked client frame.

@@ -1,4 +1,11 @@
 //! Small text helpers: base64, percent-decoding, query strings, HTML escaping.
+//!
+//! ```
+//! use berth_tool_http::text::{html_escape, query_param};
+//!
+//! assert_eq!(query_param("path=%2Ftmp%2Fa+b&n=3", "path"), Some(b"/tmp/a b".to_vec()));
+//! assert_eq!(html_escape("<b>&</b>"), "&lt;b&gt;&amp;&lt;/b&gt;");
+//! ```
 
 /// The standard base64 alphabet (RFC 4648 §4).
 const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -1,46 +1,113 @@
-//! The tool's input document: from `INPUT_JSON`, fetched from
-//! `INPUT_JSON_URL` with a minimal HTTP/1.1 client, or read from the file at
-//! `INPUT_JSON_PATH` (default `/tmp/input.json`).
+//! A minimal `http://` GET client for tools: fetching the input document
+//! from `INPUT_JSON_URL` and data files from `file_relationships`.
+//!
+//! Host names are looked up in `/etc/hosts` first (Docker writes
+//! `host.docker.internal` there, and a static binary without NSS modules
+//! may not consult it otherwise), then through the system resolver. HTTPS
+//! is not supported: berth serves staged files over plain HTTP on the
+//! engine's host gateway.
+//!
+//! ```no_run
+//! use berth_tool_http::client::Client;
+//!
+//! let csv = Client::new("my-tool").get("http://host.docker.internal:8000/files/a.csv")?;
+//! # Ok::<(), berth_tool_http::Error>(())
+//! ```
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::http::{self, Body, BodyKind, HeadError};
+use crate::Error;
+use crate::message::{self, Body, BodyKind, HeadError};
 
-/// Environment variable holding the document itself.
-const ENV_INPUT_JSON: &str = "INPUT_JSON";
-/// Environment variable holding a URL to fetch the document from.
-const ENV_INPUT_JSON_URL: &str = "INPUT_JSON_URL";
-/// Environment variable holding the path of the document's file.
-const ENV_INPUT_JSON_PATH: &str = "INPUT_JSON_PATH";
-/// Where the document is read from when no variable says otherwise.
-const DEFAULT_INPUT_PATH: &str = "/tmp/input.json";
+/// Default connect, read and write timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest accepted response body, in bytes.
+pub const DEFAULT_MAX_BODY: u64 = 64 * 1024 * 1024;
 
-/// Connect, read and write timeout of the fetch.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest fetched document.
-const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
+/// Settings of GET requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// Value of the `User-Agent` field.
+    pub user_agent: String,
+    /// Value of the `Accept` field.
+    pub accept: String,
+    /// Timeout of connecting, and of each read and write.
+    pub timeout: Duration,
+    /// Largest accepted response body, in bytes.
+    pub max_body: u64,
+}
 
-/// Reads the input document (on every call, so changes show up), or says
-/// why there is none.
-pub fn load() -> Result<Vec<u8>, String> {
-    if let Some(doc) = std::env::var_os(ENV_INPUT_JSON) {
-        return Ok(doc.into_encoded_bytes());
-    }
-    if let Some(url) = std::env::var_os(ENV_INPUT_JSON_URL) {
-        let url = url.to_string_lossy();
-        return fetch(&url).map_err(|e| format!("fetching {ENV_INPUT_JSON_URL} {url}: {e}"));
-    }
-    let path = std::env::var_os(ENV_INPUT_JSON_PATH).unwrap_or_else(|| DEFAULT_INPUT_PATH.into());
-    std::fs::read(&path).map_err(|e| {
-        let path = path.to_string_lossy();
-        if e.kind() == io::ErrorKind::NotFound {
-            format!("no input: no {ENV_INPUT_JSON}, no {ENV_INPUT_JSON_URL}, no file {path}")
-        } else {
-            format!("reading input file {path}: {e}")
+impl Client {
+    /// A client sending `User-Agent: <user_agent>` and
+    /// `Accept: application/json, */*`, with [`DEFAULT_TIMEOUT`] and
+    /// [`DEFAULT_MAX_BODY`].
+    pub fn new(user_agent: impl Into<String>) -> Self {
+        Client {
+            user_agent: user_agent.into(),
+            accept: "application/json, */*".to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
         }
-    })
+    }
+
+    /// GETs `url` (`http://` only) and returns the body of a 2xx answer.
+    /// Interim 1xx answers are skipped; bodies framed by `Content-Length`,
+    /// chunked coding or the end of the connection are all read.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported or malformed URL, a failed lookup or connection, a
+    /// malformed answer, a body over [`Client::max_body`], or a status
+    /// outside 2xx (the message then quotes the start of the body).
+    pub fn get(&self, url: &str) -> Result<Vec<u8>, Error> {
+        self.get_inner(url).map_err(Error::new)
+    }
+
+    /// [`Client::get`] with plain string errors.
+    fn get_inner(&self, url: &str) -> Result<Vec<u8>, String> {
+        let url = parse_url(url)?;
+        let mut stream = connect(&url.host, url.port, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept: {}\r\nConnection: close\r\n\r\n",
+            url.path, url.authority, self.user_agent, self.accept
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| format!("sending request: {e}"))?;
+        let mut reader = BufReader::new(stream);
+        let (status, headers) = loop {
+            let head = message::read_head(&mut reader, message::MAX_HEAD).map_err(|e| match e {
+                HeadError::Closed => "connection closed without a response".to_owned(),
+                HeadError::TooLarge => "response head too large".to_owned(),
+                HeadError::Io(e) => format!("reading response: {e}"),
+            })?;
+            let (status, headers) = message::parse_response(&head)?;
+            // Skip interim answers (100 Continue and the like).
+            if !(100..200).contains(&status) || status == 101 {
+                break (status, headers);
+            }
+        };
+        let kind = if status == 204 || status == 304 {
+            BodyKind::Empty
+        } else {
+            message::framing(&headers)?.unwrap_or(BodyKind::UntilClose)
+        };
+        let mut body = Vec::new();
+        Body::new(&mut reader, kind)
+            .take(self.max_body.saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading response body: {e}"))?;
+        if body.len() as u64 > self.max_body {
+            return Err(format!("document larger than {} bytes", self.max_body));
+        }
+        if !(200..300).contains(&status) {
+            let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(format!("HTTP status {status}: {}", snippet.trim()));
+        }
+        Ok(body)
+    }
 }
 
 /// The parts of an `http://` URL the client needs.
@@ -93,7 +160,7 @@ fn parse_url(url: &str) -> Result<Url, String> {
 
 /// Addresses of `name` in a hosts file's text (`address name...` lines,
 /// `#` comments), in file order.
-fn hosts_lookup(hosts: &str, name: &str) -> Vec<IpAddr> {
+pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<IpAddr> {
     hosts
         .lines()
         .filter_map(|line| {
@@ -108,7 +175,11 @@ fn hosts_lookup(hosts: &str, name: &str) -> Vec<IpAddr> {
 /// Resolves `host`: an IP address as is, else through `/etc/hosts` (which
 /// Docker writes, and which a static binary without NSS modules may not
 /// consult otherwise), else through the system resolver.
-fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+///
+/// # Errors
+///
+/// The system resolver failed.
+pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -122,60 +193,16 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// Connects to the first reachable address of `host`.
-fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let addrs = resolve(host, port).map_err(|e| format!("resolving {host}: {e}"))?;
     let mut last = format!("no address for {host}");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, FETCH_TIMEOUT) {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = format!("connecting to {addr}: {e}"),
         }
     }
     Err(last)
-}
-
-/// GETs `url` and returns the body of a 2xx answer.
-pub fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    let url = parse_url(url)?;
-    let mut stream = connect(&url.host, url.port)?;
-    stream.set_read_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-testtool\r\nAccept: application/json, */*\r\nConnection: close\r\n\r\n",
-        url.path, url.authority
-    );
-    stream.write_all(request.as_bytes()).map_err(|e| format!("sending request: {e}"))?;
-    let mut reader = BufReader::new(stream);
-    let (status, headers) = loop {
-        let head = http::read_head(&mut reader, http::MAX_HEAD).map_err(|e| match e {
-            HeadError::Closed => "connection closed without a response".to_owned(),
-            HeadError::TooLarge => "response head too large".to_owned(),
-            HeadError::Io(e) => format!("reading response: {e}"),
-        })?;
-        let (status, headers) = http::parse_response(&head)?;
-        // Skip interim answers (100 Continue and the like).
-        if !(100..200).contains(&status) || status == 101 {
-            break (status, headers);
-        }
-    };
-    let kind = if status == 204 || status == 304 {
-        BodyKind::Empty
-    } else {
-        http::framing(&headers)?.unwrap_or(BodyKind::UntilClose)
-    };
-    let mut body = Vec::new();
-    Body::new(&mut reader, kind)
-        .take(MAX_DOCUMENT + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("reading response body: {e}"))?;
-    if body.len() as u64 > MAX_DOCUMENT {
-        return Err(format!("document larger than {MAX_DOCUMENT} bytes"));
-    }
-    if !(200..300).contains(&status) {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        return Err(format!("HTTP status {status}: {}", snippet.trim()));
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

@@ -1,7 +1,19 @@
-//! Minimal HTTP/1.1 message handling, shared by the server and the input
-//! fetcher: reading and parsing message heads, decoding bodies framed by
+//! Minimal HTTP/1.1 message handling, shared by servers and the client:
+//! reading and parsing message heads, decoding bodies framed by
 //! `Content-Length`, chunked transfer-coding or end of stream, and writing
 //! responses.
+//!
+//! ```
+//! use std::io::{Cursor, Read};
+//! use berth_tool_http::message::{self, Body, MAX_HEAD};
+//!
+//! let mut conn = Cursor::new(&b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..]);
+//! let head = message::read_head(&mut conn, MAX_HEAD).expect("head");
+//! let req = message::parse_request(&head).expect("request");
+//! let mut body = Vec::new();
+//! Body::new(&mut conn, req.body_kind().expect("framing")).read_to_end(&mut body).expect("body");
+//! assert_eq!((req.path(), &body[..]), ("/echo", &b"hi"[..]));
+//! ```
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -25,6 +37,11 @@ pub enum HeadError {
 /// Reads one message head (start line, header fields and the empty line
 /// ending them) of at most `limit` bytes. Empty lines before the start line
 /// are skipped, as RFC 9112 §2.2 recommends.
+///
+/// # Errors
+///
+/// [`HeadError::Closed`] when the stream ends before a new message,
+/// [`HeadError::TooLarge`] past `limit`, [`HeadError::Io`] otherwise.
 pub fn read_head<R: BufRead>(r: &mut R, limit: usize) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::new();
     loop {
@@ -101,6 +118,11 @@ fn is_token(s: &[u8]) -> bool {
 }
 
 /// Parses a request head as returned by [`read_head`].
+///
+/// # Errors
+///
+/// A short description of what is malformed (bad request line, method,
+/// target, version or header field).
 pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let mut lines = head_lines(head);
     let first = lines.next().ok_or("empty request")?;
@@ -130,6 +152,10 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
 
 /// Parses a response head as returned by [`read_head`] into its status code
 /// and header fields.
+///
+/// # Errors
+///
+/// A short description of what is malformed.
 pub fn parse_response(head: &[u8]) -> Result<(u16, Headers), &'static str> {
     let mut lines = head_lines(head);
     let first = lines.next().ok_or("empty response")?;
@@ -179,6 +205,11 @@ pub fn has_token(headers: &Headers, name: &str, token: &str) -> bool {
 
 /// How the body of a message with these fields is framed, or `None` when
 /// the fields say nothing (no `Transfer-Encoding`, no `Content-Length`).
+///
+/// # Errors
+///
+/// A transfer-coding other than `chunked` last, or a malformed or
+/// conflicting `Content-Length`.
 pub fn framing(headers: &Headers) -> Result<Option<BodyKind>, &'static str> {
     let codings: Vec<&str> = header_values(headers, "transfer-encoding")
         .flat_map(|v| v.split(','))
@@ -245,6 +276,10 @@ impl Request {
     }
 
     /// How the request body is framed.
+    ///
+    /// # Errors
+    ///
+    /// As [`framing`].
     pub fn body_kind(&self) -> Result<BodyKind, &'static str> {
         Ok(framing(&self.headers)?.unwrap_or(BodyKind::Empty))
     }
@@ -327,6 +362,10 @@ impl<'a, R: BufRead> Body<'a, R> {
 }
 
 /// Parses a chunk-size line (hex size, optionally followed by `;extensions`).
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidData`] for anything but 1 to 16 hex digits.
 pub fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
     let size = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
     if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
@@ -402,20 +441,35 @@ pub fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
 
-/// A response head. `content_length` is omitted when `None` (streams that
-/// end with the connection); `close` adds `Connection: close`.
-pub fn response_head(status: u16, content_type: &str, content_length: Option<u64>, close: bool) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status} {}\r\nServer: berth-testtool\r\n", reason(status));
+/// A response head with a `Server: <server>` field. `Content-Type` is
+/// omitted when `content_type` is empty, `Content-Length` when
+/// `content_length` is `None` (streams that end with the connection);
+/// `close` adds `Connection: close`.
+pub fn response_head(
+    server: &str,
+    status: u16,
+    content_type: &str,
+    content_length: Option<u64>,
+    close: bool,
+) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\nServer: {server}\r\n", reason(status));
     if !content_type.is_empty() {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
@@ -429,17 +483,23 @@ pub fn response_head(status: u16, content_type: &str, content_length: Option<u64
     head.into_bytes()
 }
 
-/// Writes a complete response with a `Content-Length`; the body is left out
-/// when `head_only` (answer to `HEAD`).
+/// Writes a complete response (head as [`response_head`], with a
+/// `Content-Length`) and flushes; the body is left out when `head_only`
+/// (answer to `HEAD`).
+///
+/// # Errors
+///
+/// Writing to `w` failed.
 pub fn write_response<W: Write>(
     w: &mut W,
+    server: &str,
     status: u16,
     content_type: &str,
     body: &[u8],
     close: bool,
     head_only: bool,
 ) -> io::Result<()> {
-    let mut message = response_head(status, content_type, Some(body.len() as u64), close);
+    let mut message = response_head(server, status, content_type, Some(body.len() as u64), close);
     if !head_only {
         message.extend_from_slice(body);
     }
@@ -586,13 +646,13 @@ mod tests {
     #[test]
     fn writes_responses() {
         let mut out = Vec::new();
-        write_response(&mut out, 200, "text/plain", b"hi\n", true, false).expect("write");
+        write_response(&mut out, "berth-testtool", 200, "text/plain", b"hi\n", true, false).expect("write");
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nServer: berth-testtool\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n"
         );
         let mut out = Vec::new();
-        write_response(&mut out, 404, "text/plain", b"nope", false, true).expect("write");
+        write_response(&mut out, "berth-testtool", 404, "text/plain", b"nope", false, true).expect("write");
         assert!(out.ends_with(b"Content-Length: 4\r\n\r\n"));
     }
 }
