@@ -86,6 +86,8 @@ where
             return Box::pin(async move { Ok(fut.await?.into_response()) });
         }
         let proxy = self.proxy.clone();
+        let mut req = req;
+        crate::service::client_addr_from_connect_info(&mut req);
         Box::pin(async move { Ok(proxy.handle(req).await.into_response()) })
     }
 }

@@ -45,6 +45,7 @@ impl<H: ProxyHooks> ProxyService<H> {
         if let Some(OriginalUri(uri)) = req.extensions().get::<OriginalUri>().cloned() {
             *req.uri_mut() = uri;
         }
+        client_addr_from_connect_info(&mut req);
         self.proxy.handle(req).await.into_response()
     }
 }
@@ -61,6 +62,17 @@ impl<H: ProxyHooks> tower_service::Service<Request<Body>> for ProxyService<H> {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// Copies axum's `ConnectInfo<SocketAddr>` (present when the app is served
+/// with `into_make_service_with_connect_info`) into the proxy's
+/// [`ClientAddr`](berth_proxy::ClientAddr), for `X-Forwarded-For`.
+pub(crate) fn client_addr_from_connect_info(req: &mut Request<Body>) {
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().cloned()
+    {
+        req.extensions_mut().insert(berth_proxy::ClientAddr(addr));
     }
 }
 

@@ -1,0 +1,351 @@
+//! The server's configuration file (`berth.toml`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8000"        # --listen overrides it
+//! data_dir = "berth-data"           # history database and staged files
+//! root_label = "berth"
+//! tools = "tools.toml"              # the tool registry, relative to this file
+//!
+//! [engine]
+//! endpoints = "auto"                # auto | bridge | published | host
+//!
+//! [proxy]
+//! prefix = "/docker"                # path routing; or host_suffix = "docker.localhost"
+//! strip_cookies = ["sessionid"]
+//! logs_path = "docker-logs"
+//! start_timeout_secs = 120
+//!
+//! [fleet]
+//! memory_budget_mb = 4096
+//! max_containers = 50
+//! max_per_tool = 10
+//! idle_timeout_secs = 3600
+//!
+//! [api]
+//! token = "change-me"               # bearer token for /api/v1; none when absent
+//!
+//! [staging]
+//! public_base = "http://host.docker.internal:8000"   # what containers fetch from
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use berth_axum::api::ToolRegistry;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used. Messages name the file and, for
+/// syntax and type errors, the line, column and key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}:{line}:{column}: {}{message}", key.as_ref().map(|k| format!("key {k}: ")).unwrap_or_default())]
+    Parse {
+        /// The key (with its table) on the offending line, when there is one.
+        key: Option<String>,
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong (names the key).
+        message: String,
+    },
+    /// A value parses but makes no sense.
+    #[error("{path}: key {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// `auto`, `bridge`, `published` or `host`.
+    #[serde(default)]
+    pub endpoints: Option<String>,
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// Path prefix for path routing.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Host suffix for hostname routing (takes precedence over `prefix`).
+    #[serde(default)]
+    pub host_suffix: Option<String>,
+    /// Cookies never forwarded to containers.
+    #[serde(default)]
+    pub strip_cookies: Vec<String>,
+    /// Logs sub-path; off when absent.
+    #[serde(default)]
+    pub logs_path: Option<String>,
+    /// Seconds a container may take to become ready.
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_secs: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            prefix: default_prefix(),
+            host_suffix: None,
+            strip_cookies: Vec::new(),
+            logs_path: None,
+            start_timeout_secs: default_start_timeout(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    berth_proxy::DEFAULT_PREFIX.to_owned()
+}
+
+fn default_start_timeout() -> u64 {
+    120
+}
+
+/// Lifecycle settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// Memory budget in MiB.
+    #[serde(default)]
+    pub memory_budget_mb: Option<u64>,
+    /// Most containers at once.
+    #[serde(default)]
+    pub max_containers: Option<usize>,
+    /// Most containers per tool.
+    #[serde(default)]
+    pub max_per_tool: Option<usize>,
+    /// Idle seconds before a container is culled.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// API settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Bearer token for `/api/v1`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// Staging settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingSection {
+    /// Base URL containers fetch staged inputs from; by default the
+    /// engine's host gateway and the server's port.
+    #[serde(default)]
+    pub public_base: Option<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the history database and staged files live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Root label of managed containers.
+    #[serde(default = "default_root")]
+    pub root_label: String,
+    /// Path of the tool registry (TOML with `[[tools]]`), relative to the config file.
+    #[serde(default)]
+    pub tools: Option<PathBuf>,
+    /// Engine settings.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Proxy settings.
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Lifecycle settings.
+    #[serde(default)]
+    pub fleet: FleetSection,
+    /// API settings.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Staging settings.
+    #[serde(default)]
+    pub staging: StagingSection,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("berth-data")
+}
+
+fn default_root() -> String {
+    berth_manager::DEFAULT_ROOT_LABEL.to_owned()
+}
+
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+            (line, column)
+        })
+        .unwrap_or((0, 0));
+    ConfigError::Parse {
+        key: key_at_line(text, line),
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+/// The dotted key assigned on `line` (1-based), with the table it is in.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let current = lines.get(line.checked_sub(1)?)?;
+    let key = current.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+impl Config {
+    /// Reads and checks `path`; relative paths inside it are resolved
+    /// against its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file, and line/column/key where it can.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses `text` as if read from `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(tools) = &config.tools {
+            if tools.is_relative() {
+                config.tools = Some(base.join(tools));
+            }
+        }
+        if let Some(e) = &config.engine.endpoints {
+            if !["auto", "bridge", "published", "host"].contains(&e.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: "engine.endpoints",
+                    message: format!("{e:?} is not one of auto, bridge, published, host"),
+                });
+            }
+        }
+        if berth_manager::LabelScheme::new(config.root_label.clone()).root().is_empty() {
+            return Err(ConfigError::Invalid { path: path.to_owned(), key: "root_label", message: "is empty".into() });
+        }
+        if config.api.token.as_deref().is_some_and(|t| t.len() < 8) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "api.token",
+                message: "is shorter than 8 characters".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The tool registry the config points at (empty without `tools`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the registry file.
+    pub fn registry(&self) -> Result<ToolRegistry, ConfigError> {
+        let Some(path) = &self.tools else { return Ok(ToolRegistry::default()) };
+        let text = read(path)?;
+        let registry: ToolRegistry = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
+        let mut seen = std::collections::HashSet::new();
+        for tool in &registry.tools {
+            if !seen.insert(tool.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: path.clone(),
+                    key: "tools.name",
+                    message: format!("tool {:?} is defined twice", tool.name),
+                });
+            }
+        }
+        Ok(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(Path::new("/etc/berth/berth.toml"), "tools = \"tools.toml\"\n").unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.data_dir, PathBuf::from("/etc/berth/berth-data"));
+        assert_eq!(c.tools, Some(PathBuf::from("/etc/berth/tools.toml")));
+        assert_eq!(c.proxy.prefix, "/docker");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = "listen = \"127.0.0.1:8000\"\n[fleet]\nmemory_budget_mb = \"lots\"\n";
+        let e = Config::parse(Path::new("berth.toml"), text).unwrap_err().to_string();
+        assert!(e.starts_with("berth.toml:3:"), "{e}");
+        assert!(e.contains("key fleet.memory_budget_mb"), "{e}");
+        let e = Config::parse(Path::new("b.toml"), "[proxy]\nprefixx = \"/x\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:2:") && e.contains("prefixx"), "{e}");
+        let e = Config::parse(Path::new("b.toml"), "[engine]\nendpoints = \"magic\"\n").unwrap_err().to_string();
+        assert!(e.contains("engine.endpoints"), "{e}");
+        let e = Config::parse(Path::new("b.toml"), "listen = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:1:"), "{e}");
+    }
+}

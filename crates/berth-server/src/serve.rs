@@ -1,0 +1,139 @@
+//! `berth serve`: everything in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use berth_axum::api::{ApiState, api_router};
+use berth_fleet::{Fleet, FleetConfig, Stager};
+use berth_history::{HistoryConfig, HistoryStore};
+use berth_manager::LabelScheme;
+use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
+use berth_proxy::{
+    ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig,
+};
+use berth_staging::{LocalDirStore, StagingService, StagingUrls, TokenRegistry};
+
+use crate::config::Config;
+
+/// Builds the server from `config` and serves until the process ends.
+///
+/// The main listener serves the API, the proxy and the staged inputs. A
+/// second listener on all interfaces serves only the staged inputs (they
+/// are token-protected), because containers reach the host through the
+/// engine's bridge gateway, not through loopback.
+///
+/// # Errors
+///
+/// Configuration, engine, database or socket failures, with context.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let (app, staging_app, public_base) = build(&config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let staging_listener =
+        tokio::net::TcpListener::bind(staging_bind(&public_base)?).await.context("binding the staging listener")?;
+    tracing::info!(listen = %config.listen, staging = %public_base, "berth serving");
+    eprintln!("berth is serving on http://{}/ (API at /api/v1, tools under {})", config.listen, config.proxy.prefix);
+    let staging = tokio::spawn(async move { axum::serve(staging_listener, staging_app).await });
+    tokio::select! {
+        r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()) => r.context("serving")?,
+        r = staging => r.context("staging task")?.context("serving staged inputs")?,
+    }
+    Ok(())
+}
+
+/// Where the staging listener binds: all interfaces, on the public base's port.
+fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
+    let port = public_base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+        .with_context(|| format!("staging public_base {public_base:?} names no port"))?;
+    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// The main app, the staging-only app and the staging base URL.
+async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
+    let registry = config.registry()?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let mode = match config.engine.endpoints.as_deref() {
+        Some("bridge") => EndpointMode::BridgeIp,
+        Some("published") => EndpointMode::PublishedPort,
+        Some("host") => EndpointMode::HostNetwork,
+        _ => EndpointMode::Auto,
+    };
+    let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone())).endpoint_mode(mode);
+    let manager = Arc::new(DockerManager::connect(docker).await?);
+
+    let history = Arc::new(
+        HistoryStore::open(config.data_dir.join("history.sqlite"), HistoryConfig::default())
+            .await
+            .context("opening the history database")?,
+    );
+    history.clone().spawn_pruner();
+
+    let store =
+        Arc::new(LocalDirStore::open(config.data_dir.join("staging")).await.context("opening the staging directory")?);
+    let staging = StagingService::new(store, TokenRegistry::new());
+    let public_base = match &config.staging.public_base {
+        Some(base) => base.clone(),
+        None => format!("http://{}:{}", berth_staging::HOST_GATEWAY_HOST, config.listen.port() + 1),
+    };
+    let stager = Arc::new(Stager::new(staging.clone(), StagingUrls::new(&public_base)));
+
+    let fleet_config = FleetConfig {
+        memory_budget_mb: config.fleet.memory_budget_mb,
+        max_containers: config.fleet.max_containers,
+        max_per_tool: config.fleet.max_per_tool,
+        idle_timeout: config.fleet.idle_timeout_secs.map(Duration::from_secs),
+        ..FleetConfig::default()
+    };
+    let fleet = Arc::new(Fleet::new(manager.clone(), history.clone(), fleet_config).with_stager(stager));
+    let report = fleet.recover().await.context("recovering containers")?;
+    tracing::info!(adopted = report.adopted.len(), "containers recovered");
+    fleet.spawn_culler();
+
+    let table_config =
+        TableConfig { start_timeout: Duration::from_secs(config.proxy.start_timeout_secs), ..TableConfig::default() };
+    let table = RouteTable::start(manager, table_config).await?;
+    let routing = match &config.proxy.host_suffix {
+        Some(suffix) => {
+            let mut h = HostRouting::new(suffix);
+            if let Some(p) = &config.proxy.logs_path {
+                h = h.logs_path(p.clone());
+            }
+            Routing::Host(h)
+        }
+        None => {
+            let mut p = PathRouting::new(&config.proxy.prefix);
+            if let Some(l) = &config.proxy.logs_path {
+                p = p.logs_path(l.clone());
+            }
+            Routing::Path(p)
+        }
+    };
+    let proxy_config =
+        ProxyConfig { routing, strip_cookies: config.proxy.strip_cookies.clone(), ..ProxyConfig::default() };
+    let recorder = ActivityRecorder::spawn(history.clone(), 65_536);
+    let proxy = Proxy::with_hooks(table.clone(), proxy_config, AllowAll, recorder);
+
+    let api = ApiState {
+        fleet,
+        table,
+        history: Some(history),
+        registry: Arc::new(registry),
+        token: config.api.token.clone(),
+        proxy_prefix: config.proxy.prefix.clone(),
+        owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
+        ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
+    };
+    let staging_app: Router = berth_axum::staging_router(staging.clone());
+    let app: Router = api_router(api).merge(berth_axum::staging_router(staging));
+    let app = match &config.proxy.host_suffix {
+        Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
+        None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
+    };
+    Ok((app, staging_app, public_base))
+}
