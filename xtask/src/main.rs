@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "images" => images().map(|_| ()),
         "test" => test(rest),
-        "demo" => demo(),
+        "demo" => demo(rest),
         "bench" => bench::run(rest),
         other => {
             eprintln!("unknown task {other:?}; tasks: images, test, demo, bench");
@@ -120,15 +120,64 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo() -> anyhow::Result<()> {
-    let image = images()?.into_iter().next().context("no image built")?;
+/// Builds the demo tool images, writes a server config for them under
+/// `target/demo/`, and runs `berth serve` with it until interrupted.
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let root = berth_testkit::workspace_root();
+    let listen = args.iter().position(|a| a == "--listen").and_then(|i| args.get(i + 1)).cloned();
+    let listen: std::net::SocketAddr = listen.as_deref().unwrap_or("127.0.0.1:8000").parse().context("--listen")?;
+    let registry_text = std::fs::read_to_string(root.join("demo/tools.toml")).context("reading demo/tools.toml")?;
+    let mut registry: toml::Table = registry_text.parse().context("parsing demo/tools.toml")?;
+    let data_base = format!("http://{}:{}/_berth/data", berth_staging_host(), listen.port() + 1);
+    let tools =
+        registry.get_mut("tools").and_then(toml::Value::as_array_mut).context("demo/tools.toml has no [[tools]]")?;
+    runtime()?.block_on(async {
+        let docker = connect().await?;
+        for tool in tools.iter_mut() {
+            let t = tool.as_table_mut().context("a [[tools]] entry is not a table")?;
+            let field = |k: &str| {
+                t.get(k).and_then(toml::Value::as_str).map(str::to_owned).with_context(|| format!("tool without {k}"))
+            };
+            let (package, bin, repo) = (field("package")?, field("bin")?, field("image")?);
+            let started = std::time::Instant::now();
+            let image = berth_testkit::static_tool_image(&docker, &package, &bin, &repo).await?;
+            println!("{image}  ({:.1?})", started.elapsed());
+            t.insert("image".into(), image.into());
+            let files: Vec<toml::Value> = t
+                .get("default_files")
+                .and_then(toml::Value::as_array)
+                .map(|a| a.iter().filter_map(toml::Value::as_str).map(|f| format!("{data_base}/{f}").into()).collect())
+                .unwrap_or_default();
+            t.insert("default_files".into(), files.into());
+        }
+        anyhow::Ok(())
+    })?;
+    let dir = root.join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("tools.toml"), toml::to_string(&registry)?)?;
+    let config = format!(
+        "# Written by cargo xtask demo.\nlisten = \"{listen}\"\ndata_dir = \"state\"\ntools = \"tools.toml\"\n\n\
+         [proxy]\nlogs_path = \"docker-logs\"\n\n[fleet]\nmemory_budget_mb = 2048\nidle_timeout_secs = 3600\n\n\
+         [engine]\nendpoints = \"published\"\n\n[data]\ndir = {data:?}\n",
+        data = root.join("demo/data").display().to_string()
+    );
+    std::fs::write(dir.join("berth.toml"), config)?;
+    println!("\nberth demo: http://{listen}/api/v1/tools  (tools under http://{listen}/docker/<name>/)");
+    println!("try: cargo run -q -p berth-server -- launch viz csv-viewer   then open http://{listen}/docker/viz/\n");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--package", "manager-only", "--", &image])
+        .current_dir(&root)
+        .args(["run", "--quiet", "--package", "berth-server", "--bin", "berth", "--", "serve", "--config"])
+        .arg(dir.join("berth.toml"))
         .status()
-        .context("running the manager-only example")?;
+        .context("running berth serve")?;
     if !status.success() {
-        bail!("the demo failed ({status})");
+        bail!("berth serve ended with {status}");
     }
     Ok(())
+}
+
+/// The host name containers use to reach this machine.
+fn berth_staging_host() -> &'static str {
+    "host.docker.internal"
 }

@@ -25,7 +25,10 @@
 //! token = "change-me"               # bearer token for /api/v1; none when absent
 //!
 //! [staging]
-//! public_base = "http://host.docker.internal:8000"   # what containers fetch from
+//! public_base = "http://host.docker.internal:8001"   # what containers fetch from
+//!
+//! [data]
+//! dir = "data"                      # files served at /_berth/data/<name>
 //! ```
 
 use std::net::SocketAddr;
@@ -161,6 +164,16 @@ pub struct StagingSection {
     pub public_base: Option<String>,
 }
 
+/// Data files served read-only to containers at `/_berth/data/<name>`
+/// (the demo's sample data, a shared library of inputs).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Directory whose files are served; none when absent.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +205,9 @@ pub struct Config {
     /// Staging settings.
     #[serde(default)]
     pub staging: StagingSection,
+    /// Shared data files.
+    #[serde(default)]
+    pub data: DataSection,
 }
 
 fn default_listen() -> SocketAddr {
@@ -271,6 +287,11 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(dir) = &config.data.dir {
+            if dir.is_relative() {
+                config.data.dir = Some(base.join(dir));
+            }
         }
         if let Some(tools) = &config.tools {
             if tools.is_relative() {

@@ -44,6 +44,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves the files of `dir` at `/_berth/data/<name>` (plain names only:
+/// no `/`, no `..`, no hidden files).
+fn data_router(dir: std::path::PathBuf) -> Router {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    Router::new().route(
+        "/_berth/data/{name}",
+        axum::routing::get(move |UrlPath(name): UrlPath<String>| {
+            let dir = dir.clone();
+            async move {
+                let valid = !name.is_empty()
+                    && !name.starts_with('.')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid {
+                    return (StatusCode::NOT_FOUND, "not found\n").into_response();
+                }
+                match tokio::fs::read(dir.join(&name)).await {
+                    Ok(bytes) => {
+                        let ct = berth_staging::content_type_for(&name);
+                        ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+                    }
+                    Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+                }
+            }
+        }),
+    )
+}
+
 /// Where the staging listener binds: all interfaces, on the public base's port.
 fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
     let port = public_base
@@ -129,8 +158,13 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
     };
-    let staging_app: Router = berth_axum::staging_router(staging.clone());
-    let app: Router = api_router(api).merge(berth_axum::staging_router(staging));
+    let mut staging_app: Router = berth_axum::staging_router(staging.clone());
+    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging));
+    if let Some(dir) = &config.data.dir {
+        let data = data_router(dir.clone());
+        staging_app = staging_app.merge(data.clone());
+        app = app.merge(data);
+    }
     let app = match &config.proxy.host_suffix {
         Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
