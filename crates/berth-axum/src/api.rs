@@ -137,7 +137,7 @@ pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S
 
 /// An API error: status and message.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -198,17 +198,22 @@ async fn tools(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({"tools": state.registry.tools}))
 }
 
-/// A launch request.
-#[derive(Debug, Clone, Deserialize)]
-struct LaunchRequest {
-    name: String,
-    tool: String,
+/// A launch request (the body of `POST /api/v1/containers`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LaunchRequest {
+    /// Container name.
+    pub name: String,
+    /// Tool name in the registry.
+    pub tool: String,
+    /// Data-file URLs; the tool's defaults when absent.
     #[serde(default)]
-    files: Option<Vec<String>>,
+    pub files: Option<Vec<String>>,
+    /// Parameters, merged over the tool's defaults.
     #[serde(default)]
-    parameters: Option<Value>,
+    pub parameters: Option<Value>,
+    /// Return the input document instead of launching.
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,7 +223,7 @@ struct WaitQuery {
 }
 
 /// The input document for `request` of `tool`, as the container will get it.
-fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest) -> Value {
+pub fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest) -> Value {
     let mut parameters = tool.default_parameters.clone();
     if let (Some(base), Some(Value::Object(given))) = (parameters.as_object_mut(), &request.parameters) {
         for (k, v) in given {
@@ -237,21 +242,22 @@ fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest) -> 
     })
 }
 
-async fn launch(
-    State(state): State<ApiState>,
-    Query(wait): Query<WaitQuery>,
-    user: Option<Extension<Identity>>,
-    Json(request): Json<LaunchRequest>,
-) -> Result<Response, ApiError> {
+/// Launches `request` through the state's fleet, as `owner` when given.
+///
+/// # Errors
+///
+/// [`ApiError`] with the status the API answers with.
+pub async fn launch_tool(
+    state: &ApiState,
+    request: &LaunchRequest,
+    owner: Option<&str>,
+) -> Result<LaunchOutcome, ApiError> {
     let tool = state
         .registry
         .get(&request.tool)
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("tool {:?} is not in the registry", request.tool)))?
         .clone();
-    let document = input_document(&state, &tool, &request);
-    if request.dry_run {
-        return Ok(Json(json!({"input": document})).into_response());
-    }
+    let document = input_document(state, &tool, request);
     let mut spec =
         ContainerSpec::new(tool.image.clone(), request.name.clone(), tool.mem_reservation_mb).port(tool.port);
     if let Some(cpus) = tool.cpus {
@@ -260,17 +266,32 @@ async fn launch(
     for dir in &tool.extra_directories {
         spec = spec.extra_directory(dir.clone());
     }
-    if let Some(Extension(user)) = &user {
-        spec = spec.label(state.owner_label.clone(), user.user.clone());
+    if let Some(owner) = owner {
+        spec = spec.label(state.owner_label.clone(), owner.to_owned());
     }
-    let outcome = match tool.input_mode {
+    Ok(match tool.input_mode {
         InputDelivery::Env => state.fleet.launch(spec.input_env(document), Some(&tool.name)).await?,
         InputDelivery::File => {
             let path = tool.input_path.clone().unwrap_or_else(|| berth_manager::DEFAULT_INPUT_PATH.to_owned());
             state.fleet.launch(spec.input_file(document, path), Some(&tool.name)).await?
         }
         InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), Some(&tool.name)).await?,
-    };
+    })
+}
+
+async fn launch(
+    State(state): State<ApiState>,
+    Query(wait): Query<WaitQuery>,
+    user: Option<Extension<Identity>>,
+    Json(request): Json<LaunchRequest>,
+) -> Result<Response, ApiError> {
+    if request.dry_run {
+        let tool = state.registry.get(&request.tool).ok_or_else(|| {
+            ApiError(StatusCode::BAD_REQUEST, format!("tool {:?} is not in the registry", request.tool))
+        })?;
+        return Ok(Json(json!({"input": input_document(&state, tool, &request)})).into_response());
+    }
+    let outcome = launch_tool(&state, &request, user.as_ref().map(|Extension(u)| u.user.as_str())).await?;
     let existing = matches!(outcome, LaunchOutcome::Existing(_));
     let mut body = describe(&state, outcome.info());
     if let (Some(obj), LaunchOutcome::Launched { evicted, .. }) = (body.as_object_mut(), &outcome) {
@@ -304,7 +325,8 @@ fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
+/// A container as the API describes it.
+pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
     let ready = matches!(state.table.peek(&info.name), Some(Lookup::Ready(_)));
     json!({
         "name": info.name,

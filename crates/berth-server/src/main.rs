@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 mod client;
 mod config;
 mod serve;
+mod web;
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Launch tool containers and proxy to them by name")]

@@ -44,30 +44,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the files of `dir` at `/_berth/data/<name>` (plain names only:
-/// no `/`, no `..`, no hidden files).
-fn data_router(dir: std::path::PathBuf) -> Router {
+/// Serves the files of `dirs` (the first holding a name wins) at
+/// `/_berth/data/<name>`; plain names only: no `/`, no `..`, no hidden files.
+fn data_router(dirs: Vec<std::path::PathBuf>) -> Router {
     use axum::extract::Path as UrlPath;
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     Router::new().route(
         "/_berth/data/{name}",
         axum::routing::get(move |UrlPath(name): UrlPath<String>| {
-            let dir = dir.clone();
+            let dirs = dirs.clone();
             async move {
-                let valid = !name.is_empty()
-                    && !name.starts_with('.')
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-                if !valid {
+                if !crate::web::valid_file_name(&name) {
                     return (StatusCode::NOT_FOUND, "not found\n").into_response();
                 }
-                match tokio::fs::read(dir.join(&name)).await {
-                    Ok(bytes) => {
+                for dir in &dirs {
+                    if let Ok(bytes) = tokio::fs::read(dir.join(&name)).await {
                         let ct = berth_staging::content_type_for(&name);
-                        ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+                        return ([(header::CONTENT_TYPE, ct)], bytes).into_response();
                     }
-                    Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
                 }
+                (StatusCode::NOT_FOUND, "not found\n").into_response()
             }
         }),
     )
@@ -158,13 +155,18 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
     };
-    let mut staging_app: Router = berth_axum::staging_router(staging.clone());
-    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging));
-    if let Some(dir) = &config.data.dir {
-        let data = data_router(dir.clone());
-        staging_app = staging_app.merge(data.clone());
-        app = app.merge(data);
-    }
+    let uploads = config.data_dir.join("uploads");
+    let data_dirs: Vec<std::path::PathBuf> = std::iter::once(uploads.clone()).chain(config.data.dir.clone()).collect();
+    let data = data_router(data_dirs);
+    let web = crate::web::web_router(crate::web::WebState {
+        api: api.clone(),
+        uploads,
+        data: config.data.dir.clone(),
+        data_base: format!("{}/_berth/data", public_base.trim_end_matches('/')),
+        max_upload: 256 * 1024 * 1024,
+    });
+    let staging_app: Router = berth_axum::staging_router(staging.clone()).merge(data.clone());
+    let app: Router = api_router(api).merge(berth_axum::staging_router(staging)).merge(data).merge(web);
     let app = match &config.proxy.host_suffix {
         Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),

@@ -1,0 +1,367 @@
+//! The demo web app: server-rendered HTML, no external resources, works
+//! offline. Lists containers (with kill / logs / history), launches tools
+//! from the registry (data files from uploads, the data directory or URLs;
+//! parameters as JSON; "show input" previews the document), and uploads
+//! data files.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::extract::{Form, Multipart, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use berth_axum::api::{ApiState, LaunchRequest, input_document, launch_tool};
+use berth_history::HistoryQuery;
+use berth_manager::{ListFilter, LogOptions};
+use berth_proxy::pages::escape_html as esc;
+
+/// What the pages need.
+#[derive(Clone)]
+pub struct WebState {
+    /// The API's state (fleet, registry, table, history).
+    pub api: ApiState,
+    /// Where uploads go (served with the data files).
+    pub uploads: PathBuf,
+    /// Read-only shared data files, when configured.
+    pub data: Option<PathBuf>,
+    /// Base URL containers fetch data files from (`.../_berth/data`).
+    pub data_base: String,
+    /// Largest upload in bytes.
+    pub max_upload: usize,
+}
+
+/// The web app's routes.
+pub fn web_router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ui/launch", post(launch))
+        .route("/ui/kill/{name}", post(kill))
+        .route("/ui/logs/{name}", get(logs))
+        .route("/ui/history/{name}", get(history))
+        .route("/ui/upload", post(upload))
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
+        .with_state(state)
+}
+
+/// A valid data-file name: letters, digits, `-`, `_`, `.`; not hidden.
+pub fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
+         .tool{{border:1px solid #ddd;padding:1em;margin:1em 0}}textarea{{width:100%}}form.inline{{display:inline}}</style>\
+         </head><body><h1><a href=\"/\">berth</a> · {t}</h1>{body}</body></html>",
+        t = esc(title)
+    ))
+}
+
+/// Files available to launch with: uploads first, then the data directory.
+fn data_files(state: &WebState) -> Vec<String> {
+    let mut names: Vec<String> = [Some(&state.uploads), state.data.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| valid_file_name(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn index(State(state): State<WebState>) -> Response {
+    let containers = state.api.fleet.manager().list(&ListFilter::all()).await.unwrap_or_default();
+    let mut rows = String::new();
+    for c in &containers {
+        let d = berth_axum::api::describe(&state.api, c);
+        let name = esc(&c.name);
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{path}\">{name}</a></td><td>{tool}</td><td>{status}</td><td>{ready}</td>\
+             <td><a href=\"/ui/logs/{name}\">logs</a> <a href=\"/ui/history/{name}\">history</a> \
+             <form class=inline method=post action=\"/ui/kill/{name}\"><button>kill</button></form></td></tr>",
+            path = esc(d["path"].as_str().unwrap_or("")),
+            tool = esc(d["tool"].as_str().unwrap_or("-")),
+            status = esc(d["status"].as_str().unwrap_or("?")),
+            ready = if d["ready"].as_bool() == Some(true) { "yes" } else { "no" },
+        ));
+    }
+    let files = data_files(&state);
+    let mut tools = String::new();
+    for tool in &state.api.registry.tools {
+        let checkboxes: String = files
+            .iter()
+            .map(|f| {
+                let url = format!("{}/{f}", state.data_base);
+                let checked = tool.default_files.iter().any(|d| d == &url || d.ends_with(&format!("/{f}")));
+                format!(
+                    "<label><input type=checkbox name=file value=\"{}\"{}> {}</label> ",
+                    esc(&url),
+                    if checked { " checked" } else { "" },
+                    esc(f)
+                )
+            })
+            .collect();
+        let params = serde_json::to_string_pretty(&tool.default_parameters).unwrap_or_else(|_| "{}".into());
+        tools.push_str(&format!(
+            "<div class=tool><h3>{name}</h3><p>{desc}</p><p><small>image {image}, port {port}, {mb} MiB</small></p>\
+             <form method=post action=/ui/launch><input type=hidden name=tool value=\"{name}\">\
+             <p>Name <input name=name required pattern=\"[a-z0-9]([a-z0-9-]*[a-z0-9])?\" placeholder=my-{name}></p>\
+             <p>Data files: {checkboxes}</p><p>Other file URLs (one a line)<br><textarea name=urls rows=2></textarea></p>\
+             <p>Parameters (JSON)<br><textarea name=parameters rows=4>{params}</textarea></p>\
+             <button name=action value=launch>Launch</button> <button name=action value=show>Show input</button></form></div>",
+            name = esc(&tool.name),
+            desc = esc(&tool.description),
+            image = esc(&tool.image),
+            port = tool.port,
+            mb = tool.mem_reservation_mb,
+            params = esc(&params),
+        ));
+    }
+    let body = format!(
+        "<h2>Running</h2><table><tr><th>name</th><th>tool</th><th>status</th><th>ready</th><th></th></tr>{rows}</table>\
+         <h2>Launch</h2>{tools}\
+         <h2>Upload a data file</h2><form method=post action=/ui/upload enctype=multipart/form-data>\
+         <input type=file name=file required> <button>Upload</button></form>"
+    );
+    page("tools", &body).into_response()
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    (status, page("error", &format!("<p>{}</p><p><a href=\"/\">back</a></p>", esc(message)))).into_response()
+}
+
+async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, String)>>) -> Response {
+    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let mut files: Vec<String> = form.iter().filter(|(k, _)| k == "file").map(|(_, v)| v.clone()).collect();
+    files.extend(get("urls").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+    let parameters: serde_json::Value = match serde_json::from_str(get("parameters").trim()) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return error_page(StatusCode::BAD_REQUEST, "parameters must be a JSON object"),
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &format!("parameters are not JSON: {e}")),
+    };
+    let request = LaunchRequest {
+        name: get("name").trim().to_owned(),
+        tool: get("tool"),
+        files: Some(files),
+        parameters: Some(parameters),
+        dry_run: get("action") == "show",
+    };
+    if request.dry_run {
+        let Some(tool) = state.api.registry.get(&request.tool) else {
+            return error_page(StatusCode::BAD_REQUEST, "no such tool");
+        };
+        let doc = input_document(&state.api, tool, &request);
+        let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        return page("input document", &format!("<pre>{}</pre><p><a href=\"/\">back</a></p>", esc(&pretty)))
+            .into_response();
+    }
+    match launch_tool(&state.api, &request, None).await {
+        Ok(_) => {
+            Redirect::to(&format!("{}/{}/", state.api.proxy_prefix.trim_end_matches('/'), request.name)).into_response()
+        }
+        Err(e) => error_page(e.0, &e.1),
+    }
+}
+
+async fn kill(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    match state.api.fleet.kill(&name).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+async fn logs(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    match state.api.fleet.manager().logs(&name, LogOptions { tail: Some(2000), since: None }).await {
+        Ok(lines) => {
+            let text: String = lines.into_iter().map(|l| l.line + "\n").collect();
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+async fn history(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    let Some(store) = &state.api.history else {
+        return error_page(StatusCode::NOT_FOUND, "no history is recorded");
+    };
+    let entries = match store.history(&name, HistoryQuery { since: None, limit: Some(500) }).await {
+        Ok(e) => e,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let rows: String = entries
+        .iter()
+        .map(|e| {
+            let t = e.time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+            format!("<tr><td>{t:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&e.path), e.status, e.bytes)
+        })
+        .collect();
+    page(
+        &format!("history of {name}"),
+        &format!("<table><tr><th>time (unix)</th><th>path</th><th>status</th><th>bytes</th></tr>{rows}</table>"),
+    )
+    .into_response()
+}
+
+async fn upload(State(state): State<WebState>, mut multipart: Multipart) -> Response {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        let Some(name) = field.file_name().map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_owned()) else {
+            continue;
+        };
+        if !valid_file_name(&name) {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("file name {name:?} is not allowed (letters, digits, - _ .)"),
+            );
+        }
+        if let Err(e) = tokio::fs::create_dir_all(&state.uploads).await {
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+        // Streamed to a temporary file, renamed when complete.
+        let tmp = state.uploads.join(format!(".{name}.part"));
+        let result = async {
+            use tokio::io::AsyncWriteExt;
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            while let Some(chunk) = field.chunk().await.map_err(std::io::Error::other)? {
+                file.write_all(&chunk).await?;
+            }
+            file.sync_all().await?;
+            tokio::fs::rename(&tmp, state.uploads.join(&name)).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return error_page(StatusCode::BAD_REQUEST, &format!("upload failed: {e}"));
+        }
+    }
+    Redirect::to("/").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use berth_axum::api::{InputDelivery, ToolDef, ToolRegistry};
+    use berth_fleet::{Fleet, FleetConfig, MemoryActivityStore};
+    use berth_manager::{MOCK_TOOL_IMAGE, MockManager};
+    use berth_proxy::{RouteTable, TableConfig};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn app(dir: &std::path::Path) -> Router {
+        let manager = Arc::new(MockManager::new());
+        let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
+        let fleet = Arc::new(Fleet::new(manager, Arc::new(MemoryActivityStore::new()), FleetConfig::default()));
+        let tool = ToolDef {
+            name: "viewer".into(),
+            description: "views <things>".into(),
+            image: MOCK_TOOL_IMAGE.into(),
+            port: 80,
+            mem_reservation_mb: 16,
+            cpus: None,
+            default_parameters: serde_json::json!({"palette": "viridis"}),
+            default_files: vec!["http://gw:8001/_berth/data/a.csv".into()],
+            input_mode: InputDelivery::Env,
+            input_path: None,
+            extra_directories: vec![],
+        };
+        let api = ApiState {
+            fleet,
+            table,
+            history: None,
+            registry: Arc::new(ToolRegistry { tools: vec![tool] }),
+            token: None,
+            proxy_prefix: "/docker".into(),
+            owner_label: "berth-owner".into(),
+            ready_timeout: Duration::from_secs(5),
+        };
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/a.csv"), "x,y\n1,2\n").unwrap();
+        web_router(WebState {
+            api,
+            uploads: dir.join("uploads"),
+            data: Some(dir.join("data")),
+            data_base: "http://gw:8001/_berth/data".into(),
+            max_upload: 1024 * 1024,
+        })
+    }
+
+    async fn send(app: &Router, req: http::Request<Body>) -> (StatusCode, String, Option<String>) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+        let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+        (status, body, location)
+    }
+
+    fn form(path: &str, body: &str) -> http::Request<Body> {
+        http::Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn list_launch_show_kill_upload() {
+        let dir = std::env::temp_dir().join(format!("berth-web-{}", std::process::id()));
+        let app = app(&dir).await;
+        let (status, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("views &lt;things&gt;") && html.contains("a.csv") && html.contains(" checked"), "{html}");
+
+        let show = "tool=viewer&name=v1&file=http%3A%2F%2Fgw%3A8001%2F_berth%2Fdata%2Fa.csv&urls=http%3A%2F%2Fx%2Fb.csv&parameters=%7B%22zoom%22%3A2%7D&action=show";
+        let (status, html, _) = send(&app, form("/ui/launch", show)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("&quot;zoom&quot;: 2") && html.contains("http://x/b.csv") && html.contains("viridis"),
+            "{html}"
+        );
+
+        let (status, html, _) =
+            send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%5B1%5D&action=launch")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+        let (status, _, location) =
+            send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%7B%7D&action=launch")).await;
+        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/docker/v1/")));
+        let (_, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
+        assert!(html.contains("/ui/kill/v1"), "{html}");
+        let (status, _, _) = send(&app, form("/ui/kill/v1", "")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
+        assert!(!html.contains("/ui/kill/v1"));
+
+        let boundary = "XyZ";
+        let multipart = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mine.csv\"\r\nContent-Type: text/csv\r\n\r\na,b\n3,4\n\r\n--{boundary}--\r\n"
+        );
+        let req = http::Request::post("/ui/upload")
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from(multipart))
+            .unwrap();
+        let (status, _, _) = send(&app, req).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(std::fs::read_to_string(dir.join("uploads/mine.csv")).unwrap(), "a,b\n3,4\n");
+        let (_, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
+        assert!(html.contains("mine.csv"));
+        let bad = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\".hidden\"\r\n\r\nx\r\n--{boundary}--\r\n"
+        );
+        let req = http::Request::post("/ui/upload")
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from(bad))
+            .unwrap();
+        assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
