@@ -130,6 +130,7 @@ pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S
         .route("/api/v1/containers/{name}", get(inspect).delete(remove))
         .route("/api/v1/containers/{name}/logs", get(logs))
         .route("/api/v1/containers/{name}/history", get(history))
+        .route("/api/v1/containers/{name}/events", get(events))
         .route("/api/v1/purge", post(purge))
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(state)
@@ -427,6 +428,47 @@ async fn history(
     Ok(Json(json!({"name": name, "history": items})))
 }
 
+/// Launch progress as server-sent events: `creating` (no container yet),
+/// `starting` (exists, not answering), `ready`, or `failed` (with reason
+/// and last log lines); the stream ends after `ready` or `failed`, or
+/// after the ready timeout. Each event's data is a JSON object.
+async fn events(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let deadline = Instant::now() + state.ready_timeout;
+    let stream = futures_util::stream::unfold((None::<&'static str>, false), move |(last, done)| {
+        let state = state.clone();
+        let name = name.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (phase, detail) = match state.table.peek(&name) {
+                    Some(Lookup::Ready(_)) => ("ready", json!({})),
+                    Some(Lookup::Failed(f)) => ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail})),
+                    Some(Lookup::Starting) => ("starting", json!({})),
+                    Some(Lookup::Missing) | None => ("creating", json!({})),
+                };
+                let finished = phase == "ready" || phase == "failed";
+                if last != Some(phase) {
+                    let mut data = detail;
+                    data["name"] = json!(name);
+                    data["phase"] = json!(phase);
+                    let event = Event::default().event(phase).data(data.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(event), (Some(phase), finished)));
+                }
+                if Instant::now() > deadline {
+                    let event =
+                        Event::default().event("timeout").data(json!({"name": name, "phase": "timeout"}).to_string());
+                    return Some((Ok(event), (last, true)));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct PurgeRequest {
     #[serde(default)]
@@ -505,6 +547,9 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": {"description": "text", "content": {"text/plain": {}}}, "404": resp("missing", error.clone())}}},
             "/api/v1/containers/{name}/history": {"parameters": [name_param], "get": {"summary": "Proxied requests, oldest first",
                 "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
+            "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, ready, failed",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()), "403": resp("not an admin", error)}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}

@@ -231,3 +231,20 @@ async fn bearer_token_and_owners() {
     );
     assert_eq!(call(&alice, "DELETE", "/api/v1/containers/al", None, None).await.0, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn launch_progress_as_server_sent_events() {
+    let Api { app, .. } = api(None).await;
+    let (status, _) =
+        call(&app, "POST", "/api/v1/containers", Some(json!({"name": "ev", "tool": "viewer"})), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let resp =
+        app.clone().oneshot(Request::get("/api/v1/containers/ev/events").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text =
+        tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap().unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let phases: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(phases.last(), Some(&"ready"), "{text}");
+    assert!(text.contains("\"name\":\"ev\""), "{text}");
+}
