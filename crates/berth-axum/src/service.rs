@@ -93,41 +93,9 @@ pub fn staging_router<S: Clone + Send + Sync + 'static>(service: StagingService)
     // The service matches whole paths; nesting strips the prefix, so the
     // nested copy matches from the root.
     let inner = service.with_prefix("");
-    let svc = tower_service_fn(move |req: Request<Body>| {
+    let handler = axum::routing::any(move |req: Request<Body>| {
         let inner = inner.clone();
-        async move { Ok::<_, Infallible>(inner.handle(req).await.into_response()) }
+        async move { inner.handle(req).await.into_response() }
     });
-    Router::new().nest_service(&prefix, svc)
-}
-
-/// A cloneable tower service from an async function.
-fn tower_service_fn<F, Fut>(f: F) -> FnService<F>
-where
-    F: Fn(Request<Body>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Response, Infallible>> + Send + 'static,
-{
-    FnService { f }
-}
-
-#[derive(Clone)]
-struct FnService<F> {
-    f: F,
-}
-
-impl<F, Fut> tower_service::Service<Request<Body>> for FnService<F>
-where
-    F: Fn(Request<Body>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Response, Infallible>> + Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin((self.f)(req))
-    }
+    Router::new().nest_service(&prefix, handler.with_state(()))
 }
