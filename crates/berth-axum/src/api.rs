@@ -113,6 +113,11 @@ pub struct ApiState {
     pub owner_label: String,
     /// How long `?wait=true` waits for readiness.
     pub ready_timeout: Duration,
+    /// Counters for `/metrics` (give the same `Metrics` to the proxy's
+    /// activity recorder so requests are counted).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The proxy's activity recorder, for its dropped-records count.
+    pub activity: berth_proxy::ActivityRecorder,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -132,6 +137,7 @@ pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S
         .route("/api/v1/containers/{name}/history", get(history))
         .route("/api/v1/containers/{name}/events", get(events))
         .route("/api/v1/purge", post(purge))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(state)
 }
@@ -270,14 +276,32 @@ pub async fn launch_tool(
     if let Some(owner) = owner {
         spec = spec.label(state.owner_label.clone(), owner.to_owned());
     }
-    Ok(match tool.input_mode {
+    let outcome = match tool.input_mode {
         InputDelivery::Env => state.fleet.launch(spec.input_env(document), Some(&tool.name)).await?,
         InputDelivery::File => {
             let path = tool.input_path.clone().unwrap_or_else(|| berth_manager::DEFAULT_INPUT_PATH.to_owned());
             state.fleet.launch(spec.input_file(document, path), Some(&tool.name)).await?
         }
         InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), Some(&tool.name)).await?,
-    })
+    };
+    if let LaunchOutcome::Launched { evicted, .. } = &outcome {
+        state.metrics.launched(evicted.len());
+    }
+    Ok(outcome)
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let running = state
+        .fleet
+        .manager()
+        .list(&ListFilter::all())
+        .await?
+        .iter()
+        .filter(|c| c.state == berth_manager::ContainerState::Running)
+        .count();
+    let text = state.metrics.render(running, state.activity.dropped());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn launch(
@@ -552,6 +576,8 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()), "403": resp("not an admin", error)}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers",
+                "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }
     })

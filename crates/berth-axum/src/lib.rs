@@ -42,6 +42,7 @@
 pub mod api;
 mod auth;
 mod host;
+pub mod metrics;
 mod service;
 
 pub use auth::{DEFAULT_OWNER_LABEL, ExtensionIdentity, Identify, Identity, OwnerHooks};

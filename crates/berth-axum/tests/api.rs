@@ -53,6 +53,12 @@ async fn api(token: Option<&str>) -> Api {
             .with_stager(stager),
     );
     let registry = ToolRegistry { tools: vec![tool("viewer", InputDelivery::Env), tool("staged", InputDelivery::Url)] };
+    let metrics = Arc::new(berth_axum::metrics::Metrics::new());
+    let recorder = ActivityRecorder::spawn_with_interval(
+        berth_proxy::TeeSink(history.clone(), metrics.clone()),
+        1000,
+        Duration::ZERO,
+    );
     let state = ApiState {
         fleet,
         table: table.clone(),
@@ -62,13 +68,10 @@ async fn api(token: Option<&str>) -> Api {
         proxy_prefix: "/docker".into(),
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.into(),
         ready_timeout: Duration::from_secs(10),
+        metrics,
+        activity: recorder.clone(),
     };
-    let proxy = Proxy::with_hooks(
-        table,
-        ProxyConfig::default(),
-        berth_proxy::AllowAll,
-        ActivityRecorder::spawn_with_interval(history.clone(), 1000, Duration::ZERO),
-    );
+    let proxy = Proxy::with_hooks(table, ProxyConfig::default(), berth_proxy::AllowAll, recorder);
     let app = api_router(state).merge(berth_axum::proxy_router(proxy, "/docker"));
     Api { app, history }
 }
@@ -247,4 +250,26 @@ async fn launch_progress_as_server_sent_events() {
     let phases: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
     assert_eq!(phases.last(), Some(&"ready"), "{text}");
     assert!(text.contains("\"name\":\"ev\""), "{text}");
+}
+
+#[tokio::test]
+async fn prometheus_metrics() {
+    let Api { app, .. } = api(None).await;
+    let (status, _) =
+        call(&app, "POST", "/api/v1/containers?wait=true", Some(json!({"name": "m1", "tool": "viewer"})), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(call(&app, "GET", "/docker/m1/x", None, None).await.0, StatusCode::OK);
+    }
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = call(&app, "GET", "/metrics", None, None).await.1.as_str().unwrap_or_default().to_owned();
+        if text.contains("berth_requests_total{container=\"m1\",status=\"200\"} 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(text.contains("berth_requests_total{container=\"m1\",status=\"200\"} 3"), "{text}");
+    assert!(text.contains("berth_launches_total 1") && text.contains("berth_running_containers 1"), "{text}");
+    assert!(text.contains("berth_request_duration_seconds_count 3"), "{text}");
 }

@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             status: if i % 31 == 0 { 404 } else { 200 },
             bytes: (i % 40_000) as u64,
             kind: if i % 101 == 0 { ActivityKind::WebSocket } else { ActivityKind::Http },
+            duration: std::time::Duration::ZERO,
         })
         .collect();
     let batches: Vec<Vec<ActivityRecord>> = records.chunks(batch_size).map(<[_]>::to_vec).collect();

@@ -48,6 +48,7 @@
 //!     status,
 //!     bytes: 512,
 //!     kind: ActivityKind::Http,
+//!     duration: std::time::Duration::ZERO,
 //! };
 //! store.record(vec![request(10, "/", 200), request(20, "/data.json", 200), request(30, "/x", 404)]).await;
 //!

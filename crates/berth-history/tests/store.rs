@@ -20,6 +20,7 @@ fn rec(container: &str, ms: u64, path: &str) -> ActivityRecord {
         status: 200,
         bytes: 100,
         kind: ActivityKind::Http,
+        duration: std::time::Duration::ZERO,
     }
 }
 

@@ -45,6 +45,22 @@ pub struct ActivityRecord {
     pub bytes: u64,
     /// HTTP or websocket.
     pub kind: ActivityKind,
+    /// From the request's arrival to the end of its response body (zero
+    /// for websocket traffic records).
+    #[serde(default)]
+    pub duration: std::time::Duration,
+}
+
+/// Sends every batch to two sinks (e.g. the history store and metrics).
+#[derive(Debug, Clone)]
+pub struct TeeSink<A, B>(pub A, pub B);
+
+#[async_trait]
+impl<A: ActivitySink, B: ActivitySink> ActivitySink for TeeSink<A, B> {
+    async fn record(&self, batch: Vec<ActivityRecord>) {
+        self.0.record(batch.clone()).await;
+        self.1.record(batch).await;
+    }
 }
 
 /// Where batches of activity go.
@@ -206,6 +222,7 @@ mod tests {
             status: 200,
             bytes: 1,
             kind: ActivityKind::Http,
+            duration: std::time::Duration::ZERO,
         }
     }
 

@@ -258,6 +258,7 @@ impl<H: ProxyHooks> Proxy<H> {
     {
         let inner = &self.inner;
         let started = SystemTime::now();
+        let started_at = std::time::Instant::now();
         let recording = inner.activity.is_enabled();
         // Only needed for activity records; skipped when nothing records.
         let client_path = if recording {
@@ -306,12 +307,12 @@ impl<H: ProxyHooks> Proxy<H> {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     tracing::debug!(container = %route.container, error = %e, "upstream request failed");
-                    self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
+                    self.record(&route.container, started, started_at, &client_path, 502, 0, ActivityKind::Http);
                     let err = crate::Error::Upstream { container: route.container.clone(), source: Box::new(e) };
                     return full(pages::error(err.status(), &format!("{err}: the tool did not answer")));
                 }
                 Err(_) => {
-                    self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
+                    self.record(&route.container, started, started_at, &client_path, 504, 0, ActivityKind::Http);
                     let err = crate::Error::UpstreamTimeout {
                         container: route.container.clone(),
                         timeout: inner.config.upstream_timeout,
@@ -327,7 +328,7 @@ impl<H: ProxyHooks> Proxy<H> {
             match (client_upgrade, upstream_upgrade) {
                 (Some(client_up), Some(upstream_up)) => {
                     remove_hop_by_hop(&mut resp_parts.headers, true);
-                    self.record(&route.container, started, &client_path, 101, 0, ActivityKind::Http);
+                    self.record(&route.container, started, started_at, &client_path, 101, 0, ActivityKind::Http);
                     let this = self.clone();
                     let container = route.container.clone();
                     tokio::spawn(async move {
@@ -356,11 +357,11 @@ impl<H: ProxyHooks> Proxy<H> {
                 Ok(Ok(c)) => c.to_bytes(),
                 Ok(Err(e)) => {
                     tracing::debug!(container = %route.container, error = %e, "upstream body failed");
-                    self.record(&route.container, started, &client_path, 502, 0, ActivityKind::Http);
+                    self.record(&route.container, started, started_at, &client_path, 502, 0, ActivityKind::Http);
                     return full(pages::error(StatusCode::BAD_GATEWAY, "the tool broke off its response"));
                 }
                 Err(_) => {
-                    self.record(&route.container, started, &client_path, 504, 0, ActivityKind::Http);
+                    self.record(&route.container, started, started_at, &client_path, 504, 0, ActivityKind::Http);
                     return full(pages::error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "the tool did not finish its response in time",
@@ -371,6 +372,7 @@ impl<H: ProxyHooks> Proxy<H> {
                 self.record(
                     &route.container,
                     started,
+                    started_at,
                     &client_path,
                     status.as_u16(),
                     bytes.len() as u64,
@@ -391,6 +393,7 @@ impl<H: ProxyHooks> Proxy<H> {
                 path: client_path,
                 status: status.as_u16(),
                 time: started,
+                started_at,
             }),
         };
         Response::from_parts(resp_parts, counted.boxed_unsync())
@@ -440,6 +443,7 @@ impl<H: ProxyHooks> Proxy<H> {
                     status: 101,
                     bytes: std::mem::take(&mut pending),
                     kind: ActivityKind::WebSocket,
+                    duration: Duration::ZERO,
                 });
                 last_report = std::time::Instant::now();
             }
@@ -452,13 +456,24 @@ impl<H: ProxyHooks> Proxy<H> {
                 status: 101,
                 bytes: pending,
                 kind: ActivityKind::WebSocket,
+                duration: Duration::ZERO,
             });
         }
         let _ = client.shutdown().await;
         let _ = upstream.shutdown().await;
     }
 
-    fn record(&self, container: &str, time: SystemTime, path: &str, status: u16, bytes: u64, kind: ActivityKind) {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        container: &str,
+        time: SystemTime,
+        started_at: std::time::Instant,
+        path: &str,
+        status: u16,
+        bytes: u64,
+        kind: ActivityKind,
+    ) {
         self.inner.activity.record(ActivityRecord {
             container: container.to_owned(),
             time,
@@ -466,6 +481,7 @@ impl<H: ProxyHooks> Proxy<H> {
             status,
             bytes,
             kind,
+            duration: started_at.elapsed(),
         });
     }
 }
@@ -634,6 +650,7 @@ struct Report {
     path: String,
     status: u16,
     time: SystemTime,
+    started_at: std::time::Instant,
 }
 
 pin_project_lite::pin_project! {
@@ -664,6 +681,7 @@ fn send_report(r: Report, bytes: u64) {
         status: r.status,
         bytes,
         kind: ActivityKind::Http,
+        duration: r.started_at.elapsed(),
     });
 }
 

@@ -54,7 +54,7 @@ mod table;
 mod time;
 
 pub use activity::{
-    ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity,
+    ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity, TeeSink,
 };
 pub use error::{Error, Result};
 pub use forward::{

@@ -142,8 +142,9 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
     };
     let proxy_config =
         ProxyConfig { routing, strip_cookies: config.proxy.strip_cookies.clone(), ..ProxyConfig::default() };
-    let recorder = ActivityRecorder::spawn(history.clone(), 65_536);
-    let proxy = Proxy::with_hooks(table.clone(), proxy_config, AllowAll, recorder);
+    let metrics = Arc::new(berth_axum::metrics::Metrics::new());
+    let recorder = ActivityRecorder::spawn(berth_proxy::TeeSink(history.clone(), metrics.clone()), 65_536);
+    let proxy = Proxy::with_hooks(table.clone(), proxy_config, AllowAll, recorder.clone());
 
     let api = ApiState {
         fleet,
@@ -154,6 +155,8 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         proxy_prefix: config.proxy.prefix.clone(),
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
+        metrics,
+        activity: recorder,
     };
     let uploads = config.data_dir.join("uploads");
     let data_dirs: Vec<std::path::PathBuf> = std::iter::once(uploads.clone()).chain(config.data.dir.clone()).collect();

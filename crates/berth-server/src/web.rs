@@ -285,6 +285,8 @@ mod tests {
             proxy_prefix: "/docker".into(),
             owner_label: "berth-owner".into(),
             ready_timeout: Duration::from_secs(5),
+            metrics: Arc::default(),
+            activity: berth_proxy::ActivityRecorder::disabled(),
         };
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("data/a.csv"), "x,y\n1,2\n").unwrap();
