@@ -288,13 +288,7 @@ impl Fleet {
         staged: Option<Staged>,
     ) -> Result<LaunchOutcome> {
         match self.manager.inspect(&spec.name).await {
-            Ok(existing) => {
-                return if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
-                    Ok(LaunchOutcome::Existing(existing))
-                } else {
-                    Err(Error::Conflict { name: spec.name.clone() })
-                };
-            }
+            Ok(existing) => return self.existing(existing, hash),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
@@ -316,7 +310,9 @@ impl Fleet {
             }
         };
         let launched = self.manager.launch(spec).await;
-        if launched.is_err() && staged_any {
+        // On a conflict the staged resources under this name are the
+        // winner's now: keep them.
+        if staged_any && launched.as_ref().is_err_and(|e| !e.is_conflict()) {
             self.release_resources(&spec.name).await;
         }
         if launched.is_ok() {
@@ -327,20 +323,23 @@ impl Fleet {
         let info = match launched {
             Ok(info) => info,
             // Another process (or a fleet on another berth) won the race.
-            Err(e) if e.is_conflict() => {
-                let existing = self.manager.inspect(&spec.name).await?;
-                return if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
-                    Ok(LaunchOutcome::Existing(existing))
-                } else {
-                    Err(Error::Conflict { name: spec.name.clone() })
-                };
-            }
+            Err(e) if e.is_conflict() => return self.existing(self.manager.inspect(&spec.name).await?, hash),
             Err(e) => return Err(e.into()),
         };
         if let Err(e) = self.activity.mark_launched(&spec.name, SystemTime::now()).await {
             tracing::warn!(name = %spec.name, error = %e, "could not mark the launch in the activity store");
         }
         Ok(LaunchOutcome::Launched { info, evicted })
+    }
+
+    /// The answer for a name that already exists: the same container when
+    /// it was launched from the same spec, else a conflict.
+    fn existing(&self, existing: ContainerInfo, hash: &str) -> Result<LaunchOutcome> {
+        if existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) {
+            Ok(LaunchOutcome::Existing(existing))
+        } else {
+            Err(Error::Conflict { name: existing.name })
+        }
     }
 
     /// Stages the input of a staged launch and points the spec at it.
