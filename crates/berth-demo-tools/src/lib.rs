@@ -92,15 +92,17 @@ pub const DEFAULT_DELAY_SECS: f64 = 10.0;
 /// Longest delay of the slow tool, in seconds.
 pub const MAX_DELAY_SECS: f64 = 3600.0;
 
-/// The slow tool's delay from `parameters.delay_secs` (a number, or a
-/// string holding one): negative means 0, more than an hour means an hour,
+/// The slow tool's delay from `parameters.delay_secs`: see [`seconds`];
 /// absent or not a number means [`DEFAULT_DELAY_SECS`].
 pub fn delay(doc: Option<&Value>) -> Duration {
-    let secs = doc
-        .and_then(|d| parameter(d, "delay_secs"))
-        .and_then(Value::as_f64)
-        .filter(|s| s.is_finite())
-        .unwrap_or(DEFAULT_DELAY_SECS);
+    seconds(doc, "delay_secs", DEFAULT_DELAY_SECS)
+}
+
+/// A duration from `parameters.<key>` (a number, or a string holding one):
+/// negative means 0, more than [`MAX_DELAY_SECS`] means that, absent or not
+/// a number means `default` seconds.
+pub fn seconds(doc: Option<&Value>, key: &str, default: f64) -> Duration {
+    let secs = doc.and_then(|d| parameter(d, key)).and_then(Value::as_f64).filter(|s| s.is_finite()).unwrap_or(default);
     Duration::from_secs_f64(secs.clamp(0.0, MAX_DELAY_SECS))
 }
 
@@ -174,6 +176,8 @@ mod tests {
         assert_eq!(secs(r#"{"parameters":{}}"#), DEFAULT_DELAY_SECS);
         assert_eq!(secs(r#"[1]"#), DEFAULT_DELAY_SECS);
         assert_eq!(delay(None).as_secs_f64(), DEFAULT_DELAY_SECS);
+        assert_eq!(seconds(Some(&doc(r#"{"parameters":{"warmup_secs":2}}"#)), "warmup_secs", 0.0).as_secs_f64(), 2.0);
+        assert_eq!(seconds(Some(&doc("{}")), "warmup_secs", 0.0).as_secs_f64(), 0.0);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! per file, an SVG heatmap of its numeric columns (colour scale per column
 //! from its minimum to its maximum, palette from `parameters.palette`:
 //! `viridis` (default), `greys` or `blues`) and the table itself. No
-//! script, no external resources. Routes:
+//! script, no external resources. With `parameters.warmup_secs` (default
+//! 0) it waits that long before downloading, which makes a slow start
+//! visible (berth's please-wait page). Routes:
 //!
 //! - `GET /`: 503 `loading` while downloading; then 200 with the page, or
 //!   200 with the error when the input, a download or a parse failed;
@@ -92,6 +94,12 @@ fn load(state: &Mutex<State>) -> State {
     };
     let urls = berth_demo_tools::file_urls(&doc);
     let palette = berth_demo_tools::palette(&doc);
+    let warmup = berth_demo_tools::seconds(Some(&doc), "warmup_secs", 0.0);
+    if !warmup.is_zero() {
+        *state.lock().unwrap_or_else(PoisonError::into_inner) = State::Loading { done: 0, total: urls.len() };
+        berth_demo_tools::log(&format!("{NAME}: warming up for {} s", warmup.as_secs_f64()));
+        thread::sleep(warmup);
+    }
     if urls.is_empty() {
         return State::Ready(page("berth CSV viewer", "<p>No files: <code>file_relationships</code> is empty.</p>"), 0);
     }
