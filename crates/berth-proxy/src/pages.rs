@@ -20,6 +20,14 @@ pub struct WaitingPage {
     /// Seconds between reloads: `Retry-After`, the meta refresh, and the
     /// poll interval of the script.
     pub retry_secs: u32,
+    /// A server-sent-events URL reporting the launch's progress, with
+    /// `{name}` standing for the (percent-encoded) container name, e.g.
+    /// `/api/v1/containers/{name}/events` when browsers may read it. When
+    /// set, the page lists each phase as it arrives (`creating`,
+    /// `starting`, `waiting`, then `ready` or `failed`) and reloads at the
+    /// end instead of polling; without a script it still reloads by itself.
+    /// When the stream cannot be opened the page falls back to polling.
+    pub events_url: Option<String>,
 }
 
 impl Default for WaitingPage {
@@ -28,6 +36,7 @@ impl Default for WaitingPage {
             title: "Please wait".to_owned(),
             body_html: "<p>The tool is starting. This page reloads by itself.</p>".to_owned(),
             retry_secs: 1,
+            events_url: None,
         }
     }
 }
@@ -96,37 +105,84 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 /// The please-wait page: 503 with `Retry-After`, a meta refresh for
-/// browsers without scripts, and a script that polls the same URL and
-/// reloads on 200.
+/// browsers without scripts, and a script that follows the launch's
+/// progress (see [`WaitingPage::events_url`]) or polls the same URL, and
+/// reloads once the tool answers.
+///
+/// The page has `<p id="berth-status" data-phase="...">` (the current
+/// phase, in words) and `<ol id="berth-progress">`, to which the script adds
+/// an `<li data-phase="...">` per phase received, with the seconds since the
+/// container was created.
 pub fn waiting(page: &WaitingPage, container: &str, json_client: bool) -> Response<Full<Bytes>> {
     let retry = page.retry_secs.max(1);
+    let events = page.events_url.as_ref().map(|u| u.replace("{name}", &percent_encode(container)));
     let mut resp = if json_client {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "starting", "container": container, "retry_after_secs": retry}),
-        )
+        let mut value = serde_json::json!({"status": "starting", "container": container, "retry_after_secs": retry});
+        if let Some(events) = &events {
+            value["events_url"] = serde_json::json!(events);
+        }
+        json(StatusCode::SERVICE_UNAVAILABLE, value)
     } else {
         let title = escape_html(&page.title);
+        let refresh = format!(r#"<meta http-equiv="refresh" content="{retry}">"#);
+        // With a progress stream the script decides when to reload; a meta
+        // refresh would cut the stream every `retry` seconds.
+        let refresh = if events.is_some() { format!("<noscript>{refresh}</noscript>") } else { refresh };
+        // A JSON string is a JavaScript string literal; `</` is escaped so
+        // the value cannot close the script element.
+        let events_js = serde_json::to_string(&events).unwrap_or_else(|_| "null".into()).replace("</", "<\\/");
         let html = format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{retry}">
+{refresh}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:3em auto;max-width:40em;color:#222}}</style>
+<style>body{{font-family:system-ui,sans-serif;margin:3em auto;max-width:40em;color:#222}}
+#berth-progress li{{color:#555}}#berth-progress li:last-child{{color:#222;font-weight:600}}
+#berth-progress li[data-phase=failed]{{color:#a00}}</style>
 </head><body>
 <h1>{title}</h1>
 {body}
-<p id="berth-status" data-container="{name}"></p>
+<p id="berth-status" data-container="{name}" data-phase="">Starting…</p>
+<ol id="berth-progress"></ol>
 <script>
 (function () {{
   var ms = {ms};
+  var url = {events_js};
+  var words = {{creating: "Creating the container", starting: "Starting the container",
+    waiting: "Waiting for the tool to answer", ready: "Ready, opening the tool",
+    failed: "The tool failed to start", timeout: "Still not ready, checking again"}};
+  var status = document.getElementById("berth-status");
+  var list = document.getElementById("berth-progress");
+  function show(phase, data) {{
+    var text = words[phase] || phase;
+    status.setAttribute("data-phase", phase);
+    status.textContent = text + (phase === "ready" || phase === "failed" ? "" : "…");
+    var last = list.lastElementChild;
+    if (last && last.getAttribute("data-phase") === phase) {{ return; }}
+    var li = document.createElement("li");
+    li.setAttribute("data-phase", phase);
+    var age = typeof data.age_secs === "number" ? " (" + data.age_secs.toFixed(1) + " s)" : "";
+    li.textContent = text + age + (data.reason ? ": " + data.reason : "");
+    list.appendChild(li);
+  }}
   function poll() {{
     fetch(window.location.href, {{cache: "no-store", headers: {{"Accept": "text/html"}}}})
-      .then(function (r) {{ if (r.status === 200) {{ window.location.reload(); }} else {{ setTimeout(poll, ms); }} }})
+      .then(function (r) {{ if (r.status !== 503) {{ window.location.reload(); }} else {{ setTimeout(poll, ms); }} }})
       .catch(function () {{ setTimeout(poll, ms); }});
   }}
-  setTimeout(poll, ms);
+  if (!url || !window.EventSource) {{ setTimeout(poll, ms); return; }}
+  var stream = new EventSource(url);
+  ["creating", "starting", "waiting", "ready", "failed", "timeout"].forEach(function (phase) {{
+    stream.addEventListener(phase, function (e) {{
+      var data = {{}};
+      try {{ data = JSON.parse(e.data); }} catch (err) {{}}
+      show(phase, data);
+      if (phase === "ready" || phase === "failed") {{ stream.close(); window.location.reload(); }}
+      if (phase === "timeout") {{ stream.close(); setTimeout(poll, ms); }}
+    }});
+  }});
+  stream.onerror = function () {{ stream.close(); setTimeout(poll, ms); }};
 }})();
 </script>
 </body></html>
@@ -141,6 +197,19 @@ pub fn waiting(page: &WaitingPage, container: &str, json_client: bool) -> Respon
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The page for a name that matches no container: 404, and no waiting.
@@ -220,6 +289,7 @@ mod tests {
             title: "<script>alert(1)</script> & co".into(),
             body_html: "<p id=custom>custom</p>".into(),
             retry_secs: 2,
+            events_url: None,
         };
         let resp = waiting(&page, "viz\"x", false);
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -229,8 +299,22 @@ mod tests {
         assert!(!html.contains("<script>alert(1)"));
         assert!(html.contains("<p id=custom>custom</p>"), "custom body is trusted HTML");
         assert!(html.contains(r#"<meta http-equiv="refresh" content="2">"#));
-        assert!(html.contains("r.status === 200"));
+        assert!(html.contains("r.status !== 503"));
         assert!(html.contains("data-container=\"viz&quot;x\""));
+        assert!(html.contains("var url = null;"), "no stream without an events URL");
+    }
+
+    #[tokio::test]
+    async fn waiting_page_follows_the_event_stream() {
+        let page = WaitingPage { events_url: Some("/ui/events/{name}?x=</script>".into()), ..WaitingPage::default() };
+        let resp = waiting(&page, "a b", false);
+        let html = body(resp).await;
+        assert!(html.contains(r#"var url = "/ui/events/a%20b?x=<\/script>";"#), "{html}");
+        assert!(!html.contains("x=</script>"), "the URL cannot close the script");
+        assert!(html.contains(r#"<noscript><meta http-equiv="refresh" content="1"></noscript>"#));
+        assert!(html.contains(r#"<ol id="berth-progress"></ol>"#));
+        let v: serde_json::Value = serde_json::from_str(&body(waiting(&page, "v", true)).await).unwrap();
+        assert_eq!(v["events_url"], "/ui/events/v?x=</script>");
     }
 
     #[tokio::test]

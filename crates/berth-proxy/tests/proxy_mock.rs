@@ -118,6 +118,7 @@ async fn please_wait_then_ready() {
             title: "Loading <viz>".into(),
             body_html: "<p class=custom>hold on</p>".into(),
             retry_secs: 1,
+            events_url: None,
         },
         ..ProxyConfig::default()
     };
