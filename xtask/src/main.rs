@@ -143,6 +143,10 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
             let image = berth_testkit::static_tool_image(&docker, &package, &bin, &repo).await?;
             println!("{image}  ({:.1?})", started.elapsed());
             t.insert("image".into(), image.into());
+            // How to build the image is this task's business: the server's
+            // registry refuses keys it does not know.
+            t.remove("package");
+            t.remove("bin");
             let files: Vec<toml::Value> = t
                 .get("default_files")
                 .and_then(toml::Value::as_array)

@@ -37,8 +37,10 @@ pub enum InputDelivery {
     File,
 }
 
-/// One tool of the registry.
+/// One tool of the registry. Unknown keys are refused, so a misspelt key
+/// is an error instead of a silently ignored setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ToolDef {
     /// Registry name (what launch requests name).
     pub name: String,
@@ -70,6 +72,10 @@ pub struct ToolDef {
     /// Directories that get a fresh volume each.
     #[serde(default)]
     pub extra_directories: Vec<String>,
+    /// Extra labels on the tool's containers (keys under the manager's root
+    /// label are reserved and refused at launch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_port() -> u16 {
@@ -80,14 +86,25 @@ fn empty_object() -> Value {
     json!({})
 }
 
-/// The tools a server may launch, by name.
+/// The tools a server may launch, by name: the registry file's contents
+/// (`version = 1` and a `[[tools]]` table per tool; unknown keys refused).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ToolRegistry {
+    /// Format version of the registry file; only 1 exists. Absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// The tools.
+    #[serde(default)]
     pub tools: Vec<ToolDef>,
 }
 
 impl ToolRegistry {
+    /// A registry of `tools` (format version 1).
+    pub fn new(tools: Vec<ToolDef>) -> Self {
+        ToolRegistry { version: Some(1), tools }
+    }
+
     /// The tool called `name`.
     pub fn get(&self, name: &str) -> Option<&ToolDef> {
         self.tools.iter().find(|t| t.name == name)
@@ -118,6 +135,92 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The proxy's activity recorder, for its dropped-records count.
     pub activity: berth_proxy::ActivityRecorder,
+    /// Launches under way and recently failed (shared by clones).
+    pub launches: Launches,
+}
+
+/// How long [`Launches`] remembers a launch that failed.
+pub const FAILED_LAUNCH_MEMORY: Duration = Duration::from_secs(300);
+
+/// Launches through [`launch_tool`] that are under way, and those that
+/// failed in the last [`FAILED_LAUNCH_MEMORY`], by container name: what
+/// [`launch_events`] reports before (or instead of) a container. Cheap to
+/// clone; clones share the record.
+#[derive(Debug, Clone, Default)]
+pub struct Launches {
+    inner: Arc<std::sync::Mutex<std::collections::HashMap<String, LaunchRecord>>>,
+}
+
+/// One launch in [`Launches`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchRecord {
+    /// [`launch_tool`] has not returned yet.
+    InFlight {
+        /// Whose launch it is, when known.
+        owner: Option<String>,
+    },
+    /// [`launch_tool`] returned this error.
+    Failed {
+        /// Whose launch it was, when known.
+        owner: Option<String>,
+        /// The status the API answered with.
+        status: u16,
+        /// The error.
+        message: String,
+        /// When it failed.
+        at: Instant,
+    },
+}
+
+impl LaunchRecord {
+    fn owner(&self) -> Option<&str> {
+        match self {
+            LaunchRecord::InFlight { owner } | LaunchRecord::Failed { owner, .. } => owner.as_deref(),
+        }
+    }
+}
+
+impl Launches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, LaunchRecord>> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is recorded for `name`, if `viewer` may see it (as for
+    /// containers: no viewer or an admin sees all, others their own).
+    pub fn get(&self, name: &str, viewer: Option<&Identity>) -> Option<LaunchRecord> {
+        let record = self.lock().get(name).cloned()?;
+        match viewer {
+            Some(v) if !v.admin && record.owner() != Some(v.user.as_str()) => None,
+            _ => Some(record),
+        }
+    }
+
+    /// Records a launch of `name` as under way. [`launch_tool`] does this
+    /// itself; call it first when the launch runs in the background after
+    /// the answer, so that nothing sees a gap before it starts.
+    pub fn start(&self, name: &str, owner: Option<&str>) {
+        let mut map = self.lock();
+        map.retain(|_, r| !matches!(r, LaunchRecord::Failed { at, .. } if at.elapsed() > FAILED_LAUNCH_MEMORY));
+        map.insert(name.to_owned(), LaunchRecord::InFlight { owner: owner.map(str::to_owned) });
+    }
+
+    fn finish(&self, name: &str, owner: Option<&str>, result: Result<(), &ApiError>) {
+        let mut map = self.lock();
+        match result {
+            Ok(()) => {
+                map.remove(name);
+            }
+            Err(e) => {
+                let record = LaunchRecord::Failed {
+                    owner: owner.map(str::to_owned),
+                    status: e.0.as_u16(),
+                    message: e.1.clone(),
+                    at: Instant::now(),
+                };
+                map.insert(name.to_owned(), record);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiState {
@@ -254,7 +357,22 @@ pub fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest)
 /// # Errors
 ///
 /// [`ApiError`] with the status the API answers with.
+///
+/// While it runs, and for a while after it failed, [`ApiState::launches`]
+/// records it, which is how [`launch_events`] reports `creating` and a
+/// failed launch.
 pub async fn launch_tool(
+    state: &ApiState,
+    request: &LaunchRequest,
+    owner: Option<&str>,
+) -> Result<LaunchOutcome, ApiError> {
+    state.launches.start(&request.name, owner);
+    let result = launch_unrecorded(state, request, owner).await;
+    state.launches.finish(&request.name, owner, result.as_ref().map(|_| ()));
+    result
+}
+
+async fn launch_unrecorded(
     state: &ApiState,
     request: &LaunchRequest,
     owner: Option<&str>,
@@ -272,6 +390,9 @@ pub async fn launch_tool(
     }
     for dir in &tool.extra_directories {
         spec = spec.extra_directory(dir.clone());
+    }
+    for (key, value) in &tool.labels {
+        spec = spec.label(key.clone(), value.clone());
     }
     if let Some(owner) = owner {
         spec = spec.label(state.owner_label.clone(), owner.to_owned());
@@ -369,8 +490,14 @@ pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
 
 /// Non-admin callers only see their own containers.
 fn visible(state: &ApiState, user: &Option<Extension<Identity>>, info: &ContainerInfo) -> bool {
+    may_see(state, user.as_ref().map(|Extension(u)| u), &info.labels)
+}
+
+/// Whether `user` may see a container with `labels`: always without a user
+/// (no identity layer) or for admins, else only their own.
+fn may_see(state: &ApiState, user: Option<&Identity>, labels: &BTreeMap<String, String>) -> bool {
     match user {
-        Some(Extension(u)) if !u.admin => info.labels.get(&state.owner_label) == Some(&u.user),
+        Some(u) if !u.admin => labels.get(&state.owner_label) == Some(&u.user),
         _ => true,
     }
 }
@@ -418,18 +545,39 @@ async fn remove(
 struct LogsQuery {
     #[serde(default)]
     tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
 }
 
+/// One log line as the logs endpoint writes it: unix time, space, text.
+fn log_line(l: &berth_manager::LogLine) -> String {
+    format!("{:.6} {}\n", unix(l.timestamp), l.line)
+}
+
+/// `GET .../logs`: the lines so far (the last `tail` of them), or with
+/// `follow=true` a body that streams new lines as the container writes
+/// them and ends when it stops.
 async fn logs(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
     find(&state, &user, &name).await?;
-    let lines = state.fleet.manager().logs(&name, LogOptions { tail: q.tail, since: None }).await?;
-    let text: String = lines.into_iter().map(|l| format!("{:.6} {}\n", unix(l.timestamp), l.line)).collect();
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    let options = LogOptions { tail: q.tail, since: None };
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")];
+    if q.follow {
+        let lines = state.fleet.manager().follow_logs(&name, options).await?;
+        // An engine error mid-stream ends the body; what was sent stays valid.
+        let body = lines
+            .take_while(|l| std::future::ready(l.is_ok()))
+            .filter_map(move |l| std::future::ready(l.ok().map(|l| Ok::<_, std::convert::Infallible>(log_line(&l)))));
+        return Ok((headers, axum::body::Body::from_stream(body)).into_response());
+    }
+    let lines = state.fleet.manager().logs(&name, options).await?;
+    let text: String = lines.iter().map(log_line).collect();
+    Ok((headers, text).into_response())
 }
 
 async fn history(
@@ -452,45 +600,129 @@ async fn history(
     Ok(Json(json!({"name": name, "history": items})))
 }
 
-/// Launch progress as server-sent events: `creating` (no container yet),
-/// `starting` (exists, not answering), `ready`, or `failed` (with reason
-/// and last log lines); the stream ends after `ready` or `failed`, or
-/// after the ready timeout. Each event's data is a JSON object.
-async fn events(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+/// `GET /api/v1/containers/{name}/events`: see [`launch_events`].
+async fn events(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Response {
+    launch_events(state, name, user.map(|Extension(u)| u))
+}
+
+/// Launch progress of container `name` as server-sent events, one per
+/// phase change, named after the phase:
+///
+/// - `creating`: no container yet (the launch is under way, or has not
+///   started);
+/// - `starting`: the container exists and has not started running;
+/// - `waiting`: it runs but does not answer 200 on `/` yet;
+/// - `ready`: the proxy forwards to it;
+/// - `failed`: it will not become ready, or its launch failed (data has
+///   `reason` and `logs`);
+/// - `timeout`: nothing final within the ready timeout.
+///
+/// Each event's data is a JSON object with `name`, `phase` and, once the
+/// container was seen, `age_secs` (seconds since it was created). The
+/// stream ends after `ready`, `failed` or `timeout`. A `viewer` that is not
+/// an admin sees someone else's container as not existing (`creating`),
+/// exactly as a missing one. Polls the route table every 250 ms; while
+/// the container is neither ready nor failed it inspects it on each poll
+/// (the stream's only engine calls).
+pub fn launch_events(state: ApiState, name: String, viewer: Option<Identity>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let deadline = Instant::now() + state.ready_timeout;
-    let stream = futures_util::stream::unfold((None::<&'static str>, false), move |(last, done)| {
-        let state = state.clone();
-        let name = name.clone();
-        async move {
+    let watch = Watch { state, name, viewer, created: None };
+    let stream =
+        futures_util::stream::unfold((watch, None::<&'static str>, false), move |(mut watch, last, done)| async move {
             if done {
                 return None;
             }
             loop {
-                let (phase, detail) = match state.table.peek(&name) {
-                    Some(Lookup::Ready(_)) => ("ready", json!({})),
-                    Some(Lookup::Failed(f)) => ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail})),
-                    Some(Lookup::Starting) => ("starting", json!({})),
-                    Some(Lookup::Missing) | None => ("creating", json!({})),
-                };
-                let finished = phase == "ready" || phase == "failed";
+                let (phase, mut data) = watch.observe().await;
                 if last != Some(phase) {
-                    let mut data = detail;
-                    data["name"] = json!(name);
+                    data["name"] = json!(watch.name);
                     data["phase"] = json!(phase);
+                    if let Some(created) = watch.created {
+                        let age = SystemTime::now().duration_since(created).unwrap_or_default();
+                        data["age_secs"] = json!((age.as_secs_f64() * 10.0).round() / 10.0);
+                    }
                     let event = Event::default().event(phase).data(data.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(event), (Some(phase), finished)));
+                    let finished = phase == "ready" || phase == "failed";
+                    return Some((Ok::<_, std::convert::Infallible>(event), (watch, Some(phase), finished)));
                 }
                 if Instant::now() > deadline {
-                    let event =
-                        Event::default().event("timeout").data(json!({"name": name, "phase": "timeout"}).to_string());
-                    return Some((Ok(event), (last, true)));
+                    let data = json!({"name": watch.name, "phase": "timeout"});
+                    let event = Event::default().event("timeout").data(data.to_string());
+                    return Some((Ok(event), (watch, last, true)));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// What [`launch_events`] follows.
+struct Watch {
+    state: ApiState,
+    name: String,
+    viewer: Option<Identity>,
+    /// When the container was created, once seen.
+    created: Option<SystemTime>,
+}
+
+impl Watch {
+    /// The current phase and its details.
+    async fn observe(&mut self) -> (&'static str, Value) {
+        let state = &self.state;
+        match state.table.peek(&self.name) {
+            Some(Lookup::Ready(_)) if self.may_see_known().await => return ("ready", json!({})),
+            Some(Lookup::Failed(f)) if self.may_see_known().await => {
+                return ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail}));
+            }
+            _ => {}
+        }
+        match state.fleet.manager().inspect(&self.name).await {
+            Ok(info) if may_see(state, self.viewer.as_ref(), &info.labels) => {
+                self.created = Some(info.created);
+                match info.state {
+                    berth_manager::ContainerState::Created => ("starting", json!({})),
+                    // Running, or exited and about to be reported failed.
+                    _ => ("waiting", json!({})),
+                }
+            }
+            Ok(_) => self.no_container(),
+            Err(e) => {
+                if !matches!(e, berth_manager::Error::NotFound { .. }) {
+                    tracing::debug!(name = %self.name, error = %e, "launch events: inspect failed");
+                }
+                self.no_container()
+            }
+        }
+    }
+
+    /// The phase when there is no container (that the viewer may see): the
+    /// launch failed, or it is under way or yet to come. A container that
+    /// exists wins over a failed launch of the same name (a conflicting
+    /// second launch), so pages following it see that container.
+    fn no_container(&self) -> (&'static str, Value) {
+        match self.state.launches.get(&self.name, self.viewer.as_ref()) {
+            Some(LaunchRecord::Failed { message, .. }) => ("failed", json!({"reason": message, "logs": []})),
+            _ => ("creating", json!({})),
+        }
+    }
+
+    /// Whether the viewer may see the container the route table knows.
+    async fn may_see_known(&self) -> bool {
+        match &self.viewer {
+            Some(v) if !v.admin => self
+                .state
+                .table
+                .labels_or_fetch(&self.name)
+                .await
+                .is_some_and(|labels| may_see(&self.state, Some(v), &labels)),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -567,11 +799,12 @@ pub fn openapi_document() -> Value {
                 "delete": {"summary": "Remove it with its volumes and staged files", "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone())}}
             },
             "/api/v1/containers/{name}/logs": {"parameters": [name_param.clone()], "get": {"summary": "Log lines with timestamps",
-                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer"}}],
+                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "follow", "in": "query", "description": "stream new lines until the container stops", "schema": {"type": "boolean"}}],
                 "responses": {"200": {"description": "text", "content": {"text/plain": {}}}, "404": resp("missing", error.clone())}}},
             "/api/v1/containers/{name}/history": {"parameters": [name_param], "get": {"summary": "Proxied requests, oldest first",
                 "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
-            "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, ready, failed",
+            "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, waiting, then ready, failed or timeout; data is JSON with name, phase, age_secs",
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",

@@ -32,6 +32,7 @@ fn tool(name: &str, mode: InputDelivery) -> ToolDef {
         input_mode: mode,
         input_path: None,
         extra_directories: vec![],
+        labels: Default::default(),
     }
 }
 
@@ -41,7 +42,13 @@ struct Api {
 }
 
 async fn api(token: Option<&str>) -> Api {
-    let manager = Arc::new(MockManager::new());
+    api_with(token, Duration::ZERO).await
+}
+
+/// The API over mock tools that answer 503 on `/` for `warmup` after start.
+async fn api_with(token: Option<&str>, warmup: Duration) -> Api {
+    let config = berth_manager::MockConfig { default_warmup: warmup, ..Default::default() };
+    let manager = Arc::new(MockManager::with_config(berth_manager::MockEngine::new(), config));
     let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
     let history = Arc::new(HistoryStore::in_memory().unwrap());
     let stager = Arc::new(Stager::new(
@@ -52,7 +59,7 @@ async fn api(token: Option<&str>) -> Api {
         Fleet::new(manager, history.clone(), FleetConfig { max_containers: Some(3), ..FleetConfig::default() })
             .with_stager(stager),
     );
-    let registry = ToolRegistry { tools: vec![tool("viewer", InputDelivery::Env), tool("staged", InputDelivery::Url)] };
+    let registry = ToolRegistry::new(vec![tool("viewer", InputDelivery::Env), tool("staged", InputDelivery::Url)]);
     let metrics = Arc::new(berth_axum::metrics::Metrics::new());
     let recorder = ActivityRecorder::spawn_with_interval(
         berth_proxy::TeeSink(history.clone(), metrics.clone()),
@@ -70,6 +77,7 @@ async fn api(token: Option<&str>) -> Api {
         ready_timeout: Duration::from_secs(10),
         metrics,
         activity: recorder.clone(),
+        launches: Default::default(),
     };
     let proxy = Proxy::with_hooks(table, ProxyConfig::default(), berth_proxy::AllowAll, recorder);
     let app = api_router(state).merge(berth_axum::proxy_router(proxy, "/docker"));
@@ -235,21 +243,141 @@ async fn bearer_token_and_owners() {
     assert_eq!(call(&alice, "DELETE", "/api/v1/containers/al", None, None).await.0, StatusCode::NO_CONTENT);
 }
 
+/// The events of a stream, as (event name, data) pairs, until it ends or
+/// `limit` passes.
+async fn sse(app: &Router, path: &str, limit: Duration) -> Vec<(String, Value)> {
+    let resp = app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text.split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((event.to_owned(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn launch_progress_as_server_sent_events() {
-    let Api { app, .. } = api(None).await;
+    let Api { app, .. } = api_with(None, Duration::from_millis(1200)).await;
+    // Subscribed before the launch: the stream starts at "creating".
+    let watcher = {
+        let app = app.clone();
+        tokio::spawn(async move { sse(&app, "/api/v1/containers/ev/events", Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, _) =
         call(&app, "POST", "/api/v1/containers", Some(json!({"name": "ev", "tool": "viewer"})), None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let resp =
-        app.clone().oneshot(Request::get("/api/v1/containers/ev/events").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let text =
-        tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap().unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&text);
-    let phases: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    assert_eq!(phases.last(), Some(&"ready"), "{text}");
-    assert!(text.contains("\"name\":\"ev\""), "{text}");
+    let events = watcher.await.unwrap();
+    let phases: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    // The mock starts its container within launch, so "starting" may be skipped.
+    let expected = [&["creating", "waiting", "ready"][..], &["creating", "starting", "waiting", "ready"][..]];
+    assert!(expected.contains(&phases.as_slice()), "{events:?}");
+    for (event, data) in &events {
+        assert_eq!((&data["name"], &data["phase"]), (&json!("ev"), &json!(event)), "{data}");
+    }
+    let (_, ready) = events.last().unwrap();
+    let age = ready["age_secs"].as_f64().unwrap();
+    assert!((1.0..5.0).contains(&age), "ready about 1.2 s after creation: {ready}");
+
+    // Subscribed once ready: one event, and the stream ends.
+    let again = sse(&app, "/api/v1/containers/ev/events", Duration::from_secs(5)).await;
+    assert_eq!(again.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["ready"]);
+}
+
+#[tokio::test]
+async fn a_failed_launch_is_reported_on_its_events() {
+    // At most 3 containers: the fourth launch fails with no container.
+    let Api { app, .. } = api(None).await;
+    for name in ["f1", "f2", "f3"] {
+        let (status, _) =
+            call(&app, "POST", "/api/v1/containers", Some(json!({"name": name, "tool": "viewer"})), None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, e) =
+        call(&app, "POST", "/api/v1/containers", Some(json!({"name": "f4", "tool": "viewer"})), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    let events = sse(&app, "/api/v1/containers/f4/events", Duration::from_secs(5)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (event, data) = &events[0];
+    assert_eq!(event, "failed");
+    assert_eq!(data["reason"], e["error"], "{data}");
+    // A container of that name wins over the failed launch's record.
+    let (status, _) = call(&app, "DELETE", "/api/v1/containers/f1", None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) =
+        call(&app, "POST", "/api/v1/containers?wait=true", Some(json!({"name": "f4", "tool": "viewer"})), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = sse(&app, "/api/v1/containers/f4/events", Duration::from_secs(5)).await;
+    assert_eq!(events.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["ready"]);
+}
+
+#[tokio::test]
+async fn launch_progress_hides_other_owners_containers() {
+    let Api { app, .. } = api(None).await;
+    let as_user = |user: &'static str, admin: bool| {
+        app.clone().layer(axum::middleware::from_fn(
+            move |mut req: Request<Body>, next: axum::middleware::Next| async move {
+                req.extensions_mut().insert(Identity { user: user.into(), admin });
+                next.run(req).await
+            },
+        ))
+    };
+    let (alice, bob, admin) = (as_user("alice", false), as_user("bob", false), as_user("root", true));
+    let (status, _) =
+        call(&alice, "POST", "/api/v1/containers?wait=true", Some(json!({"name": "mine", "tool": "viewer"})), None)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let phases = |events: Vec<(String, Value)>| events.into_iter().map(|(e, _)| e).collect::<Vec<_>>();
+    assert_eq!(phases(sse(&alice, "/api/v1/containers/mine/events", Duration::from_secs(5)).await), ["ready"]);
+    assert_eq!(phases(sse(&admin, "/api/v1/containers/mine/events", Duration::from_secs(5)).await), ["ready"]);
+    // To bob it is exactly a container that does not exist (yet).
+    let seen_by_bob = phases(sse(&bob, "/api/v1/containers/mine/events", Duration::from_secs(1)).await);
+    let missing = phases(sse(&bob, "/api/v1/containers/nobody/events", Duration::from_secs(1)).await);
+    assert_eq!((seen_by_bob, missing), (vec!["creating".to_owned()], vec!["creating".to_owned()]));
+}
+
+#[tokio::test]
+async fn logs_follow_streams_until_the_container_stops() {
+    let Api { app, .. } = api(None).await;
+    let (status, _) =
+        call(&app, "POST", "/api/v1/containers?wait=true", Some(json!({"name": "lg", "tool": "viewer"})), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/api/v1/containers/lg/logs?follow=true").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    // A line written after the stream opened arrives on it.
+    assert_eq!(call(&app, "GET", "/docker/lg/say/followed-word", None, None).await.0, StatusCode::OK);
+    let mut text = String::new();
+    while !text.contains("followed-word") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap()));
+    }
+    let line = text.lines().find(|l| l.contains("followed-word")).unwrap();
+    let (time, _) = line.split_once(' ').unwrap();
+    assert!(time.parse::<f64>().unwrap() > 1.7e9, "{line}");
+    // The container exits: the body ends.
+    let _ = call(&app, "GET", "/docker/lg/exit/0", None, None).await;
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
+    assert!(rest.is_ok_and(|r| r.is_ok()), "the stream ends when the container stops");
+    // Someone else's or a missing container: 404 before any streaming.
+    assert_eq!(
+        call(&app, "GET", "/api/v1/containers/nope/logs?follow=true", None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! The client subcommands: calls to a running server's `/api/v1`.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -28,8 +27,13 @@ impl Api {
         }
     }
 
-    /// One request; returns status and body text.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, String)> {
+    /// Sends one request; returns the response with its body unread.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
         let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
@@ -41,11 +45,39 @@ impl Api {
             }
             None => Full::new(Bytes::new()),
         };
-        let resp =
-            self.client.request(req.body(body)?).await.with_context(|| format!("calling {}{path}", self.base))?;
+        self.client.request(req.body(body)?).await.with_context(|| format!("calling {}{path}", self.base))
+    }
+
+    /// One request; returns status and body text.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, String)> {
+        let resp = self.send(method, path, body).await?;
         let status = resp.status().as_u16();
         let text = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
         Ok((status, text))
+    }
+
+    /// A streaming `GET`: `each` gets the body's chunks as they arrive,
+    /// until the body ends or `each` returns `false`.
+    async fn stream(&self, path: &str, mut each: impl FnMut(&[u8]) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+        let resp = self.send("GET", path, None).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status != 200 {
+            let text = String::from_utf8_lossy(&body.collect().await?.to_bytes()).into_owned();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(text);
+            bail!("server answered {status}: {}", message.trim_end());
+        }
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.context("reading the stream")?.into_data() {
+                if !each(&data)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -100,49 +132,57 @@ impl Api {
         if !wait {
             return Ok(());
         }
-        let started = Instant::now();
-        loop {
-            let c = self.json("GET", &format!("/api/v1/containers/{name}"), None).await?;
-            if c["ready"].as_bool() == Some(true) {
-                writeln!(
-                    out,
-                    "\r{name} is ready after {:.1} s at {}",
-                    started.elapsed().as_secs_f64(),
-                    c["path"].as_str().unwrap_or("")
-                )?;
-                return Ok(());
+        let path = launched["path"].as_str().unwrap_or("").to_owned();
+        // Progress from the server's launch events, one line per phase.
+        let mut pending = String::new();
+        let mut outcome: Option<anyhow::Result<()>> = None;
+        self.stream(&format!("/api/v1/containers/{name}/events"), |chunk| {
+            pending.push_str(&String::from_utf8_lossy(chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                let data: Value = serde_json::from_str(data).unwrap_or_default();
+                let age = data["age_secs"].as_f64().map(|a| format!(" ({a:.1} s)")).unwrap_or_default();
+                match data["phase"].as_str().unwrap_or("") {
+                    "ready" => {
+                        writeln!(out, "{name} is ready{age} at {path}")?;
+                        outcome = Some(Ok(()));
+                    }
+                    "failed" => {
+                        let logs: Vec<&str> =
+                            data["logs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        outcome = Some(Err(anyhow::anyhow!(
+                            "{name} failed: {}\nlast log lines:\n{}",
+                            data["reason"].as_str().unwrap_or("unknown reason"),
+                            logs.join("\n")
+                        )));
+                    }
+                    "timeout" => {
+                        outcome = Some(Err(anyhow::anyhow!("{name} was not ready within the server's timeout")))
+                    }
+                    "creating" => writeln!(out, "creating the container{age}")?,
+                    "starting" => writeln!(out, "starting{age}")?,
+                    "waiting" => writeln!(out, "waiting for {name} to answer{age}")?,
+                    other => writeln!(out, "{other}{age}")?,
+                }
+                out.flush()?;
             }
-            if matches!(c["status"].as_str(), Some("exited" | "dead")) {
-                bail!("{name} exited with status {}", c["exit_code"]);
-            }
-            write!(out, "\rwaiting for {name} to answer... {:.0} s", started.elapsed().as_secs_f64())?;
-            out.flush()?;
-            if started.elapsed() > Duration::from_secs(600) {
-                bail!("{name} was not ready within 10 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+            Ok(outcome.is_none())
+        })
+        .await?;
+        outcome.unwrap_or_else(|| bail!("the server ended the launch events of {name} without an outcome"))
     }
 
-    /// `berth logs`; with `follow`, polls for new lines until interrupted.
+    /// `berth logs`; with `follow`, streams new lines until the container
+    /// stops or the command is interrupted.
     pub async fn logs(&self, name: &str, follow: bool, out: &mut impl Write) -> anyhow::Result<()> {
-        let mut printed = 0usize;
-        loop {
-            let (status, text) = self.call("GET", &format!("/api/v1/containers/{name}/logs"), None).await?;
-            if status != 200 {
-                bail!("server answered {status}: {text}");
-            }
-            let lines: Vec<&str> = text.lines().collect();
-            for line in lines.iter().skip(printed) {
-                writeln!(out, "{line}")?;
-            }
-            printed = printed.max(lines.len());
-            if !follow {
-                return Ok(());
-            }
+        let path = format!("/api/v1/containers/{name}/logs{}", if follow { "?follow=true" } else { "" });
+        self.stream(&path, |chunk| {
+            out.write_all(chunk)?;
             out.flush()?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+            Ok(true)
+        })
+        .await
     }
 
     /// `berth history`.
@@ -178,5 +218,62 @@ impl Api {
             writeln!(out, "removed {}", n.as_str().unwrap_or("?"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A server with the API and the proxy over mock tools; its base URL.
+    async fn server(warmup: Duration) -> String {
+        let api = crate::testutil::mock_api(warmup).await;
+        let proxy = berth_proxy::Proxy::with_hooks(
+            api.table.clone(),
+            berth_proxy::ProxyConfig::default(),
+            berth_proxy::AllowAll,
+            berth_proxy::ActivityRecorder::disabled(),
+        );
+        let app = berth_axum::api::api_router(api).merge(berth_axum::proxy_router(proxy, "/docker"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn launch_shows_progress_and_logs_follow() {
+        let base = server(Duration::from_millis(800)).await;
+        let api = Api::new(&base, None);
+        let mut out = Vec::new();
+        api.launch("t1", "viewer", vec![], json!({}), true, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("launched t1 (viewer)\n"), "{text}");
+        assert!(text.contains("waiting for t1 to answer (") && text.contains("t1 is ready ("), "{text}");
+        assert!(text.trim_end().ends_with("at /docker/t1/"), "{text}");
+
+        // logs -f: a line written while following arrives; the command
+        // returns when the container stops.
+        let follower = {
+            let api = Api::new(&base, None);
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                api.logs("t1", true, &mut out).await.map(|()| String::from_utf8(out).unwrap())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(api.call("GET", "/docker/t1/say/while-following", None).await.unwrap().0, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = api.call("GET", "/docker/t1/exit/0", None).await;
+        let followed = tokio::time::timeout(Duration::from_secs(10), follower).await.unwrap().unwrap().unwrap();
+        assert!(followed.contains("while-following"), "{followed}");
+
+        let mut out = Vec::new();
+        let e = api.logs("nope", false, &mut out).await.unwrap_err().to_string();
+        assert!(e.starts_with("server answered 404"), "{e}");
+        let e = api.launch("t2", "nosuch", vec![], json!({}), true, &mut out).await.unwrap_err().to_string();
+        assert!(e.contains("not in the registry"), "{e}");
     }
 }

@@ -29,6 +29,9 @@
 //!
 //! [data]
 //! dir = "data"                      # files served at /_berth/data/<name>
+//!
+//! [web]
+//! enabled = true                    # the web app at /; off by default when api.token is set
 //! ```
 
 use std::net::SocketAddr;
@@ -164,6 +167,17 @@ pub struct StagingSection {
     pub public_base: Option<String>,
 }
 
+/// The web app at `/` (launch, kill, logs, upload). It has no login of its
+/// own: anyone who reaches it can do what it offers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Whether to serve it. When absent: on, unless `api.token` is set (a
+    /// token protects the API; an open web app beside it would bypass it).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
 /// Data files served read-only to containers at `/_berth/data/<name>`
 /// (the demo's sample data, a shared library of inputs).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,6 +222,9 @@ pub struct Config {
     /// Shared data files.
     #[serde(default)]
     pub data: DataSection,
+    /// The web app.
+    #[serde(default)]
+    pub web: WebSection,
 }
 
 fn default_listen() -> SocketAddr {
@@ -320,6 +337,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether the web app is served (see [`WebSection::enabled`]).
+    pub fn web_enabled(&self) -> bool {
+        self.web.enabled.unwrap_or(self.api.token.is_none())
+    }
+
     /// The tool registry the config points at (empty without `tools`).
     ///
     /// # Errors
@@ -329,6 +351,13 @@ impl Config {
         let Some(path) = &self.tools else { return Ok(ToolRegistry::default()) };
         let text = read(path)?;
         let registry: ToolRegistry = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
+        if let Some(v) = registry.version.filter(|v| *v != 1) {
+            return Err(ConfigError::Invalid {
+                path: path.clone(),
+                key: "version",
+                message: format!("registry format version {v} is not supported (this berth reads version 1)"),
+            });
+        }
         let mut seen = std::collections::HashSet::new();
         for tool in &registry.tools {
             if !seen.insert(tool.name.as_str()) {
@@ -354,6 +383,15 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/berth/berth-data"));
         assert_eq!(c.tools, Some(PathBuf::from("/etc/berth/tools.toml")));
         assert_eq!(c.proxy.prefix, "/docker");
+        assert!(c.web_enabled());
+    }
+
+    #[test]
+    fn a_token_turns_the_web_app_off_unless_asked_for() {
+        let parse = |text: &str| Config::parse(Path::new("b.toml"), text).unwrap().web_enabled();
+        assert!(!parse("[api]\ntoken = \"0123456789\"\n"));
+        assert!(parse("[api]\ntoken = \"0123456789\"\n[web]\nenabled = true\n"));
+        assert!(!parse("[web]\nenabled = false\n"));
     }
 
     #[test]
@@ -368,5 +406,26 @@ mod tests {
         assert!(e.contains("engine.endpoints"), "{e}");
         let e = Config::parse(Path::new("b.toml"), "listen = \"nowhere\"\n").unwrap_err().to_string();
         assert!(e.starts_with("b.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn registry_refuses_unknown_keys_and_versions() {
+        let dir = std::env::temp_dir().join(format!("berth-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config::parse(&dir.join("berth.toml"), "tools = \"tools.toml\"\n").unwrap();
+        let tool = "[[tools]]\nname = \"v\"\nimage = \"i\"\nmem_reservation_mb = 8\n";
+        let registry = |text: &str| {
+            std::fs::write(dir.join("tools.toml"), text).unwrap();
+            config.registry().map_err(|e| e.to_string())
+        };
+        let ok = registry(&format!("version = 1\n{tool}[tools.labels]\nteam = \"bio\"\n")).unwrap();
+        assert_eq!(ok.tools[0].labels.get("team").map(String::as_str), Some("bio"));
+        let e = registry(&format!("{tool}package = \"berth-demo-tools\"\n")).unwrap_err();
+        assert!(e.contains("tools.toml:5:") && e.contains("package"), "{e}");
+        let e = registry(&format!("version = 2\n{tool}")).unwrap_err();
+        assert!(e.contains("version 2 is not supported"), "{e}");
+        let e = registry(&format!("{tool}{tool}")).unwrap_err();
+        assert!(e.contains("defined twice"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 mod client;
 mod config;
 mod serve;
+#[cfg(test)]
+mod testutil;
 mod web;
 
 #[derive(Parser)]

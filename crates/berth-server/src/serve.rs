@@ -13,6 +13,7 @@ use berth_manager::LabelScheme;
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
 use berth_proxy::{
     ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig,
+    WaitingPage,
 };
 use berth_staging::{LocalDirStore, StagingService, StagingUrls, TokenRegistry};
 
@@ -140,8 +141,17 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
             Routing::Path(p)
         }
     };
-    let proxy_config =
-        ProxyConfig { routing, strip_cookies: config.proxy.strip_cookies.clone(), ..ProxyConfig::default() };
+    // The please-wait page follows the launch from the web app's event
+    // stream. Without the web app, or under hostname routing (a tool's host
+    // belongs to the tool), that page polls instead.
+    let events_url =
+        (config.web_enabled() && config.proxy.host_suffix.is_none()).then(|| "/ui/events/{name}".to_owned());
+    let proxy_config = ProxyConfig {
+        routing,
+        strip_cookies: config.proxy.strip_cookies.clone(),
+        waiting_page: WaitingPage { events_url, ..WaitingPage::default() },
+        ..ProxyConfig::default()
+    };
     let metrics = Arc::new(berth_axum::metrics::Metrics::new());
     let recorder = ActivityRecorder::spawn(berth_proxy::TeeSink(history.clone(), metrics.clone()), 65_536);
     let proxy = Proxy::with_hooks(table.clone(), proxy_config, AllowAll, recorder.clone());
@@ -157,19 +167,28 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
         metrics,
         activity: recorder,
+        launches: Default::default(),
     };
     let uploads = config.data_dir.join("uploads");
     let data_dirs: Vec<std::path::PathBuf> = std::iter::once(uploads.clone()).chain(config.data.dir.clone()).collect();
     let data = data_router(data_dirs);
-    let web = crate::web::web_router(crate::web::WebState {
-        api: api.clone(),
-        uploads,
-        data: config.data.dir.clone(),
-        data_base: format!("{}/_berth/data", public_base.trim_end_matches('/')),
-        max_upload: 256 * 1024 * 1024,
+    let web = config.web_enabled().then(|| {
+        crate::web::web_router(crate::web::WebState {
+            api: api.clone(),
+            uploads,
+            data: config.data.dir.clone(),
+            data_base: format!("{}/_berth/data", public_base.trim_end_matches('/')),
+            max_upload: 256 * 1024 * 1024,
+        })
     });
     let staging_app: Router = berth_axum::staging_router(staging.clone()).merge(data.clone());
-    let app: Router = api_router(api).merge(berth_axum::staging_router(staging)).merge(data).merge(web);
+    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging)).merge(data);
+    match web {
+        Some(web) => app = app.merge(web),
+        None => tracing::info!(
+            "the web app is off: [web] enabled = false, or api.token is set without [web] enabled = true"
+        ),
+    }
     let app = match &config.proxy.host_suffix {
         Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),

@@ -2,7 +2,9 @@
 //! offline. Lists containers (with kill / logs / history), launches tools
 //! from the registry (data files from uploads, the data directory or URLs;
 //! parameters as JSON; "show input" previews the document), and uploads
-//! data files.
+//! data files. A launch from the form goes on in the background while
+//! the browser waits on `/ui/wait/{name}`, a please-wait page that follows
+//! the launch-progress stream `/ui/events/{name}` and then opens the tool.
 
 use std::path::PathBuf;
 
@@ -39,6 +41,8 @@ pub fn web_router(state: WebState) -> Router {
         .route("/ui/kill/{name}", post(kill))
         .route("/ui/logs/{name}", get(logs))
         .route("/ui/history/{name}", get(history))
+        .route("/ui/events/{name}", get(events))
+        .route("/ui/wait/{name}", get(wait))
         .route("/ui/upload", post(upload))
         .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
         .with_state(state)
@@ -163,11 +167,53 @@ async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, Str
         return page("input document", &format!("<pre>{}</pre><p><a href=\"/\">back</a></p>", esc(&pretty)))
             .into_response();
     }
-    match launch_tool(&state.api, &request, None).await {
-        Ok(_) => {
-            Redirect::to(&format!("{}/{}/", state.api.proxy_prefix.trim_end_matches('/'), request.name)).into_response()
+    if let Err(e) = berth_manager::validate_name(&request.name) {
+        return error_page(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    if state.api.registry.get(&request.tool).is_none() {
+        return error_page(StatusCode::BAD_REQUEST, &format!("tool {:?} is not in the registry", request.tool));
+    }
+    // The launch goes on in the background while the browser follows it
+    // on the wait page; recorded first, so that page never sees a gap.
+    state.api.launches.start(&request.name, None);
+    let api = state.api.clone();
+    let name = request.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = launch_tool(&api, &request, None).await {
+            tracing::info!(name = %request.name, error = %e.1, "launch from the web app failed");
         }
-        Err(e) => error_page(e.0, &e.1),
+    });
+    Redirect::to(&format!("/ui/wait/{name}")).into_response()
+}
+
+/// The please-wait page of a launch from the form: follows its progress
+/// (`/ui/events/{name}`) and, once there is an outcome, sends the browser
+/// to the tool (or the proxy's failure page), or shows why the launch
+/// itself failed.
+async fn wait(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    use berth_axum::api::LaunchRecord;
+    if berth_manager::validate_name(&name).is_err() {
+        return error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"));
+    }
+    let waiting = || {
+        let page = berth_proxy::WaitingPage {
+            events_url: Some("/ui/events/{name}".to_owned()),
+            ..berth_proxy::WaitingPage::default()
+        };
+        berth_proxy::pages::waiting(&page, &name, false).map(axum::body::Body::new)
+    };
+    match state.api.launches.get(&name, None) {
+        Some(LaunchRecord::Failed { status, message, .. }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return error_page(status, &format!("launching {name} failed: {message}"));
+        }
+        Some(LaunchRecord::InFlight { .. }) => return waiting(),
+        None => {}
+    }
+    match state.api.table.lookup(&name).await {
+        berth_proxy::Lookup::Starting => waiting(),
+        // Ready, failed (the proxy shows why) or missing (it says so).
+        _ => Redirect::to(&format!("{}/{name}/", state.api.proxy_prefix.trim_end_matches('/'))).into_response(),
     }
 }
 
@@ -186,6 +232,12 @@ async fn logs(State(state): State<WebState>, Path(name): Path<String>) -> Respon
         }
         Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
     }
+}
+
+/// Launch progress for the please-wait page (the API's stream, which may
+/// sit behind a bearer token a browser does not have).
+async fn events(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    berth_axum::api::launch_events(state.api, name, None)
 }
 
 async fn history(State(state): State<WebState>, Path(name): Path<String>) -> Response {
@@ -246,48 +298,16 @@ async fn upload(State(state): State<WebState>, mut multipart: Multipart) -> Resp
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use axum::body::Body;
-    use berth_axum::api::{InputDelivery, ToolDef, ToolRegistry};
-    use berth_fleet::{Fleet, FleetConfig, MemoryActivityStore};
-    use berth_manager::{MOCK_TOOL_IMAGE, MockManager};
-    use berth_proxy::{RouteTable, TableConfig};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     use super::*;
 
     async fn app(dir: &std::path::Path) -> Router {
-        let manager = Arc::new(MockManager::new());
-        let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
-        let fleet = Arc::new(Fleet::new(manager, Arc::new(MemoryActivityStore::new()), FleetConfig::default()));
-        let tool = ToolDef {
-            name: "viewer".into(),
-            description: "views <things>".into(),
-            image: MOCK_TOOL_IMAGE.into(),
-            port: 80,
-            mem_reservation_mb: 16,
-            cpus: None,
-            default_parameters: serde_json::json!({"palette": "viridis"}),
-            default_files: vec!["http://gw:8001/_berth/data/a.csv".into()],
-            input_mode: InputDelivery::Env,
-            input_path: None,
-            extra_directories: vec![],
-        };
-        let api = ApiState {
-            fleet,
-            table,
-            history: None,
-            registry: Arc::new(ToolRegistry { tools: vec![tool] }),
-            token: None,
-            proxy_prefix: "/docker".into(),
-            owner_label: "berth-owner".into(),
-            ready_timeout: Duration::from_secs(5),
-            metrics: Arc::default(),
-            activity: berth_proxy::ActivityRecorder::disabled(),
-        };
+        let api = crate::testutil::mock_api(Duration::ZERO).await;
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("data/a.csv"), "x,y\n1,2\n").unwrap();
         web_router(WebState {
@@ -305,6 +325,10 @@ mod tests {
         let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
         let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
         (status, body, location)
+    }
+
+    fn get(path: &str) -> http::Request<Body> {
+        http::Request::get(path).body(Body::empty()).unwrap()
     }
 
     fn form(path: &str, body: &str) -> http::Request<Body> {
@@ -335,7 +359,39 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
         let (status, _, location) =
             send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%7B%7D&action=launch")).await;
-        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/docker/v1/")));
+        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/ui/wait/v1")));
+        // The wait page until the tool is ready, then off to the tool.
+        let mut seen = Vec::new();
+        loop {
+            let (status, html, location) = send(&app, get("/ui/wait/v1")).await;
+            if status == StatusCode::SEE_OTHER {
+                assert_eq!(location.as_deref(), Some("/docker/v1/"));
+                break;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(html.contains(r#"var url = "/ui/events/v1";"#), "{html}");
+            seen.push(status);
+            assert!(seen.len() < 100, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The same name with other parameters conflicts: the wait page says so.
+        let (status, _, _) =
+            send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%7B%22x%22%3A1%7D&action=launch")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let mut answer = (StatusCode::OK, String::new());
+        for _ in 0..100 {
+            let (status, html, _) = send(&app, get("/ui/wait/v1")).await;
+            answer = (status, html);
+            if answer.0 == StatusCode::CONFLICT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answer.0, StatusCode::CONFLICT, "{}", answer.1);
+        assert!(answer.1.contains("launching v1 failed"), "{}", answer.1);
+        let (status, _, _) =
+            send(&app, form("/ui/launch", "tool=viewer&name=Bad_Name&parameters=%7B%7D&action=launch")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         let (_, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
         assert!(html.contains("/ui/kill/v1"), "{html}");
         let (status, _, _) = send(&app, form("/ui/kill/v1", "")).await;

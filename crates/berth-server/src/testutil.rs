@@ -1,0 +1,46 @@
+//! What the unit tests of the server's modules share: an [`ApiState`] over
+//! mock containers with one tool, `viewer`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_axum::api::{ApiState, InputDelivery, ToolDef, ToolRegistry};
+use berth_fleet::{Fleet, FleetConfig, MemoryActivityStore};
+use berth_manager::{MOCK_TOOL_IMAGE, MockConfig, MockEngine, MockManager};
+use berth_proxy::{RouteTable, TableConfig};
+
+/// The API's state over mock tools that answer 503 on `/` for `warmup`
+/// after start; its one tool `viewer` takes its input from the environment.
+pub async fn mock_api(warmup: Duration) -> ApiState {
+    let config = MockConfig { default_warmup: warmup, ..MockConfig::default() };
+    let manager = Arc::new(MockManager::with_config(MockEngine::new(), config));
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.expect("route table");
+    let fleet = Arc::new(Fleet::new(manager, Arc::new(MemoryActivityStore::new()), FleetConfig::default()));
+    let tool = ToolDef {
+        name: "viewer".into(),
+        description: "views <things>".into(),
+        image: MOCK_TOOL_IMAGE.into(),
+        port: 80,
+        mem_reservation_mb: 16,
+        cpus: None,
+        default_parameters: serde_json::json!({"palette": "viridis"}),
+        default_files: vec!["http://gw:8001/_berth/data/a.csv".into()],
+        input_mode: InputDelivery::Env,
+        input_path: None,
+        extra_directories: vec![],
+        labels: Default::default(),
+    };
+    ApiState {
+        fleet,
+        table,
+        history: None,
+        registry: Arc::new(ToolRegistry::new(vec![tool])),
+        token: None,
+        proxy_prefix: "/docker".into(),
+        owner_label: "berth-owner".into(),
+        ready_timeout: Duration::from_secs(5),
+        metrics: Arc::default(),
+        activity: berth_proxy::ActivityRecorder::disabled(),
+        launches: Default::default(),
+    }
+}
