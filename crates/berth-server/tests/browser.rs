@@ -1,0 +1,601 @@
+//! The demo's whole journey in a real browser: the `berth` binary serves
+//! the web app with the CSV viewer as its only tool, and headless Chromium
+//! (driven over WebDriver by `fantoccini`, through a `chromedriver` this
+//! test starts) uploads a CSV, launches the viewer on it, sees berth's
+//! please-wait page turn into the heatmap by itself, and kills the
+//! container again. Screenshots of each step go to
+//! `target/browser-test/` (and `failure.png` when something breaks).
+//!
+//! Skipped loudly without Chromium and chromedriver (a failure with
+//! `BERTH_REQUIRE_BROWSER=1`) or without a Docker engine (a failure with
+//! `BERTH_REQUIRE_DOCKER=1`).
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_manager::docker::DockerManager;
+use berth_manager::{ContainerManager, LabelScheme, ListFilter};
+use berth_testkit::TestRun;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// Environment variable that turns "no browser" into a test failure.
+const ENV_REQUIRE_BROWSER: &str = "BERTH_REQUIRE_BROWSER";
+
+/// The uploaded file's name.
+const CSV_NAME: &str = "browser-sample.csv";
+/// Data rows of the uploaded CSV.
+const ROWS: usize = 12;
+/// Its numeric columns (after the `sample` label column).
+const NUMERIC: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
+/// How long the viewer answers 503 after start (`parameters.warmup_secs`).
+const WARMUP_SECS: u64 = 3;
+/// The ends of the viridis scale: each column's minimum and maximum cell.
+const VIRIDIS_MIN: &str = "#440154";
+const VIRIDIS_MAX: &str = "#fde725";
+
+/// Chromium and chromedriver, as found on `PATH`.
+struct Browser {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |n| dir.join(n))).find(|p| p.is_file())
+}
+
+fn browser_required() -> bool {
+    std::env::var(ENV_REQUIRE_BROWSER).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Chromium and chromedriver, or `None` after saying loudly that the test
+/// is skipped.
+///
+/// # Panics
+///
+/// When one is missing and `BERTH_REQUIRE_BROWSER` is set.
+fn browser_or_skip(test: &str) -> Option<Browser> {
+    let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]);
+    let chromedriver = on_path(&["chromedriver"]);
+    match (chromium, chromedriver) {
+        (Some(chromium), Some(chromedriver)) => Some(Browser { chromium, chromedriver }),
+        (chromium, _) => {
+            let missing = if chromium.is_none() { "chromium" } else { "chromedriver" };
+            if browser_required() {
+                panic!("{ENV_REQUIRE_BROWSER} is set but {missing} is not on PATH for {test}");
+            }
+            eprintln!(
+                "SKIPPED {test}: {missing} is not on PATH (apt-get install chromium chromium-driver); \
+                 set {ENV_REQUIRE_BROWSER}=1 to make this a failure"
+            );
+            None
+        }
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory of this test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port `p` with `127.0.0.1:p` and `0.0.0.0:p+1` free (the server's main
+/// and staging listeners).
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = main.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive free ports found");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn file_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+}
+
+/// Calls `check` every 100 ms until it returns `Some`, or panics naming
+/// `what` after `timeout`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The uploaded CSV: a `sample` label column and five numeric columns. In
+/// column `j`, row `i` holds `(i + 1) * k_j mod 13` (scaled), with `k_j`
+/// coprime to 13, so each column's twelve values are distinct and it has
+/// exactly one minimum and one maximum.
+fn sample_csv() -> String {
+    const FACTORS: [usize; 5] = [1, 2, 5, 7, 11];
+    const SCALES: [f64; 5] = [1.0, 0.5, 10.0, 2.5, 0.1];
+    let mut csv = format!("sample,{}\n", NUMERIC.join(","));
+    for i in 0..ROWS {
+        let _ = write!(csv, "s{:02}", i + 1);
+        for (k, scale) in FACTORS.iter().zip(SCALES) {
+            let v = ((i + 1) * k % 13) as f64 * scale;
+            let _ = write!(csv, ",{v:.2}");
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// A running `berth serve`.
+struct Server {
+    _child: ChildGuard,
+    addr: SocketAddr,
+    stderr: PathBuf,
+    root_label: String,
+    uploads: PathBuf,
+}
+
+/// Writes `berth.toml` and `tools.toml` into `dir` and starts the server
+/// on them; returns once `/healthz` answers 200.
+async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
+    let port = free_port_pair();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let root_label = format!("berth-browser-{}", std::process::id());
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = format!(
+        "listen = \"{addr}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
+         [engine]\nendpoints = \"published\"\n\n[proxy]\nstart_timeout_secs = 60\n\n\
+         [staging]\npublic_base = \"http://host.docker.internal:{staging}\"\n\n[data]\ndir = {data:?}\n",
+        state = dir.join("state").display().to_string(),
+        staging = port + 1,
+        data = data.display().to_string(),
+    );
+    let labels: String = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
+    let tools = format!(
+        "[[tools]]\nname = \"csv-viewer\"\ndescription = \"CSV files as tables and heatmaps.\"\nimage = {image:?}\n\
+         port = 80\nmem_reservation_mb = 32\ninput_mode = \"url\"\ndefault_files = []\n\n\
+         [tools.default_parameters]\npalette = \"viridis\"\nwarmup_secs = {WARMUP_SECS}\n\n[tools.labels]\n{labels}"
+    );
+    std::fs::write(dir.join("berth.toml"), config).unwrap();
+    std::fs::write(dir.join("tools.toml"), tools).unwrap();
+    let stderr = dir.join("server.log");
+    let log = std::fs::File::create(&stderr).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("berth.toml"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting berth serve");
+    let mut child = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = berth_manager::conformance::http_get(addr, "/healthz").await {
+            break;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("berth serve ended with {status} before answering; its output:\n{}", file_text(&stderr));
+        }
+        assert!(Instant::now() < deadline, "berth serve never answered /healthz; its output:\n{}", file_text(&stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Server { _child: child, addr, stderr, root_label, uploads: dir.join("state/uploads") }
+}
+
+/// Starts chromedriver on a free port and opens a headless Chromium session.
+async fn start_browser(dir: &Path, browser: &Browser) -> (ChildGuard, Client, PathBuf) {
+    let port = free_port();
+    let log_path = dir.join("chromedriver.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(&browser.chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting chromedriver");
+    let guard = ChildGuard(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    poll("chromedriver to be ready", Duration::from_secs(20), || async move {
+        match berth_manager::conformance::http_get(addr, "/status").await {
+            Ok((200, body)) if body.contains("\"ready\":true") || body.contains("\"ready\": true") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": browser.chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900"],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("opening a Chromium session: {e}; chromedriver said:\n{}", file_text(&log_path)));
+    (guard, client, log_path)
+}
+
+/// Where screenshots go.
+fn shots_dir() -> PathBuf {
+    berth_testkit::workspace_root().join("target/browser-test")
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+    let path = shots_dir().join(name);
+    std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// The elements matching CSS `selector` now (none when the page is
+/// between documents).
+async fn all(client: &Client, selector: &str) -> Vec<fantoccini::elements::Element> {
+    client.find_all(Locator::Css(selector)).await.unwrap_or_default()
+}
+
+/// Runs `script` and returns its value as strings.
+async fn strings(client: &Client, script: &str) -> Vec<String> {
+    let value = client.execute(script, Vec::new()).await.unwrap_or_else(|e| panic!("script {script}: {e}"));
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("script {script} returned no string list: {e}"))
+}
+
+/// What the journey measured.
+#[derive(Debug)]
+struct Report {
+    to_please_wait: Duration,
+    to_heatmap: Duration,
+    status_text: String,
+    progress_text: String,
+    phases: Vec<String>,
+    navigation: String,
+}
+
+/// The engine as the server sees it: only containers under its root label.
+async fn server_engine(root_label: &str) -> DockerManager {
+    let config = berth_testkit::docker_config().unwrap().labels(LabelScheme::new(root_label.to_owned()));
+    DockerManager::connect(config).await.unwrap()
+}
+
+/// What the journey works on.
+struct Journey {
+    client: Client,
+    base: String,
+    csv_path: PathBuf,
+    uploads: PathBuf,
+    name: String,
+    root_label: String,
+    run_labels: BTreeMap<String, String>,
+}
+
+/// Everything the browser does, from the index to the kill.
+async fn journey(j: Journey) -> Report {
+    let Journey { client, base, csv_path, uploads, name, root_label, run_labels } = j;
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+
+    // a. The demo web app's index.
+    client.goto(&format!("{base}/")).await.expect("open the index");
+    let title = client.title().await.expect("title");
+    assert_eq!(title, "tools");
+    let headings = strings(&client, "return Array.from(document.querySelectorAll('h2')).map(e => e.textContent)").await;
+    assert_eq!(headings, ["Running", "Launch", "Upload a data file"]);
+    assert!(all(&client, "table tr td").await.is_empty(), "no container runs yet");
+    screenshot(&client, "01-index.png").await;
+
+    // b. Upload the CSV through the form.
+    let upload = r#"form[action="/ui/upload"]"#;
+    let input = client.find(Locator::Css(&format!("{upload} input[type=file][name=file]"))).await.expect("file input");
+    input.send_keys(csv_path.to_str().unwrap()).await.expect("choose the file");
+    client.find(Locator::Css(&format!("{upload} button"))).await.expect("upload button").click().await.expect("click");
+    let checkbox = format!(r#"input[type=checkbox][name=file][value$="/{CSV_NAME}"]"#);
+    poll("the uploaded file in the launch form", Duration::from_secs(10), || {
+        let (client, checkbox) = (&client, &checkbox);
+        async move { (!all(client, checkbox).await.is_empty()).then_some(()) }
+    })
+    .await;
+    assert_eq!(client.current_url().await.expect("url").path(), "/");
+    assert_eq!(std::fs::read_to_string(uploads.join(CSV_NAME)).expect("the upload is stored"), csv);
+    screenshot(&client, "02-uploaded.png").await;
+
+    // c. Launch the viewer on it.
+    let tool = client
+        .find(Locator::XPath(
+            "//div[contains(concat(' ', normalize-space(@class), ' '), ' tool ')][h3[normalize-space(.)='csv-viewer']]",
+        ))
+        .await
+        .expect("the csv-viewer's launch form");
+    let form = tool.find(Locator::Css(r#"form[action="/ui/launch"]"#)).await.expect("launch form");
+    form.find(Locator::Css("input[name=name]")).await.expect("name input").send_keys(&name).await.expect("type");
+    let file = form.find(Locator::Css(&checkbox)).await.expect("file checkbox");
+    assert!(!file.is_selected().await.expect("checked?"), "the upload is not a default file");
+    file.click().await.expect("tick the file");
+    assert!(file.is_selected().await.expect("checked?"));
+    let params = form.find(Locator::Css("textarea[name=parameters]")).await.expect("parameters");
+    let params: Value = serde_json::from_str(&params.prop("value").await.expect("value").unwrap_or_default())
+        .expect("the prefilled parameters are JSON");
+    assert_eq!(params, json!({"palette": "viridis", "warmup_secs": WARMUP_SECS}));
+    let launch = form.find(Locator::Css("button[name=action][value=launch]")).await.expect("launch button");
+    let clicked = Instant::now();
+    launch.click().await.expect("click launch");
+
+    // d. The please-wait page, filling its progress list from the event stream.
+    poll("the please-wait page's #berth-progress", Duration::from_secs(10), || {
+        let client = &client;
+        async move { (!all(client, "#berth-progress").await.is_empty()).then_some(()) }
+    })
+    .await;
+    let to_please_wait = clicked.elapsed();
+    // The form answers at once and the launch goes on in the background.
+    assert_eq!(client.current_url().await.expect("url").path(), format!("/ui/wait/{name}"));
+    poll("a \"waiting\" phase in #berth-progress", Duration::from_secs(10), || {
+        let client = &client;
+        async move { (!all(client, r#"#berth-progress li[data-phase="waiting"]"#).await.is_empty()).then_some(()) }
+    })
+    .await;
+    screenshot(&client, "03-please-wait.png").await;
+    let status = client.find(Locator::Id("berth-status")).await.expect("#berth-status");
+    let status_text = status.text().await.expect("status text");
+    let status_phase = status.attr("data-phase").await.expect("data-phase");
+    let progress_text = client.find(Locator::Id("berth-progress")).await.expect("progress").text().await.expect("text");
+    let phases = strings(
+        &client,
+        "return Array.from(document.querySelectorAll('#berth-progress li')).map(e => e.dataset.phase)",
+    )
+    .await;
+    eprintln!("please-wait: status {status_phase:?} {status_text:?}; progress {phases:?} {progress_text:?}");
+    // Phases arrive in launch order, each once; the page may open after
+    // the first ones are over, but "waiting" lasts the 3 s warm-up.
+    let order = ["creating", "starting", "waiting"];
+    let positions: Vec<Option<usize>> = phases.iter().map(|p| order.iter().position(|o| o == p)).collect();
+    assert!(positions.iter().all(Option::is_some), "unexpected phases {phases:?}");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "phases out of order {phases:?}");
+    assert_eq!(phases.last().map(String::as_str), Some("waiting"), "{phases:?}");
+    assert!(!status_text.trim().is_empty(), "#berth-status says nothing");
+
+    // e. Without a reload from here, the page turns into the viewer.
+    let cells = ROWS * NUMERIC.len();
+    poll("the heatmap", Duration::from_secs(30), || {
+        let client = &client;
+        async move { (all(client, "svg rect").await.len() >= cells).then_some(()) }
+    })
+    .await;
+    let to_heatmap = clicked.elapsed();
+    assert_eq!(client.current_url().await.expect("url").path(), format!("/docker/{name}/"));
+    // One <rect class="cell"> per row and numeric column, and nothing else.
+    assert_eq!(all(&client, "svg rect").await.len(), cells);
+    assert_eq!(all(&client, "svg.heatmap rect.cell").await.len(), cells);
+    let col_labels = strings(
+        &client,
+        "return Array.from(document.querySelectorAll('svg.heatmap text.col')).map(e => e.firstChild.textContent)",
+    )
+    .await;
+    assert_eq!(col_labels, NUMERIC);
+    let row_labels = strings(
+        &client,
+        "return Array.from(document.querySelectorAll('svg.heatmap text.row')).map(e => e.textContent)",
+    )
+    .await;
+    let expected_rows: Vec<String> = (1..=ROWS).map(|i| format!("s{i:02}")).collect();
+    assert_eq!(row_labels, expected_rows);
+    // Each column runs from viridis' first colour (its minimum) to its last (its maximum).
+    let fills = strings(
+        &client,
+        "return Array.from(document.querySelectorAll('svg.heatmap rect.cell')).map(e => e.getAttribute('fill'))",
+    )
+    .await;
+    assert_eq!(fills.iter().filter(|f| *f == VIRIDIS_MIN).count(), NUMERIC.len(), "{fills:?}");
+    assert_eq!(fills.iter().filter(|f| *f == VIRIDIS_MAX).count(), NUMERIC.len(), "{fills:?}");
+    let titles = strings(
+        &client,
+        "return Array.from(document.querySelectorAll('svg.heatmap rect.cell title')).map(e => e.textContent)",
+    )
+    .await;
+    let first_row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').skip(1).collect();
+    assert_eq!(titles[0], format!("s01 / alpha: {}", first_row[0]));
+    assert_eq!(titles[NUMERIC.len() - 1], format!("s01 / epsilon: {}", first_row[NUMERIC.len() - 1]));
+    // The table shows the CSV's header, visibly.
+    let header_cells = all(&client, "table.data th").await;
+    let mut header = Vec::new();
+    for th in &header_cells {
+        assert!(th.is_displayed().await.expect("displayed?"));
+        header.push(th.text().await.expect("header text"));
+    }
+    let expected_header: Vec<String> = csv.lines().next().unwrap().split(',').map(str::to_owned).collect();
+    assert_eq!(header, expected_header);
+    assert_eq!(all(&client, "table.data tr").await.len(), ROWS + 1);
+    let h2 = client.find(Locator::Css("section.file h2")).await.expect("file heading").text().await.expect("text");
+    assert_eq!(h2, CSV_NAME);
+    let summary = client.find(Locator::Css("section.file p")).await.expect("summary").text().await.expect("text");
+    assert_eq!(summary, format!("{ROWS} rows, {} columns, {} numeric.", NUMERIC.len() + 1, NUMERIC.len()));
+    let navigation = strings(&client, "return performance.getEntriesByType('navigation').map(e => e.type)").await;
+    let navigation = navigation.join(",");
+    screenshot(&client, "04-heatmap.png").await;
+
+    // f. Back on the index, the container is listed; kill it.
+    client.goto(&format!("{base}/")).await.expect("open the index");
+    let row_xpath = format!("//tr[td[1]/a[normalize-space(.)='{name}']]");
+    let row = client.find(Locator::XPath(&row_xpath)).await.expect("the container's row");
+    let cells_text: Vec<String> = {
+        let mut out = Vec::new();
+        for td in row.find_all(Locator::Css("td")).await.expect("cells") {
+            out.push(td.text().await.expect("cell text"));
+        }
+        out
+    };
+    assert_eq!(cells_text[..4], [name.clone(), "csv-viewer".into(), "running".into(), "yes".into()], "{cells_text:?}");
+    // The registry's extra labels reached the container (so the test run's clean-up covers it).
+    let info = server_engine(&root_label).await.inspect(&name).await.expect("inspect the container");
+    for (key, value) in &run_labels {
+        assert_eq!(info.labels.get(key), Some(value), "label {key} on {name}: {:?}", info.labels);
+    }
+    let kill = format!(r#"form[action="/ui/kill/{name}"] button"#);
+    client.find(Locator::Css(&kill)).await.expect("kill button").click().await.expect("click kill");
+    poll("the container's row to go", Duration::from_secs(20), || {
+        let (client, row_xpath) = (&client, &row_xpath);
+        async move {
+            let url = client.current_url().await.ok()?;
+            let rows = client.find_all(Locator::XPath(row_xpath)).await.ok()?;
+            (url.path() == "/" && rows.is_empty() && !all(client, "h2").await.is_empty()).then_some(())
+        }
+    })
+    .await;
+    screenshot(&client, "05-killed.png").await;
+
+    Report { to_please_wait, to_heatmap, status_text, progress_text, phases, navigation }
+}
+
+/// Screenshot, page source and the processes' output, for a failed journey.
+async fn diagnose(client: &Client, server: &Server, chromedriver_log: &Path) {
+    let shot = tokio::time::timeout(Duration::from_secs(20), client.screenshot()).await;
+    match shot {
+        Ok(Ok(png)) => {
+            let path = shots_dir().join("failure.png");
+            match std::fs::write(&path, png) {
+                Ok(()) => eprintln!("failure screenshot: {}", path.display()),
+                Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+            }
+        }
+        Ok(Err(e)) => eprintln!("no failure screenshot: {e}"),
+        Err(_) => eprintln!("no failure screenshot: timed out"),
+    }
+    match tokio::time::timeout(Duration::from_secs(10), client.current_url()).await {
+        Ok(Ok(url)) => eprintln!("page at failure: {url}"),
+        _ => eprintln!("page at failure: unknown"),
+    }
+    match tokio::time::timeout(Duration::from_secs(10), client.source()).await {
+        Ok(Ok(source)) => eprintln!("---- page source ----\n{source}\n---- end of page source ----"),
+        Ok(Err(e)) => eprintln!("no page source: {e}"),
+        Err(_) => eprintln!("no page source: timed out"),
+    }
+    eprintln!("---- berth serve output ----\n{}---- end of berth serve output ----", file_text(&server.stderr));
+    eprintln!("---- chromedriver output ----\n{}---- end of chromedriver output ----", file_text(chromedriver_log));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_journey_in_a_browser() {
+    let Some(browser) = browser_or_skip("browser") else {
+        return;
+    };
+    let Some(docker) = berth_testkit::docker_or_skip("browser").await else {
+        return;
+    };
+    // Dropped last: removes whatever the server launched with the run's label.
+    let run = TestRun::start(&docker).await;
+    let image = berth_testkit::static_tool_image(
+        &docker,
+        "berth-demo-tools",
+        "berth-csv-viewer",
+        "berth-test-berth-csv-viewer",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("image of berth-csv-viewer: {e}"));
+    let dir = TempDir::new("berth-browser-test");
+    std::fs::create_dir_all(shots_dir()).unwrap();
+    for old in
+        ["01-index.png", "02-uploaded.png", "03-please-wait.png", "04-heatmap.png", "05-killed.png", "failure.png"]
+    {
+        let _ = std::fs::remove_file(shots_dir().join(old));
+    }
+    let csv_path = dir.0.join(CSV_NAME);
+    std::fs::write(&csv_path, sample_csv()).unwrap();
+
+    let server = start_server(&dir.0, &image, &run).await;
+    let (_driver, client, driver_log) = start_browser(&dir.0, &browser).await;
+    let name = format!("browser-viz-{}", run.id());
+    let base = format!("http://{}", server.addr);
+
+    // The journey runs as a task of its own, so that a failed assertion in
+    // it still leaves this function the browser to take a screenshot with.
+    let outcome = tokio::spawn(journey(Journey {
+        client: client.clone(),
+        base,
+        csv_path,
+        uploads: server.uploads.clone(),
+        name: name.clone(),
+        root_label: server.root_label.clone(),
+        run_labels: run.labels(),
+    }))
+    .await;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            diagnose(&client, &server, &driver_log).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.close()).await;
+            match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the browser journey did not finish: {e}"),
+            }
+        }
+    };
+    client.close().await.expect("closing the browser session");
+    eprintln!(
+        "timings: launch click -> please-wait page {:.2?}; launch click -> heatmap visible {:.2?} \
+         (viewer warm-up {WARMUP_SECS} s)",
+        report.to_please_wait, report.to_heatmap
+    );
+    eprintln!(
+        "please-wait showed: status {:?}, progress {:?} (phases {:?}); viewer page navigation type {:?}",
+        report.status_text, report.progress_text, report.phases, report.navigation
+    );
+
+    // The container is gone: for the server's API and for the engine.
+    let (status, body) = berth_manager::conformance::http_get(server.addr, "/api/v1/containers").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["containers"], json!([]), "{body}");
+    let engine = server_engine(&server.root_label).await;
+    let left: Vec<String> = engine.list(&ListFilter::all()).await.unwrap().into_iter().map(|c| c.name).collect();
+    assert!(left.is_empty(), "the server's containers left in the engine: {left:?}");
+    let gone = engine.inspect(&name).await;
+    assert!(matches!(gone, Err(berth_manager::Error::NotFound { .. })), "{name} still in the engine: {gone:?}");
+}
