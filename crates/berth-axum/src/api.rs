@@ -1,8 +1,9 @@
 //! The management API (`/api/v1`), as an axum router over a [`Fleet`].
 //!
 //! JSON in and out; errors are `{"error": "..."}` with a status that says
-//! what the caller can do (400 invalid, 401 token, 404 missing, 409
-//! conflict, 422 image unavailable, 429 limit, 503 engine down). When a
+//! what the caller can do (400 invalid, 401 token, 403 not allowed, 404
+//! missing, 409 conflict, 422 image unavailable, 429 limit, 503 engine
+//! down). When a
 //! bearer token is configured every route but `/healthz` requires it.
 
 use std::collections::BTreeMap;
@@ -137,6 +138,8 @@ pub struct ApiState {
     pub activity: berth_proxy::ActivityRecorder,
     /// Launches under way and recently failed (shared by clones).
     pub launches: Launches,
+    /// Which images a launch may name instead of a registry tool.
+    pub images: ImagePolicy,
 }
 
 /// How long [`Launches`] remembers a launch that failed.
@@ -308,13 +311,28 @@ async fn tools(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({"tools": state.registry.tools}))
 }
 
-/// A launch request (the body of `POST /api/v1/containers`).
+/// A launch request (the body of `POST /api/v1/containers`): a registry
+/// `tool`, or an `image` when the server's [`ImagePolicy`] allows it.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
     /// Container name.
     pub name: String,
-    /// Tool name in the registry.
+    /// Tool name in the registry; empty with `image`.
+    #[serde(default)]
     pub tool: String,
+    /// An image to launch instead of a registry tool (input by environment,
+    /// no default files or parameters). Refused unless
+    /// [`ApiState::images`] allows it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For `image`: the HTTP port inside the container (default 80).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// For `image`: the memory reservation in MiB (default
+    /// [`DEFAULT_IMAGE_MEMORY_MB`]).
+    #[serde(default)]
+    pub mem_reservation_mb: Option<u64>,
     /// Data-file URLs; the tool's defaults when absent.
     #[serde(default)]
     pub files: Option<Vec<String>>,
@@ -372,16 +390,78 @@ pub async fn launch_tool(
     result
 }
 
+/// Memory reservation of an `image` launch that names none, in MiB.
+pub const DEFAULT_IMAGE_MEMORY_MB: u64 = 256;
+
+/// Which images a launch may name directly instead of a registry tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ImagePolicy {
+    /// Registry tools only (the default).
+    #[default]
+    RegistryOnly,
+    /// Also images whose reference, as given, starts with one of these
+    /// prefixes; `""` allows any image. End prefixes with `/` or `:` (a
+    /// prefix `reg.example/viz` would also allow `reg.example/vizard/x`).
+    Prefixes(Vec<String>),
+}
+
+impl ImagePolicy {
+    /// Whether a launch may name `image`.
+    pub fn allows(&self, image: &str) -> bool {
+        match self {
+            ImagePolicy::RegistryOnly => false,
+            ImagePolicy::Prefixes(prefixes) => prefixes.iter().any(|p| image.starts_with(p.as_str())),
+        }
+    }
+}
+
+/// The tool `request` launches: its registry entry, or one made for its
+/// `image` when the policy allows it.
+///
+/// # Errors
+///
+/// 400 for an unknown tool or a request naming both or neither, 403 for an
+/// image the policy refuses.
+pub fn resolve_tool(state: &ApiState, request: &LaunchRequest) -> Result<ToolDef, ApiError> {
+    match (&request.image, request.tool.as_str()) {
+        (Some(_), tool) if !tool.is_empty() => {
+            Err(ApiError(StatusCode::BAD_REQUEST, "give either tool or image, not both".into()))
+        }
+        (Some(image), _) if !state.images.allows(image) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("image {image:?} is not allowed here: this server launches registry tools only"),
+        )),
+        (Some(image), _) => Ok(ToolDef {
+            name: String::new(),
+            description: String::new(),
+            image: image.clone(),
+            port: request.port.unwrap_or_else(default_port),
+            mem_reservation_mb: request.mem_reservation_mb.unwrap_or(DEFAULT_IMAGE_MEMORY_MB),
+            cpus: None,
+            default_parameters: empty_object(),
+            default_files: Vec::new(),
+            input_mode: InputDelivery::Env,
+            input_path: None,
+            extra_directories: Vec::new(),
+            labels: BTreeMap::new(),
+        }),
+        (None, "") => Err(ApiError(StatusCode::BAD_REQUEST, "give a tool (or an image)".into())),
+        (None, tool) => state
+            .registry
+            .get(tool)
+            .cloned()
+            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("tool {tool:?} is not in the registry"))),
+    }
+}
+
 async fn launch_unrecorded(
     state: &ApiState,
     request: &LaunchRequest,
     owner: Option<&str>,
 ) -> Result<LaunchOutcome, ApiError> {
-    let tool = state
-        .registry
-        .get(&request.tool)
-        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("tool {:?} is not in the registry", request.tool)))?
-        .clone();
+    let tool = resolve_tool(state, request)?;
+    // Containers of an image launch carry no tool label.
+    let tool_name = (!tool.name.is_empty()).then_some(tool.name.as_str());
     let document = input_document(state, &tool, request);
     let mut spec =
         ContainerSpec::new(tool.image.clone(), request.name.clone(), tool.mem_reservation_mb).port(tool.port);
@@ -398,12 +478,12 @@ async fn launch_unrecorded(
         spec = spec.label(state.owner_label.clone(), owner.to_owned());
     }
     let outcome = match tool.input_mode {
-        InputDelivery::Env => state.fleet.launch(spec.input_env(document), Some(&tool.name)).await?,
+        InputDelivery::Env => state.fleet.launch(spec.input_env(document), tool_name).await?,
         InputDelivery::File => {
             let path = tool.input_path.clone().unwrap_or_else(|| berth_manager::DEFAULT_INPUT_PATH.to_owned());
-            state.fleet.launch(spec.input_file(document, path), Some(&tool.name)).await?
+            state.fleet.launch(spec.input_file(document, path), tool_name).await?
         }
-        InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), Some(&tool.name)).await?,
+        InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), tool_name).await?,
     };
     if let LaunchOutcome::Launched { evicted, .. } = &outcome {
         state.metrics.launched(evicted.len());
@@ -432,10 +512,8 @@ async fn launch(
     Json(request): Json<LaunchRequest>,
 ) -> Result<Response, ApiError> {
     if request.dry_run {
-        let tool = state.registry.get(&request.tool).ok_or_else(|| {
-            ApiError(StatusCode::BAD_REQUEST, format!("tool {:?} is not in the registry", request.tool))
-        })?;
-        return Ok(Json(json!({"input": input_document(&state, tool, &request)})).into_response());
+        let tool = resolve_tool(&state, &request)?;
+        return Ok(Json(json!({"input": input_document(&state, &tool, &request)})).into_response());
     }
     let outcome = launch_tool(&state, &request, user.as_ref().map(|Extension(u)| u.user.as_str())).await?;
     let existing = matches!(outcome, LaunchOutcome::Existing(_));
@@ -773,8 +851,10 @@ pub fn openapi_document() -> Value {
                     "image": {"type": "string"}, "status": {"type": "string"}, "exit_code": {"type": ["integer", "null"]},
                     "ready": {"type": "boolean"}, "path": {"type": "string"}, "created": {"type": "number"},
                     "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
-                "LaunchRequest": {"type": "object", "required": ["name", "tool"], "properties": {
-                    "name": {"type": "string"}, "tool": {"type": "string"},
+                "LaunchRequest": {"type": "object", "required": ["name"], "additionalProperties": false,
+                    "description": "A registry tool, or an image when the server allows it (403 otherwise)", "properties": {
+                    "name": {"type": "string"}, "tool": {"type": "string"}, "image": {"type": "string"},
+                    "port": {"type": "integer"}, "mem_reservation_mb": {"type": "integer"},
                     "files": {"type": "array", "items": {"type": "string"}},
                     "parameters": {"type": "object"}, "dry_run": {"type": "boolean"}}},
             }
@@ -789,7 +869,7 @@ pub fn openapi_document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LaunchRequest"}}}},
                     "responses": {"200": resp("existing, ready, or dry run", json!({"type": "object"})),
                         "202": resp("launched", json!({"$ref": "#/components/schemas/Container"})),
-                        "400": resp("invalid", error.clone()), "409": resp("exists with another spec", error.clone()),
+                        "400": resp("invalid", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
                         "422": resp("image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
                         "502": resp("failed to become ready", json!({"type": "object"})), "503": resp("engine unavailable", error.clone())}}
             },

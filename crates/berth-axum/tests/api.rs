@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use berth_axum::Identity;
-use berth_axum::api::{ApiState, InputDelivery, ToolDef, ToolRegistry, api_router};
+use berth_axum::api::{ApiState, ImagePolicy, InputDelivery, ToolDef, ToolRegistry, api_router};
 use berth_fleet::{Fleet, FleetConfig, Stager};
 use berth_history::HistoryStore;
 use berth_manager::{MOCK_TOOL_IMAGE, MockManager};
@@ -42,11 +42,11 @@ struct Api {
 }
 
 async fn api(token: Option<&str>) -> Api {
-    api_with(token, Duration::ZERO).await
+    api_with(token, Duration::ZERO, ImagePolicy::RegistryOnly).await
 }
 
 /// The API over mock tools that answer 503 on `/` for `warmup` after start.
-async fn api_with(token: Option<&str>, warmup: Duration) -> Api {
+async fn api_with(token: Option<&str>, warmup: Duration, images: ImagePolicy) -> Api {
     let config = berth_manager::MockConfig { default_warmup: warmup, ..Default::default() };
     let manager = Arc::new(MockManager::with_config(berth_manager::MockEngine::new(), config));
     let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
@@ -78,6 +78,7 @@ async fn api_with(token: Option<&str>, warmup: Duration) -> Api {
         metrics,
         activity: recorder.clone(),
         launches: Default::default(),
+        images,
     };
     let proxy = Proxy::with_hooks(table, ProxyConfig::default(), berth_proxy::AllowAll, recorder);
     let app = api_router(state).merge(berth_axum::proxy_router(proxy, "/docker"));
@@ -267,7 +268,7 @@ async fn sse(app: &Router, path: &str, limit: Duration) -> Vec<(String, Value)> 
 
 #[tokio::test]
 async fn launch_progress_as_server_sent_events() {
-    let Api { app, .. } = api_with(None, Duration::from_millis(1200)).await;
+    let Api { app, .. } = api_with(None, Duration::from_millis(1200), ImagePolicy::RegistryOnly).await;
     // Subscribed before the launch: the stream starts at "creating".
     let watcher = {
         let app = app.clone();
@@ -378,6 +379,35 @@ async fn logs_follow_streams_until_the_container_stops() {
         call(&app, "GET", "/api/v1/containers/nope/logs?follow=true", None, None).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn images_outside_the_registry_only_when_allowed() {
+    let image_launch = json!({"name": "img", "image": MOCK_TOOL_IMAGE, "port": 80, "mem_reservation_mb": 24});
+    let Api { app, .. } = api(None).await;
+    let (status, e) = call(&app, "POST", "/api/v1/containers", Some(image_launch.clone()), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("registry tools only"), "{e}");
+    assert_eq!(call(&app, "GET", "/api/v1/containers", None, None).await.1["containers"], json!([]));
+
+    let Api { app, .. } = api_with(None, Duration::ZERO, ImagePolicy::Prefixes(vec!["berth/".into()])).await;
+    let (status, made) = call(&app, "POST", "/api/v1/containers?wait=true", Some(image_launch), None).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    assert_eq!(
+        (&made["tool"], &made["image"], &made["mem_reservation_mb"]),
+        (&json!(null), &json!(MOCK_TOOL_IMAGE), &json!(24))
+    );
+    let outside = json!({"name": "img2", "image": "elsewhere/tool:1"});
+    assert_eq!(call(&app, "POST", "/api/v1/containers", Some(outside), None).await.0, StatusCode::FORBIDDEN);
+    let both = json!({"name": "img3", "image": MOCK_TOOL_IMAGE, "tool": "viewer"});
+    assert_eq!(call(&app, "POST", "/api/v1/containers", Some(both), None).await.0, StatusCode::BAD_REQUEST);
+    let neither = json!({"name": "img4"});
+    assert_eq!(call(&app, "POST", "/api/v1/containers", Some(neither), None).await.0, StatusCode::BAD_REQUEST);
+    // Misspelt keys are refused, not ignored.
+    let typo = json!({"name": "img5", "tool": "viewer", "file": ["http://x/a.csv"]});
+    let (status, e) = call(&app, "POST", "/api/v1/containers", Some(typo), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.as_str().unwrap_or_default().contains("unknown field `file`"), "{e}");
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@
 //!
 //! [api]
 //! token = "change-me"               # bearer token for /api/v1; none when absent
+//! allow_images = ["reg.example/viz/"]   # images a launch may name besides tools; "*" for any
 //!
 //! [staging]
 //! public_base = "http://host.docker.internal:8001"   # what containers fetch from
@@ -155,6 +156,23 @@ pub struct ApiSection {
     /// Bearer token for `/api/v1`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Image reference prefixes a launch may name instead of a registry
+    /// tool (`"*"` allows any image); registry tools only when absent.
+    #[serde(default)]
+    pub allow_images: Vec<String>,
+}
+
+impl ApiSection {
+    /// The [`ImagePolicy`](berth_axum::api::ImagePolicy) of `allow_images`.
+    pub fn image_policy(&self) -> berth_axum::api::ImagePolicy {
+        use berth_axum::api::ImagePolicy;
+        if self.allow_images.is_empty() {
+            return ImagePolicy::RegistryOnly;
+        }
+        ImagePolicy::Prefixes(
+            self.allow_images.iter().map(|p| if p == "*" { String::new() } else { p.clone() }).collect(),
+        )
+    }
 }
 
 /// Staging settings.
@@ -392,6 +410,16 @@ mod tests {
         assert!(!parse("[api]\ntoken = \"0123456789\"\n"));
         assert!(parse("[api]\ntoken = \"0123456789\"\n[web]\nenabled = true\n"));
         assert!(!parse("[web]\nenabled = false\n"));
+    }
+
+    #[test]
+    fn image_policy() {
+        use berth_axum::api::ImagePolicy;
+        let policy = |text: &str| Config::parse(Path::new("b.toml"), text).unwrap().api.image_policy();
+        assert_eq!(policy(""), ImagePolicy::RegistryOnly);
+        let p = policy("[api]\nallow_images = [\"reg.example/viz/\"]\n");
+        assert!(p.allows("reg.example/viz/heat:1") && !p.allows("reg.example/vizard/x") && !p.allows("alpine"));
+        assert!(policy("[api]\nallow_images = [\"*\"]\n").allows("anything/at:all"));
     }
 
     #[test]

@@ -168,6 +168,7 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         metrics,
         activity: recorder,
         launches: Default::default(),
+        images: config.api.image_policy(),
     };
     let uploads = config.data_dir.join("uploads");
     let data_dirs: Vec<std::path::PathBuf> = std::iter::once(uploads.clone()).chain(config.data.dir.clone()).collect();

@@ -42,5 +42,6 @@ pub async fn mock_api(warmup: Duration) -> ApiState {
         metrics: Arc::default(),
         activity: berth_proxy::ActivityRecorder::disabled(),
         launches: Default::default(),
+        images: berth_axum::api::ImagePolicy::default(),
     }
 }

@@ -157,6 +157,7 @@ async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, Str
         files: Some(files),
         parameters: Some(parameters),
         dry_run: get("action") == "show",
+        ..LaunchRequest::default()
     };
     if request.dry_run {
         let Some(tool) = state.api.registry.get(&request.tool) else {
