@@ -166,8 +166,10 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         data = root.join("demo/data").display().to_string()
     );
     std::fs::write(dir.join("berth.toml"), config)?;
-    println!("\nberth demo: http://{listen}/api/v1/tools  (tools under http://{listen}/docker/<name>/)");
-    println!("try: cargo run -q -p berth-server -- launch viz csv-viewer   then open http://{listen}/docker/viz/\n");
+    println!(
+        "\nberth demo: open http://{listen}/  (the web app; API at http://{listen}/api/v1, tools under /docker/<name>/)"
+    );
+    println!("or: cargo run -q -p berth-server -- launch viz csv-viewer   then open http://{listen}/docker/viz/\n");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)

@@ -108,8 +108,18 @@ fn parse_params(params: &[String]) -> anyhow::Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, one line; no backtrace for expected errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = client::Api::new(&cli.server, cli.token.clone());
     let mut out = std::io::stdout().lock();
     match cli.command {

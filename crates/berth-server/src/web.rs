@@ -97,6 +97,9 @@ async fn index(State(state): State<WebState>) -> Response {
             ready = if d["ready"].as_bool() == Some(true) { "yes" } else { "no" },
         ));
     }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=5><em>nothing is running</em></td></tr>");
+    }
     let files = data_files(&state);
     let mut tools = String::new();
     for tool in &state.api.registry.tools {
@@ -113,6 +116,7 @@ async fn index(State(state): State<WebState>) -> Response {
                 )
             })
             .collect();
+        let checkboxes = if files.is_empty() { "<em>none yet: upload one below</em>".to_owned() } else { checkboxes };
         let params = serde_json::to_string_pretty(&tool.default_parameters).unwrap_or_else(|_| "{}".into());
         tools.push_str(&format!(
             "<div class=tool><h3>{name}</h3><p>{desc}</p><p><small>image {image}, port {port}, {mb} MiB</small></p>\

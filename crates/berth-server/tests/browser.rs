@@ -329,7 +329,9 @@ async fn journey(j: Journey) -> Report {
     assert_eq!(title, "tools");
     let headings = strings(&client, "return Array.from(document.querySelectorAll('h2')).map(e => e.textContent)").await;
     assert_eq!(headings, ["Running", "Launch", "Upload a data file"]);
-    assert!(all(&client, "table tr td").await.is_empty(), "no container runs yet");
+    assert!(all(&client, r#"form[action^="/ui/kill/"]"#).await.is_empty(), "no container runs yet");
+    let running = client.find(Locator::Css("table")).await.expect("the running table").text().await.expect("text");
+    assert!(running.contains("nothing is running"), "{running}");
     screenshot(&client, "01-index.png").await;
 
     // b. Upload the CSV through the form.
