@@ -27,6 +27,8 @@
 //!
 //! [staging]
 //! public_base = "http://host.docker.internal:8001"   # what containers fetch from
+//! dir = "staging"                   # default <data_dir>/staging
+//! bind = "172.17.0.1:8001"          # default 0.0.0.0 on public_base's port
 //!
 //! [data]
 //! dir = "data"                      # files served at /_berth/data/<name>
@@ -183,6 +185,14 @@ pub struct StagingSection {
     /// engine's host gateway and the server's port.
     #[serde(default)]
     pub public_base: Option<String>,
+    /// Where staged files are kept; `<data_dir>/staging` when absent.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Address of the listener containers fetch from; all interfaces on
+    /// `public_base`'s port when absent. Binding the engine's bridge
+    /// gateway address (e.g. `172.17.0.1:8001`) keeps other hosts out.
+    #[serde(default)]
+    pub bind: Option<SocketAddr>,
 }
 
 /// The web app at `/` (launch, kill, logs, upload). It has no login of its
@@ -328,6 +338,11 @@ impl Config {
                 config.data.dir = Some(base.join(dir));
             }
         }
+        if let Some(dir) = &config.staging.dir {
+            if dir.is_relative() {
+                config.staging.dir = Some(base.join(dir));
+            }
+        }
         if let Some(tools) = &config.tools {
             if tools.is_relative() {
                 config.tools = Some(base.join(tools));
@@ -353,6 +368,11 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// Where staged files are kept.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.staging.dir.clone().unwrap_or_else(|| self.data_dir.join("staging"))
     }
 
     /// Whether the web app is served (see [`WebSection::enabled`]).
@@ -402,6 +422,13 @@ mod tests {
         assert_eq!(c.tools, Some(PathBuf::from("/etc/berth/tools.toml")));
         assert_eq!(c.proxy.prefix, "/docker");
         assert!(c.web_enabled());
+        assert_eq!(c.staging_dir(), PathBuf::from("/etc/berth/berth-data/staging"));
+        let c =
+            Config::parse(Path::new("/etc/b.toml"), "[staging]\ndir = \"st\"\nbind = \"172.17.0.1:8001\"\n").unwrap();
+        assert_eq!(
+            (c.staging_dir(), c.staging.bind),
+            (PathBuf::from("/etc/st"), Some("172.17.0.1:8001".parse().unwrap()))
+        );
     }
 
     #[test]

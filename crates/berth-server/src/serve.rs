@@ -33,8 +33,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, staging_app, public_base) = build(&config).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let staging_listener =
-        tokio::net::TcpListener::bind(staging_bind(&public_base)?).await.context("binding the staging listener")?;
+    let staging_addr = match config.staging.bind {
+        Some(addr) => addr,
+        None => staging_bind(&public_base)?,
+    };
+    let staging_listener = tokio::net::TcpListener::bind(staging_addr)
+        .await
+        .with_context(|| format!("binding the staging listener on {staging_addr}"))?;
     tracing::info!(listen = %config.listen, staging = %public_base, "berth serving");
     eprintln!("berth is serving on http://{}/ (API at /api/v1, tools under {})", config.listen, config.proxy.prefix);
     let staging = tokio::spawn(async move { axum::serve(staging_listener, staging_app).await });
@@ -71,7 +76,8 @@ fn data_router(dirs: Vec<std::path::PathBuf>) -> Router {
     )
 }
 
-/// Where the staging listener binds: all interfaces, on the public base's port.
+/// Where the staging listener binds by default: all interfaces, on the
+/// public base's port.
 fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
     let port = public_base
         .rsplit(':')
@@ -101,8 +107,7 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
     );
     history.clone().spawn_pruner();
 
-    let store =
-        Arc::new(LocalDirStore::open(config.data_dir.join("staging")).await.context("opening the staging directory")?);
+    let store = Arc::new(LocalDirStore::open(config.staging_dir()).await.context("opening the staging directory")?);
     let staging = StagingService::new(store, TokenRegistry::new());
     let public_base = match &config.staging.public_base {
         Some(base) => base.clone(),
