@@ -10,6 +10,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+/// What `berth launch` starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// A tool of the server's registry.
+    Tool(String),
+    /// An image, where the server allows it.
+    Image {
+        /// The image reference.
+        image: String,
+        /// Its HTTP port inside the container.
+        port: Option<u16>,
+        /// Memory reservation in MiB.
+        mem_reservation_mb: Option<u64>,
+    },
+}
+
 /// A connection to a berth server's API.
 pub struct Api {
     base: String,
@@ -112,13 +128,29 @@ impl Api {
     pub async fn launch(
         &self,
         name: &str,
-        tool: &str,
+        what: &What,
         files: Vec<String>,
         parameters: Value,
         wait: bool,
         out: &mut impl Write,
     ) -> anyhow::Result<()> {
-        let mut body = json!({"name": name, "tool": tool, "parameters": parameters});
+        let mut body = json!({"name": name, "parameters": parameters});
+        let label = match what {
+            What::Tool(tool) => {
+                body["tool"] = json!(tool);
+                tool.clone()
+            }
+            What::Image { image, port, mem_reservation_mb } => {
+                body["image"] = json!(image);
+                if let Some(port) = port {
+                    body["port"] = json!(port);
+                }
+                if let Some(mb) = mem_reservation_mb {
+                    body["mem_reservation_mb"] = json!(mb);
+                }
+                image.clone()
+            }
+        };
         if !files.is_empty() {
             body["files"] = json!(files);
         }
@@ -126,7 +158,7 @@ impl Api {
         let evicted = launched["evicted"].as_array().map(|a| a.len()).unwrap_or(0);
         writeln!(
             out,
-            "launched {name} ({tool}){}",
+            "launched {name} ({label}){}",
             if evicted > 0 { format!(", evicted {evicted}") } else { String::new() }
         )?;
         if !wait {
@@ -248,7 +280,7 @@ mod tests {
         let base = server(Duration::from_millis(800)).await;
         let api = Api::new(&base, None);
         let mut out = Vec::new();
-        api.launch("t1", "viewer", vec![], json!({}), true, &mut out).await.unwrap();
+        api.launch("t1", &What::Tool("viewer".into()), vec![], json!({}), true, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("launched t1 (viewer)\n"), "{text}");
         assert!(text.contains("waiting for t1 to answer (") && text.contains("t1 is ready ("), "{text}");
@@ -273,7 +305,11 @@ mod tests {
         let mut out = Vec::new();
         let e = api.logs("nope", false, &mut out).await.unwrap_err().to_string();
         assert!(e.starts_with("server answered 404"), "{e}");
-        let e = api.launch("t2", "nosuch", vec![], json!({}), true, &mut out).await.unwrap_err().to_string();
+        let e = api.launch("t2", &What::Tool("nosuch".into()), vec![], json!({}), true, &mut out).await;
+        let e = e.unwrap_err().to_string();
         assert!(e.contains("not in the registry"), "{e}");
+        let image = What::Image { image: "berth/mock-tool:latest".into(), port: Some(80), mem_reservation_mb: Some(8) };
+        let e = api.launch("t3", &image, vec![], json!({}), true, &mut out).await.unwrap_err().to_string();
+        assert!(e.contains("403") && e.contains("registry tools only"), "{e}");
     }
 }

@@ -53,12 +53,24 @@ enum Command {
     },
     /// List containers.
     Ls,
-    /// Launch a tool from the registry and wait until it is ready.
+    /// Launch a tool from the registry (or, where the server allows it, an
+    /// image) and wait until it is ready.
     Launch {
         /// Container name (a DNS label).
         name: String,
-        /// Tool name in the registry.
-        tool: String,
+        /// Tool name in the registry (omit with --image).
+        #[arg(required_unless_present = "image", conflicts_with = "image")]
+        tool: Option<String>,
+        /// An image to launch instead of a tool (the server's
+        /// `[api] allow_images` must allow it).
+        #[arg(long)]
+        image: Option<String>,
+        /// With --image: its HTTP port inside the container.
+        #[arg(long, requires = "image")]
+        port: Option<u16>,
+        /// With --image: memory reservation in MiB.
+        #[arg(long, requires = "image")]
+        mem_mb: Option<u64>,
         /// Data-file URL (repeatable).
         #[arg(long = "file")]
         files: Vec<String>,
@@ -138,8 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(config).await
         }
         Command::Ls => api.ls(&mut out).await,
-        Command::Launch { name, tool, files, params, no_wait } => {
-            api.launch(&name, &tool, files, parse_params(&params)?, !no_wait, &mut out).await
+        Command::Launch { name, tool, image, port, mem_mb, files, params, no_wait } => {
+            let what = match (tool, image) {
+                (Some(tool), _) => client::What::Tool(tool),
+                (None, Some(image)) => client::What::Image { image, port, mem_reservation_mb: mem_mb },
+                (None, None) => anyhow::bail!("give a tool or --image"),
+            };
+            api.launch(&name, &what, files, parse_params(&params)?, !no_wait, &mut out).await
         }
         Command::Logs { name, follow } => api.logs(&name, follow, &mut out).await,
         Command::History { name } => api.history(&name, &mut out).await,
