@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
+pub use crate::launches::{
+    FAILED_LAUNCH_MEMORY, LaunchGuard, LaunchRecord, LaunchState, LaunchTicket, Launches, MAX_LAUNCH_RECORDS,
+};
 
 /// How a tool receives its input document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,90 +143,6 @@ pub struct ApiState {
     pub launches: Launches,
     /// Which images a launch may name instead of a registry tool.
     pub images: ImagePolicy,
-}
-
-/// How long [`Launches`] remembers a launch that failed.
-pub const FAILED_LAUNCH_MEMORY: Duration = Duration::from_secs(300);
-
-/// Launches through [`launch_tool`] that are under way, and those that
-/// failed in the last [`FAILED_LAUNCH_MEMORY`], by container name: what
-/// [`launch_events`] reports before (or instead of) a container. Cheap to
-/// clone; clones share the record.
-#[derive(Debug, Clone, Default)]
-pub struct Launches {
-    inner: Arc<std::sync::Mutex<std::collections::HashMap<String, LaunchRecord>>>,
-}
-
-/// One launch in [`Launches`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LaunchRecord {
-    /// [`launch_tool`] has not returned yet.
-    InFlight {
-        /// Whose launch it is, when known.
-        owner: Option<String>,
-    },
-    /// [`launch_tool`] returned this error.
-    Failed {
-        /// Whose launch it was, when known.
-        owner: Option<String>,
-        /// The status the API answered with.
-        status: u16,
-        /// The error.
-        message: String,
-        /// When it failed.
-        at: Instant,
-    },
-}
-
-impl LaunchRecord {
-    fn owner(&self) -> Option<&str> {
-        match self {
-            LaunchRecord::InFlight { owner } | LaunchRecord::Failed { owner, .. } => owner.as_deref(),
-        }
-    }
-}
-
-impl Launches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, LaunchRecord>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// What is recorded for `name`, if `viewer` may see it (as for
-    /// containers: no viewer or an admin sees all, others their own).
-    pub fn get(&self, name: &str, viewer: Option<&Identity>) -> Option<LaunchRecord> {
-        let record = self.lock().get(name).cloned()?;
-        match viewer {
-            Some(v) if !v.admin && record.owner() != Some(v.user.as_str()) => None,
-            _ => Some(record),
-        }
-    }
-
-    /// Records a launch of `name` as under way. [`launch_tool`] does this
-    /// itself; call it first when the launch runs in the background after
-    /// the answer, so that nothing sees a gap before it starts.
-    pub fn start(&self, name: &str, owner: Option<&str>) {
-        let mut map = self.lock();
-        map.retain(|_, r| !matches!(r, LaunchRecord::Failed { at, .. } if at.elapsed() > FAILED_LAUNCH_MEMORY));
-        map.insert(name.to_owned(), LaunchRecord::InFlight { owner: owner.map(str::to_owned) });
-    }
-
-    fn finish(&self, name: &str, owner: Option<&str>, result: Result<(), &ApiError>) {
-        let mut map = self.lock();
-        match result {
-            Ok(()) => {
-                map.remove(name);
-            }
-            Err(e) => {
-                let record = LaunchRecord::Failed {
-                    owner: owner.map(str::to_owned),
-                    status: e.0.as_u16(),
-                    message: e.1.clone(),
-                    at: Instant::now(),
-                };
-                map.insert(name.to_owned(), record);
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for ApiState {
@@ -384,10 +303,41 @@ pub async fn launch_tool(
     request: &LaunchRequest,
     owner: Option<&str>,
 ) -> Result<LaunchOutcome, ApiError> {
-    state.launches.start(&request.name, owner);
+    // Requests refused before they reach the fleet are not recorded: they
+    // must not overwrite the record of a launch that is under way.
+    check_request(state, request)?;
+    let ticket = state.launches.start(&request.name, owner);
+    launch_recorded(state, request, owner, ticket).await
+}
+
+/// As [`launch_tool`], for a launch already recorded with
+/// [`Launches::start`] (one whose answer went out before it ran, e.g. to a
+/// page that then follows `ticket`).
+///
+/// # Errors
+///
+/// As [`launch_tool`].
+pub async fn launch_recorded(
+    state: &ApiState,
+    request: &LaunchRequest,
+    owner: Option<&str>,
+    ticket: LaunchTicket,
+) -> Result<LaunchOutcome, ApiError> {
+    let guard = state.launches.guard(&request.name, ticket);
     let result = launch_unrecorded(state, request, owner).await;
-    state.launches.finish(&request.name, owner, result.as_ref().map(|_| ()));
+    guard.finish(result.as_ref().err().map(|e| (e.0.as_u16(), e.1.clone())));
     result
+}
+
+/// The checks a launch request must pass before anything is recorded or
+/// launched: a valid name and a tool (or allowed image).
+///
+/// # Errors
+///
+/// 400 or 403, as [`resolve_tool`].
+pub fn check_request(state: &ApiState, request: &LaunchRequest) -> Result<(), ApiError> {
+    berth_manager::validate_name(&request.name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    resolve_tool(state, request).map(|_| ())
 }
 
 /// Memory reservation of an `image` launch that names none, in MiB.
@@ -431,6 +381,17 @@ pub fn resolve_tool(state: &ApiState, request: &LaunchRequest) -> Result<ToolDef
             StatusCode::FORBIDDEN,
             format!("image {image:?} is not allowed here: this server launches registry tools only"),
         )),
+        (Some(_), _)
+            if request.mem_reservation_mb.is_some_and(|mb| {
+                mb > berth_manager::MAX_MEM_RESERVATION_MB
+                    || state.fleet.config().memory_budget_mb.is_some_and(|budget| mb > budget)
+            }) =>
+        {
+            Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "mem_reservation_mb is more than this server's memory budget (or the spec limit)".into(),
+            ))
+        }
         (Some(image), _) => Ok(ToolDef {
             name: String::new(),
             description: String::new(),
@@ -525,7 +486,7 @@ async fn launch(
         let status = if existing { StatusCode::OK } else { StatusCode::ACCEPTED };
         return Ok((status, Json(body)).into_response());
     }
-    let deadline = Instant::now() + state.ready_timeout;
+    let deadline = deadline_after(state.ready_timeout);
     loop {
         match state.table.lookup(&request.name).await {
             Lookup::Ready(_) => {
@@ -679,12 +640,27 @@ async fn history(
 }
 
 /// `GET /api/v1/containers/{name}/events`: see [`launch_events`].
+#[derive(Debug, Default, Deserialize)]
+struct EventsQuery {
+    /// The launch ticket to follow (see [`launch_events`]).
+    #[serde(default)]
+    launch: Option<u64>,
+}
+
 async fn events(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
     Path(name): Path<String>,
-) -> Response {
-    launch_events(state, name, user.map(|Extension(u)| u))
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    berth_manager::validate_name(&name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(launch_events(state, name, user.map(|Extension(u)| u), q.launch.map(LaunchTicket::from_id)))
+}
+
+/// `timeout` from now, or far in the future when that is not representable.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Launch progress of container `name` as server-sent events, one per
@@ -695,27 +671,41 @@ async fn events(
 /// - `starting`: the container exists and has not started running;
 /// - `waiting`: it runs but does not answer 200 on `/` yet;
 /// - `ready`: the proxy forwards to it;
-/// - `failed`: it will not become ready, or its launch failed (data has
-///   `reason` and `logs`);
+/// - `failed`: it will not become ready, or the launch failed before there
+///   was a container (data has `reason` and `logs`);
 /// - `timeout`: nothing final within the ready timeout.
 ///
 /// Each event's data is a JSON object with `name`, `phase` and, once the
 /// container was seen, `age_secs` (seconds since it was created). The
 /// stream ends after `ready`, `failed` or `timeout`. A `viewer` that is not
 /// an admin sees someone else's container as not existing (`creating`),
-/// exactly as a missing one. Polls the route table every 250 ms; while
-/// the container is neither ready nor failed it inspects it on each poll
-/// (the stream's only engine calls).
-pub fn launch_events(state: ApiState, name: String, viewer: Option<Identity>) -> Response {
+/// exactly as a missing one. With a `ticket` (from [`Launches::start`]) a
+/// failed launch is reported only if it is that launch.
+///
+/// The stream polls every 250 ms. Readiness comes from the route table
+/// (whose negative cache bounds lookups of unknown names); only while the
+/// table says a visible container is starting and it has not been seen
+/// running does the stream inspect it, to tell `starting` from `waiting`.
+pub fn launch_events(
+    state: ApiState,
+    name: String,
+    viewer: Option<Identity>,
+    ticket: Option<LaunchTicket>,
+) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let deadline = Instant::now() + state.ready_timeout;
-    let watch = Watch { state, name, viewer, created: None };
+    let deadline = deadline_after(state.ready_timeout);
+    let watch = Watch { state, name, viewer, ticket, created: None, running: false };
     let stream =
         futures_util::stream::unfold((watch, None::<&'static str>, false), move |(mut watch, last, done)| async move {
             if done {
                 return None;
             }
             loop {
+                if Instant::now() > deadline {
+                    let data = json!({"name": watch.name, "phase": "timeout"});
+                    let event = Event::default().event("timeout").data(data.to_string());
+                    return Some((Ok(event), (watch, last, true)));
+                }
                 let (phase, mut data) = watch.observe().await;
                 if last != Some(phase) {
                     data["name"] = json!(watch.name);
@@ -728,11 +718,6 @@ pub fn launch_events(state: ApiState, name: String, viewer: Option<Identity>) ->
                     let finished = phase == "ready" || phase == "failed";
                     return Some((Ok::<_, std::convert::Infallible>(event), (watch, Some(phase), finished)));
                 }
-                if Instant::now() > deadline {
-                    let data = json!({"name": watch.name, "phase": "timeout"});
-                    let event = Event::default().event("timeout").data(data.to_string());
-                    return Some((Ok(event), (watch, last, true)));
-                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
@@ -744,47 +729,58 @@ struct Watch {
     state: ApiState,
     name: String,
     viewer: Option<Identity>,
+    /// The launch followed, when known.
+    ticket: Option<LaunchTicket>,
     /// When the container was created, once seen.
     created: Option<SystemTime>,
+    /// Seen running: no more inspects needed to tell the phase.
+    running: bool,
 }
 
 impl Watch {
     /// The current phase and its details.
     async fn observe(&mut self) -> (&'static str, Value) {
-        let state = &self.state;
-        match state.table.peek(&self.name) {
-            Some(Lookup::Ready(_)) if self.may_see_known().await => return ("ready", json!({})),
-            Some(Lookup::Failed(f)) if self.may_see_known().await => {
-                return ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail}));
-            }
-            _ => {}
+        let lookup = self.state.table.lookup(&self.name).await;
+        if lookup == Lookup::Missing || !self.may_see_known().await {
+            return self.no_container();
         }
-        match state.fleet.manager().inspect(&self.name).await {
-            Ok(info) if may_see(state, self.viewer.as_ref(), &info.labels) => {
-                self.created = Some(info.created);
-                match info.state {
-                    berth_manager::ContainerState::Created => ("starting", json!({})),
-                    // Running, or exited and about to be reported failed.
-                    _ => ("waiting", json!({})),
+        match lookup {
+            Lookup::Ready(_) => ("ready", json!({})),
+            Lookup::Failed(f) => ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail})),
+            _ if self.running => ("waiting", json!({})),
+            _ => match self.state.fleet.manager().inspect(&self.name).await {
+                Ok(info) => {
+                    self.created = Some(info.created);
+                    if info.state == berth_manager::ContainerState::Created {
+                        ("starting", json!({}))
+                    } else {
+                        // Running, or exited and about to be reported failed.
+                        self.running = true;
+                        ("waiting", json!({}))
+                    }
                 }
-            }
-            Ok(_) => self.no_container(),
-            Err(e) => {
-                if !matches!(e, berth_manager::Error::NotFound { .. }) {
-                    tracing::debug!(name = %self.name, error = %e, "launch events: inspect failed");
+                Err(e) => {
+                    if !matches!(e, berth_manager::Error::NotFound { .. }) {
+                        tracing::debug!(name = %self.name, error = %e, "launch events: inspect failed");
+                    }
+                    self.no_container()
                 }
-                self.no_container()
-            }
+            },
         }
     }
 
     /// The phase when there is no container (that the viewer may see): the
-    /// launch failed, or it is under way or yet to come. A container that
-    /// exists wins over a failed launch of the same name (a conflicting
-    /// second launch), so pages following it see that container.
+    /// launch failed (the followed one, when a ticket was given), or it is
+    /// under way or yet to come. A container that exists wins over a
+    /// failed launch of the same name (a conflicting second launch), so
+    /// pages following the container see it.
     fn no_container(&self) -> (&'static str, Value) {
         match self.state.launches.get(&self.name, self.viewer.as_ref()) {
-            Some(LaunchRecord::Failed { message, .. }) => ("failed", json!({"reason": message, "logs": []})),
+            Some(LaunchRecord { ticket, state: LaunchState::Failed { message, .. }, .. })
+                if self.ticket.is_none_or(|t| t == ticket) =>
+            {
+                ("failed", json!({"reason": message, "logs": []}))
+            }
             _ => ("creating", json!({})),
         }
     }
@@ -885,7 +881,8 @@ pub fn openapi_document() -> Value {
             "/api/v1/containers/{name}/history": {"parameters": [name_param], "get": {"summary": "Proxied requests, oldest first",
                 "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
             "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, waiting, then ready, failed or timeout; data is JSON with name, phase, age_secs",
-                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "launch", "in": "query", "description": "a launch ticket: report a failed launch only if it is this one", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()), "403": resp("not an admin", error)}}},

@@ -42,6 +42,7 @@
 pub mod api;
 mod auth;
 mod host;
+mod launches;
 pub mod metrics;
 mod service;
 

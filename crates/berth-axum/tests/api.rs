@@ -399,6 +399,12 @@ async fn images_outside_the_registry_only_when_allowed() {
     );
     let outside = json!({"name": "img2", "image": "elsewhere/tool:1"});
     assert_eq!(call(&app, "POST", "/api/v1/containers", Some(outside), None).await.0, StatusCode::FORBIDDEN);
+    // Refused before the fleet: not recorded as a failed launch of img2.
+    let events = sse(&app, "/api/v1/containers/img2/events", Duration::from_secs(1)).await;
+    assert_eq!(events.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["creating"]);
+    let huge = json!({"name": "img6", "image": MOCK_TOOL_IMAGE, "mem_reservation_mb": u64::MAX});
+    let (status, e) = call(&app, "POST", "/api/v1/containers", Some(huge), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
     let both = json!({"name": "img3", "image": MOCK_TOOL_IMAGE, "tool": "viewer"});
     assert_eq!(call(&app, "POST", "/api/v1/containers", Some(both), None).await.0, StatusCode::BAD_REQUEST);
     let neither = json!({"name": "img4"});

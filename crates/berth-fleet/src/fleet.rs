@@ -399,9 +399,12 @@ impl Fleet {
             self.check_limits(spec, tool, &existing, &in_flight)?;
 
             if let Some(budget) = self.config.memory_budget_mb {
-                let used_existing: u64 = existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).sum();
-                let reserved: u64 = in_flight.iter().map(|(_, (mb, _))| mb).sum();
-                let total = used_existing + reserved + spec.mem_reservation_mb;
+                // Saturating: reservations of foreign containers are whatever
+                // their engine reports.
+                let used_existing =
+                    existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).fold(0u64, u64::saturating_add);
+                let reserved = in_flight.iter().map(|(_, (mb, _))| *mb).fold(0u64, u64::saturating_add);
+                let total = used_existing.saturating_add(reserved).saturating_add(spec.mem_reservation_mb);
                 if total > budget {
                     let overshoot = total - budget;
                     if used_existing < overshoot && !in_flight.is_empty() {
@@ -415,12 +418,12 @@ impl Fleet {
                         notified.await;
                         continue;
                     }
-                    let mut used = used_existing + reserved;
+                    let mut used = used_existing.saturating_add(reserved);
                     let last = self.activity.last_activity_all().await?;
                     let mut candidates: Vec<&ContainerInfo> = existing.iter().collect();
                     candidates.sort_by_key(|c| (self.recency(c, &last), c.name.clone()));
                     for victim in candidates {
-                        if used + spec.mem_reservation_mb <= budget {
+                        if used.saturating_add(spec.mem_reservation_mb) <= budget {
                             break;
                         }
                         tracing::info!(
@@ -438,7 +441,7 @@ impl Fleet {
                         used = used.saturating_sub(victim.mem_reservation_mb.unwrap_or(0));
                         evicted.push(victim.name.clone());
                     }
-                    if used + spec.mem_reservation_mb > budget {
+                    if used.saturating_add(spec.mem_reservation_mb) > budget {
                         tracing::warn!(
                             name = %spec.name,
                             need_mb = spec.mem_reservation_mb,

@@ -46,6 +46,11 @@ pub const MAX_ENV_INPUT_BYTES: usize = 131_072 - ENV_INPUT_JSON.len() - 2;
 /// limit of the engine.
 pub const MAX_FILE_INPUT_BYTES: usize = 64 * 1024 * 1024;
 
+/// Largest memory reservation a spec may ask for, in MiB (16 TiB): far
+/// above any real host, low enough that sums of reservations cannot
+/// overflow.
+pub const MAX_MEM_RESERVATION_MB: u64 = 16 * 1024 * 1024;
+
 /// Longest container name accepted: one DNS label.
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -242,6 +247,15 @@ impl ContainerSpec {
         if self.mem_reservation_mb == 0 {
             return Err(Error::invalid(name, "memory reservation (MB) is required and must be > 0"));
         }
+        if self.mem_reservation_mb > MAX_MEM_RESERVATION_MB {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "memory reservation {} MB is over the {MAX_MEM_RESERVATION_MB} MB limit",
+                    self.mem_reservation_mb
+                ),
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for dir in &self.extra_directories {
             validate_container_path(name, "extra directory", dir)?;
@@ -415,6 +429,7 @@ mod tests {
             (spec().cpus(0.0), "cpus"),
             (spec().cpus(f64::NAN), "cpus"),
             (ContainerSpec::new("tool", "x", 0), "memory"),
+            (ContainerSpec::new("tool", "x", MAX_MEM_RESERVATION_MB + 1), "over the"),
             (ContainerSpec::new(" ", "x", 1), "image is empty"),
             (ContainerSpec::new("a b", "x", 1), "whitespace"),
             (spec().env("A=B", "c"), "environment key"),

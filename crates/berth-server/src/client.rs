@@ -10,6 +10,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+/// Largest launch event the client buffers.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 /// What `berth launch` starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
@@ -166,12 +169,18 @@ impl Api {
         }
         let path = launched["path"].as_str().unwrap_or("").to_owned();
         // Progress from the server's launch events, one line per phase.
-        let mut pending = String::new();
+        // Raw bytes until a whole event is in: a UTF-8 character may be
+        // split across chunks.
+        let mut pending: Vec<u8> = Vec::new();
         let mut outcome: Option<anyhow::Result<()>> = None;
         self.stream(&format!("/api/v1/containers/{name}/events"), |chunk| {
-            pending.push_str(&String::from_utf8_lossy(chunk));
-            while let Some(end) = pending.find("\n\n") {
-                let block: String = pending.drain(..end + 2).collect();
+            pending.extend_from_slice(chunk);
+            if pending.len() > MAX_EVENT_BYTES {
+                bail!("the server sent an event of more than {MAX_EVENT_BYTES} bytes");
+            }
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = pending.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&raw);
                 let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
                 let data: Value = serde_json::from_str(data).unwrap_or_default();
                 let age = data["age_secs"].as_f64().map(|a| format!(" ({a:.1} s)")).unwrap_or_default();

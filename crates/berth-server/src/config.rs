@@ -310,6 +310,9 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
+/// Longest `proxy.start_timeout_secs` accepted: a day.
+pub const MAX_START_TIMEOUT_SECS: u64 = 24 * 3600;
+
 impl Config {
     /// Reads and checks `path`; relative paths inside it are resolved
     /// against its directory.
@@ -347,6 +350,22 @@ impl Config {
             if tools.is_relative() {
                 config.tools = Some(base.join(tools));
             }
+        }
+        if config.proxy.start_timeout_secs > MAX_START_TIMEOUT_SECS {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "proxy.start_timeout_secs",
+                message: format!("is more than a day ({MAX_START_TIMEOUT_SECS} s)"),
+            });
+        }
+        if let Some(bad) = config.api.allow_images.iter().find(|p| p.is_empty() || (p.contains('*') && *p != "*")) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "api.allow_images",
+                message: format!(
+                    "{bad:?} is not a prefix: give image reference prefixes, or \"*\" alone for any image"
+                ),
+            });
         }
         if let Some(e) = &config.engine.endpoints {
             if !["auto", "bridge", "published", "host"].contains(&e.as_str()) {
@@ -398,6 +417,19 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for tool in &registry.tools {
+            let root = self.root_label.as_str();
+            let reserved =
+                |k: &str| k.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '-']));
+            if let Some(key) = tool.labels.keys().find(|k| reserved(k)) {
+                return Err(ConfigError::Invalid {
+                    path: path.clone(),
+                    key: "tools.labels",
+                    message: format!(
+                        "tool {:?}: label {key:?} is under the root label {:?}, which berth reserves for its own labels",
+                        tool.name, self.root_label
+                    ),
+                });
+            }
             if !seen.insert(tool.name.as_str()) {
                 return Err(ConfigError::Invalid {
                     path: path.clone(),
@@ -447,6 +479,12 @@ mod tests {
         let p = policy("[api]\nallow_images = [\"reg.example/viz/\"]\n");
         assert!(p.allows("reg.example/viz/heat:1") && !p.allows("reg.example/vizard/x") && !p.allows("alpine"));
         assert!(policy("[api]\nallow_images = [\"*\"]\n").allows("anything/at:all"));
+        for bad in ["\"\"", "\"reg/*\""] {
+            let e = Config::parse(Path::new("b.toml"), &format!("[api]\nallow_images = [{bad}]\n")).unwrap_err();
+            assert!(e.to_string().contains("api.allow_images"), "{e}");
+        }
+        let e = Config::parse(Path::new("b.toml"), "[proxy]\nstart_timeout_secs = 99999999999\n").unwrap_err();
+        assert!(e.to_string().contains("proxy.start_timeout_secs"), "{e}");
     }
 
     #[test]
@@ -481,6 +519,9 @@ mod tests {
         assert!(e.contains("version 2 is not supported"), "{e}");
         let e = registry(&format!("{tool}{tool}")).unwrap_err();
         assert!(e.contains("defined twice"), "{e}");
+        let e = registry(&format!("{tool}[tools.labels]\nberth-owner = \"mallory\"\n")).unwrap_err();
+        assert!(e.contains("tools.labels") && e.contains("reserves"), "{e}");
+        assert!(registry(&format!("{tool}[tools.labels]\nberthold = \"x\"\n")).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,11 +9,11 @@
 use std::path::PathBuf;
 
 use axum::Router;
-use axum::extract::{Form, Multipart, Path, State};
+use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use berth_axum::api::{ApiState, LaunchRequest, input_document, launch_tool};
+use berth_axum::api::{ApiState, LaunchRequest, input_document, launch_recorded};
 use berth_history::HistoryQuery;
 use berth_manager::{ListFilter, LogOptions};
 use berth_proxy::pages::escape_html as esc;
@@ -172,51 +172,59 @@ async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, Str
         return page("input document", &format!("<pre>{}</pre><p><a href=\"/\">back</a></p>", esc(&pretty)))
             .into_response();
     }
-    if let Err(e) = berth_manager::validate_name(&request.name) {
-        return error_page(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    if state.api.registry.get(&request.tool).is_none() {
-        return error_page(StatusCode::BAD_REQUEST, &format!("tool {:?} is not in the registry", request.tool));
+    if let Err(e) = berth_axum::api::check_request(&state.api, &request) {
+        return error_page(e.0, &e.1);
     }
     // The launch goes on in the background while the browser follows it
-    // on the wait page; recorded first, so that page never sees a gap.
-    state.api.launches.start(&request.name, None);
+    // on the wait page; recorded first, so that page never sees a gap, and
+    // by ticket, so that page reports this launch's outcome.
+    let ticket = state.api.launches.start(&request.name, None);
     let api = state.api.clone();
     let name = request.name.clone();
     tokio::spawn(async move {
-        if let Err(e) = launch_tool(&api, &request, None).await {
+        if let Err(e) = launch_recorded(&api, &request, None, ticket).await {
             tracing::info!(name = %request.name, error = %e.1, "launch from the web app failed");
         }
     });
-    Redirect::to(&format!("/ui/wait/{name}")).into_response()
+    Redirect::to(&format!("/ui/wait/{name}?launch={}", ticket.id())).into_response()
+}
+
+/// The launch a wait or events URL follows (`?launch=<ticket>`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Following {
+    #[serde(default)]
+    launch: Option<u64>,
 }
 
 /// The please-wait page of a launch from the form: follows its progress
-/// (`/ui/events/{name}`) and, once there is an outcome, sends the browser
-/// to the tool (or the proxy's failure page), or shows why the launch
-/// itself failed.
-async fn wait(State(state): State<WebState>, Path(name): Path<String>) -> Response {
-    use berth_axum::api::LaunchRecord;
+/// (`/ui/events/{name}`); once the route table has an outcome it sends the
+/// browser to the tool (or to the proxy's failure page), and when the
+/// followed launch failed before there was a container it says why.
+async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q): Query<Following>) -> Response {
+    use berth_axum::api::{LaunchRecord, LaunchState, LaunchTicket};
     if berth_manager::validate_name(&name).is_err() {
         return error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"));
     }
-    let waiting = || {
-        let page = berth_proxy::WaitingPage {
-            events_url: Some("/ui/events/{name}".to_owned()),
-            ..berth_proxy::WaitingPage::default()
-        };
-        berth_proxy::pages::waiting(&page, &name, false).map(axum::body::Body::new)
-    };
-    match state.api.launches.get(&name, None) {
-        Some(LaunchRecord::Failed { status, message, .. }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ticket = q.launch.map(LaunchTicket::from_id);
+    let record = state.api.launches.get(&name, None);
+    if let Some(LaunchRecord { ticket: t, state: LaunchState::Failed { status, message, .. }, .. }) = &record {
+        if ticket == Some(*t) {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
             return error_page(status, &format!("launching {name} failed: {message}"));
         }
-        Some(LaunchRecord::InFlight { .. }) => return waiting(),
-        None => {}
     }
+    let waiting = || {
+        let events = match ticket {
+            Some(t) => format!("/ui/events/{{name}}?launch={}", t.id()),
+            None => "/ui/events/{name}".to_owned(),
+        };
+        let page = berth_proxy::WaitingPage { events_url: Some(events), ..berth_proxy::WaitingPage::default() };
+        berth_proxy::pages::waiting(&page, &name, false).map(axum::body::Body::new)
+    };
+    let in_flight = matches!(&record, Some(LaunchRecord { state: LaunchState::InFlight, .. }));
     match state.api.table.lookup(&name).await {
         berth_proxy::Lookup::Starting => waiting(),
+        berth_proxy::Lookup::Missing if in_flight => waiting(),
         // Ready, failed (the proxy shows why) or missing (it says so).
         _ => Redirect::to(&format!("{}/{name}/", state.api.proxy_prefix.trim_end_matches('/'))).into_response(),
     }
@@ -241,8 +249,12 @@ async fn logs(State(state): State<WebState>, Path(name): Path<String>) -> Respon
 
 /// Launch progress for the please-wait page (the API's stream, which may
 /// sit behind a bearer token a browser does not have).
-async fn events(State(state): State<WebState>, Path(name): Path<String>) -> Response {
-    berth_axum::api::launch_events(state.api, name, None)
+async fn events(State(state): State<WebState>, Path(name): Path<String>, Query(q): Query<Following>) -> Response {
+    if berth_manager::validate_name(&name).is_err() {
+        return error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"));
+    }
+    let ticket = q.launch.map(berth_axum::api::LaunchTicket::from_id);
+    berth_axum::api::launch_events(state.api, name, None, ticket)
 }
 
 async fn history(State(state): State<WebState>, Path(name): Path<String>) -> Response {
@@ -364,28 +376,32 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
         let (status, _, location) =
             send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%7B%7D&action=launch")).await;
-        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/ui/wait/v1")));
+        let wait = location.unwrap();
+        assert!(wait.starts_with("/ui/wait/v1?launch="), "{wait}");
+        assert_eq!(status, StatusCode::SEE_OTHER);
         // The wait page until the tool is ready, then off to the tool.
         let mut seen = Vec::new();
         loop {
-            let (status, html, location) = send(&app, get("/ui/wait/v1")).await;
+            let (status, html, location) = send(&app, get(&wait)).await;
             if status == StatusCode::SEE_OTHER {
                 assert_eq!(location.as_deref(), Some("/docker/v1/"));
                 break;
             }
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-            assert!(html.contains(r#"var url = "/ui/events/v1";"#), "{html}");
+            let events = wait.replace("/ui/wait/", "/ui/events/");
+            assert!(html.contains(&format!(r#"var url = "{events}";"#)), "{html}");
             seen.push(status);
             assert!(seen.len() < 100, "never ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The same name with other parameters conflicts: the wait page says so.
-        let (status, _, _) =
+        let (status, _, location) =
             send(&app, form("/ui/launch", "tool=viewer&name=v1&parameters=%7B%22x%22%3A1%7D&action=launch")).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
+        let conflicting = location.unwrap();
         let mut answer = (StatusCode::OK, String::new());
         for _ in 0..100 {
-            let (status, html, _) = send(&app, get("/ui/wait/v1")).await;
+            let (status, html, _) = send(&app, get(&conflicting)).await;
             answer = (status, html);
             if answer.0 == StatusCode::CONFLICT {
                 break;
@@ -394,6 +410,9 @@ mod tests {
         }
         assert_eq!(answer.0, StatusCode::CONFLICT, "{}", answer.1);
         assert!(answer.1.contains("launching v1 failed"), "{}", answer.1);
+        // Without the failed launch's ticket, the name leads to its container.
+        let (status, _, location) = send(&app, get("/ui/wait/v1")).await;
+        assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/docker/v1/")));
         let (status, _, _) =
             send(&app, form("/ui/launch", "tool=viewer&name=Bad_Name&parameters=%7B%7D&action=launch")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
