@@ -85,6 +85,16 @@ async fn api_with(token: Option<&str>, warmup: Duration, images: ImagePolicy) ->
     Api { app, history }
 }
 
+/// `app` as the host app's authentication would present it for `user`.
+fn as_user(app: &Router, user: &'static str, admin: bool) -> Router {
+    app.clone().layer(axum::middleware::from_fn(
+        move |mut req: Request<Body>, next: axum::middleware::Next| async move {
+            req.extensions_mut().insert(Identity { user: user.into(), admin });
+            next.run(req).await
+        },
+    ))
+}
+
 async fn call(app: &Router, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
     let mut b = Request::builder().method(method).uri(path);
     if let Some(t) = token {
@@ -220,15 +230,7 @@ async fn bearer_token_and_owners() {
 
     // With identities from the host app: owners see their own.
     let Api { app, .. } = api(None).await;
-    let as_user = |user: &'static str, admin: bool| {
-        app.clone().layer(axum::middleware::from_fn(
-            move |mut req: Request<Body>, next: axum::middleware::Next| async move {
-                req.extensions_mut().insert(Identity { user: user.into(), admin });
-                next.run(req).await
-            },
-        ))
-    };
-    let (alice, bob, admin) = (as_user("alice", false), as_user("bob", false), as_user("root", true));
+    let (alice, bob, admin) = (as_user(&app, "alice", false), as_user(&app, "bob", false), as_user(&app, "root", true));
     let (status, made) =
         call(&alice, "POST", "/api/v1/containers", Some(json!({"name": "al", "tool": "viewer"})), None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -325,15 +327,7 @@ async fn a_failed_launch_is_reported_on_its_events() {
 #[tokio::test]
 async fn launch_progress_hides_other_owners_containers() {
     let Api { app, .. } = api(None).await;
-    let as_user = |user: &'static str, admin: bool| {
-        app.clone().layer(axum::middleware::from_fn(
-            move |mut req: Request<Body>, next: axum::middleware::Next| async move {
-                req.extensions_mut().insert(Identity { user: user.into(), admin });
-                next.run(req).await
-            },
-        ))
-    };
-    let (alice, bob, admin) = (as_user("alice", false), as_user("bob", false), as_user("root", true));
+    let (alice, bob, admin) = (as_user(&app, "alice", false), as_user(&app, "bob", false), as_user(&app, "root", true));
     let (status, _) =
         call(&alice, "POST", "/api/v1/containers?wait=true", Some(json!({"name": "mine", "tool": "viewer"})), None)
             .await;
