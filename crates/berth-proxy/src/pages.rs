@@ -51,6 +51,9 @@ pub enum FailureReason {
     },
     /// It did not answer 200 on `/` within the start timeout.
     StartTimeout(Duration),
+    /// It was created but not started within the start timeout (its
+    /// launch died half-way).
+    NeverStarted(Duration),
     /// Its endpoint cannot be resolved (e.g. no port label).
     NoEndpoint(String),
 }
@@ -61,6 +64,9 @@ impl std::fmt::Display for FailureReason {
             FailureReason::Exited { code: Some(c) } => write!(f, "the container exited with status {c}"),
             FailureReason::Exited { code: None } => write!(f, "the container exited"),
             FailureReason::StartTimeout(d) => write!(f, "the container did not become ready within {} s", d.as_secs()),
+            FailureReason::NeverStarted(d) => {
+                write!(f, "the container was created but not started within {} s", d.as_secs())
+            }
             FailureReason::NoEndpoint(e) => write!(f, "the container cannot be reached: {e}"),
         }
     }

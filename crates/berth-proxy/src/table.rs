@@ -318,10 +318,26 @@ impl RouteTable {
             ContainerState::Exited | ContainerState::Dead => {
                 self.fail(name, id, FailureReason::Exited { code: exit_code })
             }
-            _ => {
-                self.insert_starting(name, id);
-            }
+            _ => self.watch_created(name, id),
         }
+    }
+
+    /// Marks `name` starting while it is created but not started, and
+    /// fails it if no start comes within the start timeout: a launch that
+    /// died between create and start must not leave a page waiting forever.
+    fn watch_created(self: &Arc<Self>, name: &str, id: &str) {
+        let generation = self.insert_starting(name, id);
+        let table = Arc::downgrade(self);
+        let timeout = self.config.start_timeout;
+        let (name, id) = (name.to_owned(), id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(t) = table.upgrade() else { return };
+            // A start (or anything else) since then made a new generation.
+            if t.is_current(&name, generation) {
+                t.fail(&name, &id, FailureReason::NeverStarted(timeout));
+            }
+        });
     }
 
     fn insert_starting(&self, name: &str, id: &str) -> u64 {
@@ -368,9 +384,7 @@ impl RouteTable {
     fn apply_event(self: &Arc<Self>, event: berth_manager::ContainerEvent) {
         let same_id = |t: &Self| t.read().get(&event.name).is_some_and(|e| e.id == event.id);
         match event.kind {
-            EventKind::Created if !same_id(self) => {
-                self.insert_starting(&event.name, &event.id);
-            }
+            EventKind::Created if !same_id(self) => self.watch_created(&event.name, &event.id),
             EventKind::Started => self.start_probe(&event.name, &event.id),
             EventKind::Died if same_id(self) => {
                 self.fail(&event.name, &event.id, FailureReason::Exited { code: event.exit_code });

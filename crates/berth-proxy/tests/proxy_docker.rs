@@ -145,3 +145,33 @@ async fn docker_exit_shows_failure_page_and_removal_404() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A container that was created but never started (a launch that died
+/// half-way) fails after the start timeout instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_created_but_never_started_fails() {
+    let Some(docker) = berth_testkit::docker_or_skip("docker_created_but_never_started_fails").await else { return };
+    let run = TestRun::start(&docker).await;
+    let image = berth_testkit::test_tool_image(&docker).await.expect("tool image");
+    let manager = Arc::new(docker);
+    let config = TableConfig { start_timeout: Duration::from_secs(2), ..TableConfig::default() };
+    let table = RouteTable::start(manager.clone(), config).await.expect("route table");
+    let name = run.name("halfmade");
+    let run_label = format!("{}={}", berth_testkit::RUN_LABEL, run.id());
+    let out = std::process::Command::new("docker")
+        .args(["create", "--name", &name, "--label", &run_label, "--label", "berth=true"])
+        .args(["--label", "berth.port=80", &image])
+        .output()
+        .expect("docker CLI runs");
+    assert!(out.status.success(), "docker create: {}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let failure = loop {
+        match table.lookup(&name).await {
+            berth_proxy::Lookup::Failed(f) => break f,
+            other => assert!(started.elapsed() < Duration::from_secs(20), "still {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failure.reason, berth_proxy::FailureReason::NeverStarted(Duration::from_secs(2)));
+    assert!(started.elapsed() >= Duration::from_millis(1500), "failed before the timeout");
+}
