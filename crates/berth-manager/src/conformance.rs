@@ -661,6 +661,40 @@ pub async fn purge_by_label(m: &dyn ContainerManager, fx: &Fixture) -> CheckResu
     .await
 }
 
+/// A name that is a prefix of another container's ID is not that
+/// container: inspect says `NotFound`, a launch under that name makes a new
+/// container, and removing it leaves the other alone. (The Docker engine
+/// resolves ID prefixes where names are expected.)
+pub async fn id_prefixes_are_not_names(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "id_prefixes_are_not_names";
+    let first = fx.spec("idp");
+    with_cleanup(m, std::slice::from_ref(&first.name), async {
+        let info = m.launch(&first).await.ctx(C, "launch")?;
+        // Docker's short ID (12 hex digits) is a valid container name.
+        let prefix: String = info.id.chars().take(12).collect();
+        ensure!(
+            C,
+            crate::validate_name(&prefix).is_ok(),
+            "the backend's ids ({:?}) give no valid name to test with",
+            info.id
+        );
+        let r = m.inspect(&prefix).await;
+        ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "inspect by an id prefix: {r:?}");
+        let mut second = fx.spec("idp2");
+        second.name.clone_from(&prefix);
+        with_cleanup(m, std::slice::from_ref(&prefix), async {
+            let made = m.launch(&second).await.ctx(C, "launch under the id prefix")?;
+            ensure!(C, made.id != info.id && made.name == prefix, "got {made:?}");
+            m.remove(&prefix).await.ctx(C, "remove by the prefix name")?;
+            let still = m.inspect(&first.name).await.ctx(C, "inspect the first after removing the second")?;
+            ensure!(C, still.id == info.id, "the first container changed");
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
 /// Names of all checks, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
 pub const ALL_CHECKS: &[&str] = &[
     "launch_inspect_remove",
@@ -681,6 +715,7 @@ pub const ALL_CHECKS: &[&str] = &[
     "endpoint_serves_http",
     "exited_container",
     "purge_by_label",
+    "id_prefixes_are_not_names",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$setup` is an
@@ -695,7 +730,7 @@ macro_rules! conformance_tests {
             logs_contain_output, follow_logs_streams, events_lifecycle,
             extra_directory_volumes, input_env, input_file, input_url,
             bad_specs_rejected, missing_image, endpoint_serves_http,
-            exited_container, purge_by_label);
+            exited_container, purge_by_label, id_prefixes_are_not_names);
     };
     (@each $setup:path; $($check:ident),+) => {
         #[test]

@@ -56,6 +56,13 @@ pub struct ImportedImage {
     pub reference: String,
 }
 
+/// Whether the engine's answer is about the container called `name` (the
+/// engine answers an inspect for a name with any container whose ID starts
+/// with it, when no container has that name).
+fn same_name(resp: &ContainerInspectResponse, name: &str) -> bool {
+    resp.name.as_deref().map(|n| n.trim_start_matches('/')) == Some(name)
+}
+
 impl DockerManager {
     /// Connects with settings from the environment (see
     /// [`DockerConfig::from_env`]).
@@ -195,8 +202,23 @@ impl DockerManager {
         if !engine_name_ok {
             return Err(Error::not_found(name));
         }
-        let resp =
-            self.call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>)).await?;
+        let resp = match self
+            .call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>))
+            .await
+        {
+            Ok(resp) => resp,
+            // The engine resolves names before ID prefixes, so an
+            // ambiguous prefix means no container has this name.
+            Err(Error::Engine { message, .. }) if message.contains("Multiple IDs found") => {
+                return Err(Error::not_found(name));
+            }
+            Err(e) => return Err(e),
+        };
+        // The engine also resolves a prefix of a container's ID: a name
+        // like "1" or "beef" must not reach some other container.
+        if !same_name(&resp, name) {
+            return Err(Error::not_found(name));
+        }
         let labels = resp.config.as_ref().and_then(|c| c.labels.as_ref());
         if !labels.is_some_and(|l| l.contains_key(self.config.labels.root())) {
             return Err(Error::not_found(name));
@@ -902,7 +924,7 @@ impl ContainerManager for DockerManager {
                     .call("inspect", owner, self.docker.inspect_container(owner, None::<InspectContainerOptions>))
                     .await
                 {
-                    Ok(_) => true,
+                    Ok(resp) => same_name(&resp, owner),
                     Err(Error::NotFound { .. }) => false,
                     Err(e) => return Err(e),
                 },
