@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -174,6 +175,21 @@ pub struct ApiError(pub StatusCode, pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    /// A body that is not the expected JSON: 415 without a JSON content
+    /// type, 400 for malformed JSON, 422 for JSON of the wrong shape.
+    fn from(e: JsonRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    /// A query string that does not parse: 400.
+    fn from(e: QueryRejection) -> Self {
+        ApiError(e.status(), e.body_text())
     }
 }
 
@@ -468,10 +484,12 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
 
 async fn launch(
     State(state): State<ApiState>,
-    Query(wait): Query<WaitQuery>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
     user: Option<Extension<Identity>>,
-    Json(request): Json<LaunchRequest>,
+    request: Result<Json<LaunchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(wait) = wait?;
+    let Json(request) = request?;
     if request.dry_run {
         let tool = resolve_tool(&state, &request)?;
         return Ok(Json(json!({"input": input_document(&state, &tool, &request)})).into_response());
@@ -600,8 +618,9 @@ async fn logs(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
     Path(name): Path<String>,
-    Query(q): Query<LogsQuery>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q?;
     use futures_util::StreamExt;
     find(&state, &user, &name).await?;
     let options = LogOptions { tail: q.tail, since: None };
@@ -651,8 +670,9 @@ async fn events(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
     Path(name): Path<String>,
-    Query(q): Query<EventsQuery>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q?;
     berth_manager::validate_name(&name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
     Ok(launch_events(state, name, user.map(|Extension(u)| u), q.launch.map(LaunchTicket::from_id)))
 }
@@ -800,6 +820,7 @@ impl Watch {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PurgeRequest {
     #[serde(default)]
     label: Option<String>,
@@ -812,8 +833,9 @@ struct PurgeRequest {
 async fn purge(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
-    Json(req): Json<PurgeRequest>,
+    req: Result<Json<PurgeRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Json(req) = req?;
     if matches!(&user, Some(Extension(u)) if !u.admin) {
         return Err(ApiError(StatusCode::FORBIDDEN, "only admins may purge".into()));
     }
@@ -825,14 +847,21 @@ async fn purge(
     Ok(Json(json!({"removed": removed})))
 }
 
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
+async fn openapi(State(state): State<ApiState>) -> Json<Value> {
+    let mut doc = openapi_document();
+    // This server's tools, so that clients (and API fuzzers) know them.
+    let names: Vec<&str> = state.registry.tools.iter().map(|t| t.name.as_str()).collect();
+    if !names.is_empty() {
+        doc["components"]["schemas"]["LaunchRequest"]["properties"]["tool"]["enum"] = json!(names);
+    }
+    Json(doc)
 }
 
 /// The OpenAPI 3.1 description of this API.
 pub fn openapi_document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
-    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let name = json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"});
+    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": name});
     let resp =
         |desc: &str, schema: Value| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
     json!({
@@ -848,14 +877,23 @@ pub fn openapi_document() -> Value {
                     "ready": {"type": "boolean"}, "path": {"type": "string"}, "created": {"type": "number"},
                     "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
                 "LaunchRequest": {"type": "object", "required": ["name"], "additionalProperties": false,
-                    "description": "A registry tool, or an image when the server allows it (403 otherwise)", "properties": {
-                    "name": {"type": "string"}, "tool": {"type": "string"}, "image": {"type": "string"},
-                    "port": {"type": "integer"}, "mem_reservation_mb": {"type": "integer"},
+                    "description": "A registry tool, or an image when the server allows it (403 otherwise)",
+                    "oneOf": [{"required": ["tool"]}, {"required": ["image"]}],
+                    "properties": {
+                    "name": name, "tool": {"type": "string", "minLength": 1}, "image": {"type": "string", "minLength": 1},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "mem_reservation_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
                     "files": {"type": "array", "items": {"type": "string"}},
                     "parameters": {"type": "object"}, "dry_run": {"type": "boolean"}}},
+                "PurgeRequest": {"type": "object", "additionalProperties": false,
+                    "description": "label (with an optional value), or idle_secs",
+                    "oneOf": [{"required": ["label"]}, {"required": ["idle_secs"]}],
+                    "properties": {"label": {"type": ["string", "null"], "minLength": 1}, "value": {"type": ["string", "null"]},
+                        "idle_secs": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}},
             }
         },
-        "security": [{"bearer": []}],
+        // A server without a token asks for none.
+        "security": [{"bearer": []}, {}],
         "paths": {
             "/api/v1/tools": {"get": {"summary": "The tool registry", "responses": {"200": resp("tools", json!({"type": "object"}))}}},
             "/api/v1/containers": {
@@ -865,8 +903,9 @@ pub fn openapi_document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LaunchRequest"}}}},
                     "responses": {"200": resp("existing, ready, or dry run", json!({"type": "object"})),
                         "202": resp("launched", json!({"$ref": "#/components/schemas/Container"})),
-                        "400": resp("invalid", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
-                        "422": resp("image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
+                        "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
+                        "415": resp("not JSON", error.clone()),
+                        "422": resp("body not a LaunchRequest, or image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
                         "502": resp("failed to become ready", json!({"type": "object"})), "503": resp("engine unavailable", error.clone())}}
             },
             "/api/v1/containers/{name}": {
@@ -875,17 +914,19 @@ pub fn openapi_document() -> Value {
                 "delete": {"summary": "Remove it with its volumes and staged files", "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone())}}
             },
             "/api/v1/containers/{name}/logs": {"parameters": [name_param.clone()], "get": {"summary": "Log lines with timestamps",
-                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer"}},
+                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "follow", "in": "query", "description": "stream new lines until the container stops", "schema": {"type": "boolean"}}],
                 "responses": {"200": {"description": "text", "content": {"text/plain": {}}}, "404": resp("missing", error.clone())}}},
-            "/api/v1/containers/{name}/history": {"parameters": [name_param], "get": {"summary": "Proxied requests, oldest first",
+            "/api/v1/containers/{name}/history": {"parameters": [name_param.clone()], "get": {"summary": "Proxied requests, oldest first",
                 "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
             "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, waiting, then ready, failed or timeout; data is JSON with name, phase, age_secs",
-                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                "parameters": [name_param.clone(),
                     {"name": "launch", "in": "query", "description": "a launch ticket: report a failed launch only if it is this one", "schema": {"type": "integer"}}],
-                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}}}},
+                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": resp("invalid name", error.clone())}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
-                "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()), "403": resp("not an admin", error)}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}},
+                "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),
+                    "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error)}}},
             "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers",
                 "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}

@@ -24,12 +24,12 @@
 //! # async fn main() -> Result<(), berth_fleet::Error> {
 //! let config = FleetConfig { memory_budget_mb: Some(100), ..FleetConfig::default() };
 //! let fleet = Fleet::new(Arc::new(MockManager::new()), Arc::new(MemoryActivityStore::new()), config);
-//! fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "a", 60), Some("viewer")).await?;
-//! // "b" does not fit next to "a": "a" is evicted first.
-//! let outcome = fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "b", 60), Some("viewer")).await?;
-//! assert!(matches!(outcome, LaunchOutcome::Launched { ref evicted, .. } if evicted == &["a"]));
-//! // Launching "b" again with the same spec is not an error: it is the same container.
-//! let again = fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "b", 60), Some("viewer")).await?;
+//! fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "aa", 60), Some("viewer")).await?;
+//! // "bb" does not fit next to "aa": "aa" is evicted first.
+//! let outcome = fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "bb", 60), Some("viewer")).await?;
+//! assert!(matches!(outcome, LaunchOutcome::Launched { ref evicted, .. } if evicted == &["aa"]));
+//! // Launching "bb" again with the same spec is not an error: it is the same container.
+//! let again = fleet.launch(ContainerSpec::new(MOCK_TOOL_IMAGE, "bb", 60), Some("viewer")).await?;
 //! assert!(matches!(again, LaunchOutcome::Existing(_)));
 //! # Ok(())
 //! # }

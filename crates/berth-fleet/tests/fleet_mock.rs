@@ -28,18 +28,18 @@ async fn names(m: &MockManager) -> Vec<String> {
 #[tokio::test]
 async fn eviction_follows_last_activity() {
     let (fleet, manager, activity) = fleet(FleetConfig { memory_budget_mb: Some(100), ..FleetConfig::default() });
-    for n in ["a", "b", "c"] {
+    for n in ["aa", "bb", "cc"] {
         fleet.launch(spec(n, 30), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // "a" is the oldest but was used last; "b" and "c" were never used.
-    activity.touch("a", SystemTime::now());
+    // "aa" is the oldest but was used last; "bb" and "cc" were never used.
+    activity.touch("aa", SystemTime::now());
     let order: Vec<String> = fleet.lru_order().await.unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(order, ["b", "c", "a"]);
-    let outcome = fleet.launch(spec("d", 50), None).await.unwrap();
+    assert_eq!(order, ["bb", "cc", "aa"]);
+    let outcome = fleet.launch(spec("dd", 50), None).await.unwrap();
     let LaunchOutcome::Launched { evicted, .. } = outcome else { panic!("not launched") };
-    assert_eq!(evicted, ["b", "c"], "least recently used first, and only as many as needed");
-    assert_eq!(names(&manager).await, ["a", "d"]);
+    assert_eq!(evicted, ["bb", "cc"], "least recently used first, and only as many as needed");
+    assert_eq!(names(&manager).await, ["aa", "dd"]);
 }
 
 #[tokio::test]
@@ -179,17 +179,17 @@ async fn kill_releases_resources_and_purge_by_label() {
     let resources = Arc::new(Recorder::default());
     let fleet = Fleet::new(manager.clone(), Arc::new(MemoryActivityStore::new()), FleetConfig::default())
         .with_resources(resources.clone());
-    fleet.launch(spec("a", 1).label("group", "g1"), None).await.unwrap();
-    fleet.launch(spec("b", 1).label("group", "g1"), None).await.unwrap();
-    fleet.launch(spec("c", 1).label("group", "g2"), None).await.unwrap();
-    fleet.kill("c").await.unwrap();
+    fleet.launch(spec("aa", 1).label("group", "g1"), None).await.unwrap();
+    fleet.launch(spec("bb", 1).label("group", "g1"), None).await.unwrap();
+    fleet.launch(spec("cc", 1).label("group", "g2"), None).await.unwrap();
+    fleet.kill("cc").await.unwrap();
     let mut purged = fleet.purge_by_label("group", Some("g1")).await.unwrap();
     purged.sort();
-    assert_eq!(purged, ["a", "b"]);
+    assert_eq!(purged, ["aa", "bb"]);
     let mut released = resources.released.lock().unwrap().clone();
     released.sort();
-    assert_eq!(released, ["a", "b", "c"]);
-    assert!(fleet.kill("c").await.unwrap_err().is_not_found());
+    assert_eq!(released, ["aa", "bb", "cc"]);
+    assert!(fleet.kill("cc").await.unwrap_err().is_not_found());
 }
 
 #[tokio::test]
@@ -298,17 +298,17 @@ mod staged {
     #[tokio::test]
     async fn repeat_is_existing_and_failure_leaves_nothing() {
         let (fleet, store, manager) = staged_fleet();
-        let doc = serde_json::json!({"parameters": {"k": 1}});
-        fleet.launch_staged(spec("s", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
-        let info = manager.inspect("s").await.unwrap();
+        let doc = serde_json::json!({"parameters": {"kk": 1}});
+        fleet.launch_staged(spec("ss", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
+        let info = manager.inspect("ss").await.unwrap();
         assert!(info.labels.contains_key(&fleet.token_label()));
-        let staged: serde_json::Value = store.read_input_json("s").await.unwrap();
+        let staged: serde_json::Value = store.read_input_json("ss").await.unwrap();
         assert_eq!(staged["file_relationships"].as_array().unwrap().len(), 1);
 
         // The same launch again finds the container and stages nothing new.
-        let again = fleet.launch_staged(spec("s", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
+        let again = fleet.launch_staged(spec("ss", 1), doc.clone(), vec![file("a.csv", "x,y\n")], None).await.unwrap();
         assert!(matches!(again, LaunchOutcome::Existing(_)));
-        assert_eq!(store.list_files("s").await.unwrap().len(), 1);
+        assert_eq!(store.list_files("ss").await.unwrap().len(), 1);
 
         // A launch that fails after staging releases what it staged.
         let mut missing = spec("gone", 1);
@@ -317,14 +317,14 @@ mod staged {
         assert!(r.is_err());
         assert!(!store.containers().await.unwrap().contains(&"gone".to_owned()));
 
-        fleet.kill("s").await.unwrap();
+        fleet.kill("ss").await.unwrap();
         assert!(store.containers().await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn without_a_stager_staged_launches_are_refused() {
         let (fleet, _, _) = super::fleet(FleetConfig::default());
-        let r = fleet.launch_staged(spec("x", 1), serde_json::json!({}), vec![], None).await;
+        let r = fleet.launch_staged(spec("xx", 1), serde_json::json!({}), vec![], None).await;
         assert!(matches!(r, Err(Error::NoStaging)), "{r:?}");
     }
 }

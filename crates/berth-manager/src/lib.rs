@@ -68,7 +68,7 @@ pub use manager::{Capabilities, ContainerManager, ContainerManagerExt, EventStre
 pub use spec::{
     ContainerSpec, DEFAULT_CONTAINER_PORT, DEFAULT_CPUS, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH,
     ENV_INPUT_JSON_URL, ENV_STARTUP_DELAY_MS, Input, InputMode, MAX_ENV_INPUT_BYTES, MAX_FILE_INPUT_BYTES,
-    MAX_MEM_RESERVATION_MB, MAX_NAME_LEN, normalize_image, validate_name,
+    MAX_MEM_RESERVATION_MB, MAX_NAME_LEN, MIN_NAME_LEN, normalize_image, validate_name,
 };
 pub use types::{
     ContainerEvent, ContainerInfo, ContainerState, DEFAULT_ROOT_LABEL, DJANGO_DOCKER_ENGINE_ROOT_LABEL, Endpoint,

@@ -51,6 +51,9 @@ pub const MAX_FILE_INPUT_BYTES: usize = 64 * 1024 * 1024;
 /// overflow.
 pub const MAX_MEM_RESERVATION_MB: u64 = 16 * 1024 * 1024;
 
+/// Shortest container name accepted (the Docker engine's own minimum).
+pub const MIN_NAME_LEN: usize = 2;
+
 /// Longest container name accepted: one DNS label.
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -340,7 +343,8 @@ fn validate_container_path(name: &str, what: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `name` is a valid container name: a lowercase DNS label.
+/// Checks that `name` is a valid container name: a lowercase DNS label of
+/// at least two characters (the Docker engine refuses one-character names).
 ///
 /// # Errors
 ///
@@ -348,6 +352,9 @@ fn validate_container_path(name: &str, what: &str, path: &str) -> Result<()> {
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid(name, "name is empty"));
+    }
+    if name.len() < MIN_NAME_LEN {
+        return Err(Error::invalid(name, format!("name must be at least {MIN_NAME_LEN} characters long")));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(Error::invalid(
@@ -396,10 +403,10 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "viz-1", "0abc", &"a".repeat(63)] {
+        for ok in ["ab", "viz-1", "0abc", "00", &"a".repeat(63)] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "-a", "a-", "Viz", "a_b", "a.b", "a/b", "..", "a b", &"a".repeat(64), "é"] {
+        for bad in ["", "a", "0", "-a", "a-", "Viz", "a_b", "a.b", "a/b", "..", "a b", &"a".repeat(64), "é"] {
             let err = validate_name(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidSpec { .. }), "{bad:?}: {err}");
         }
@@ -428,10 +435,10 @@ mod tests {
             (spec().port(0), "port"),
             (spec().cpus(0.0), "cpus"),
             (spec().cpus(f64::NAN), "cpus"),
-            (ContainerSpec::new("tool", "x", 0), "memory"),
-            (ContainerSpec::new("tool", "x", MAX_MEM_RESERVATION_MB + 1), "over the"),
-            (ContainerSpec::new(" ", "x", 1), "image is empty"),
-            (ContainerSpec::new("a b", "x", 1), "whitespace"),
+            (ContainerSpec::new("tool", "xy", 0), "memory"),
+            (ContainerSpec::new("tool", "xy", MAX_MEM_RESERVATION_MB + 1), "over the"),
+            (ContainerSpec::new(" ", "xy", 1), "image is empty"),
+            (ContainerSpec::new("a b", "xy", 1), "whitespace"),
             (spec().env("A=B", "c"), "environment key"),
             (spec().input_file(json!({}), "tmp/input.json"), "not an absolute"),
             (spec().input_file(json!({}), "/tmp/"), "directory"),
