@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 
 use crate::auth::Identity;
 pub use crate::launches::{
-    FAILED_LAUNCH_MEMORY, LaunchGuard, LaunchRecord, LaunchState, LaunchTicket, Launches, MAX_LAUNCH_RECORDS,
+    FAILED_LAUNCH_MEMORY, LaunchGuard, LaunchRecord, LaunchState, LaunchTicket, Launches, MAX_EVENT_STREAMS,
+    MAX_LAUNCH_RECORDS,
 };
 
 /// How a tool receives its input document.
@@ -702,7 +703,8 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// exactly as a missing one. With a `ticket` (from [`Launches::start`]) a
 /// failed launch is reported only if it is that launch.
 ///
-/// The stream polls every 250 ms. Readiness comes from the route table
+/// At most [`MAX_EVENT_STREAMS`] streams run at once; beyond that the
+/// answer is 503 with `Retry-After`. The stream polls every 250 ms. Readiness comes from the route table
 /// (whose negative cache bounds lookups of unknown names); only while the
 /// table says a visible container is starting and it has not been seen
 /// running does the stream inspect it, to tell `starting` from `waiting`.
@@ -713,8 +715,14 @@ pub fn launch_events(
     ticket: Option<LaunchTicket>,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let Some(permit) = state.launches.stream_permit() else {
+        let mut resp = ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many launch-progress streams are open".into())
+            .into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return resp;
+    };
     let deadline = deadline_after(state.ready_timeout);
-    let watch = Watch { state, name, viewer, ticket, created: None, running: false };
+    let watch = Watch { state, name, viewer, ticket, created: None, running: false, _permit: permit };
     let stream =
         futures_util::stream::unfold((watch, None::<&'static str>, false), move |(mut watch, last, done)| async move {
             if done {
@@ -755,6 +763,8 @@ struct Watch {
     created: Option<SystemTime>,
     /// Seen running: no more inspects needed to tell the phase.
     running: bool,
+    /// Held while the stream runs (see [`Launches::stream_permit`]).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Watch {

@@ -19,10 +19,25 @@ pub const MAX_LAUNCH_RECORDS: usize = 10_000;
 /// Launches under way and those that failed in the last
 /// [`FAILED_LAUNCH_MEMORY`], by container name (the newest launch of a name
 /// wins). Cheap to clone; clones share the record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Launches {
     inner: Arc<Mutex<HashMap<String, LaunchRecord>>>,
     next: Arc<AtomicU64>,
+    /// Permits for launch-progress streams open at once.
+    streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// Most launch-progress streams open at once (each polls every 250 ms).
+pub const MAX_EVENT_STREAMS: usize = 1024;
+
+impl Default for Launches {
+    fn default() -> Self {
+        Launches {
+            inner: Arc::default(),
+            next: Arc::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
+        }
+    }
 }
 
 /// Which launch a record belongs to: given by [`Launches::start`], so that
@@ -127,6 +142,12 @@ impl Launches {
         }
     }
 
+    /// A permit for one more launch-progress stream, or `None` when
+    /// [`MAX_EVENT_STREAMS`] are open; the stream holds it while it runs.
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
     /// A guard that forgets launch `ticket` of `name` when dropped, unless
     /// it was finished: a launch whose future is dropped (a client that
     /// went away) or panics must not stay "under way" forever.
@@ -186,6 +207,15 @@ mod tests {
         let fourth = launches.start("w", None);
         launches.guard("w", fourth).finish(Some((500, "boom".into())));
         assert!(launches.get("w", None).is_some());
+    }
+
+    #[test]
+    fn stream_permits_are_bounded() {
+        let launches = Launches::default();
+        let held: Vec<_> = (0..MAX_EVENT_STREAMS).map(|_| launches.stream_permit().unwrap()).collect();
+        assert!(launches.stream_permit().is_none());
+        drop(held);
+        assert!(launches.stream_permit().is_some());
     }
 
     #[test]
