@@ -361,6 +361,9 @@ pub fn check_request(state: &ApiState, request: &LaunchRequest) -> Result<(), Ap
 pub const DEFAULT_IMAGE_MEMORY_MB: u64 = 256;
 
 /// Which images a launch may name directly instead of a registry tool.
+///
+/// Image launches carry no tool label: they count toward the fleet's total
+/// limit and memory budget, not toward any per-tool limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ImagePolicy {
     /// Registry tools only (the default).
