@@ -250,3 +250,13 @@ async fn get_when_ready(addr: std::net::SocketAddr, path: &str) -> String {
         }
     }
 }
+
+/// The host-gateway address of a local engine is one of this host's own
+/// addresses: a listener can bind it.
+#[tokio::test]
+async fn host_gateway_ip_is_bindable_here() {
+    let Some(docker) = berth_testkit::docker_or_skip("host_gateway_ip_is_bindable_here").await else { return };
+    let ip = docker.host_gateway_ip().await.expect("ask the engine").expect("a local engine's bridge has a gateway");
+    assert!(ip.is_ipv4() && !ip.is_loopback(), "{ip}");
+    std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("binding {ip}: {e}"));
+}

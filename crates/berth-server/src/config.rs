@@ -28,7 +28,7 @@
 //! [staging]
 //! public_base = "http://host.docker.internal:8001"   # what containers fetch from
 //! dir = "staging"                   # default <data_dir>/staging
-//! bind = "172.17.0.1:8001"          # default 0.0.0.0 on public_base's port
+//! bind = "172.17.0.1:8001"          # default: the engine's host gateway (else 0.0.0.0), public_base's port
 //!
 //! [data]
 //! dir = "data"                      # files served at /_berth/data/<name>
@@ -188,9 +188,10 @@ pub struct StagingSection {
     /// Where staged files are kept; `<data_dir>/staging` when absent.
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// Address of the listener containers fetch from; all interfaces on
-    /// `public_base`'s port when absent. Binding the engine's bridge
-    /// gateway address (e.g. `172.17.0.1:8001`) keeps other hosts out.
+    /// Address of the listener containers fetch from. When absent:
+    /// `public_base`'s port on the engine's host-gateway address (a local
+    /// engine's bridge gateway, so other hosts cannot reach it) when
+    /// `public_base` is the default, else on all interfaces.
     #[serde(default)]
     pub bind: Option<SocketAddr>,
 }

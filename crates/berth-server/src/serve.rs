@@ -22,25 +22,21 @@ use crate::config::Config;
 /// Builds the server from `config` and serves until the process ends.
 ///
 /// The main listener serves the API, the proxy and the staged inputs. A
-/// second listener on all interfaces serves only the staged inputs (they
-/// are token-protected), because containers reach the host through the
-/// engine's bridge gateway, not through loopback.
+/// second listener serves only the staged inputs (token-protected) and data
+/// files to containers, which reach the host through the engine's bridge
+/// gateway, not through loopback; it binds that gateway's address where it
+/// can (see `staging_listener`).
 ///
 /// # Errors
 ///
 /// Configuration, engine, database or socket failures, with context.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (app, staging_app, public_base) = build(&config).await?;
+    let Built { app, staging_app, public_base, gateway } = build(&config).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let staging_addr = match config.staging.bind {
-        Some(addr) => addr,
-        None => staging_bind(&public_base)?,
-    };
-    let staging_listener = tokio::net::TcpListener::bind(staging_addr)
-        .await
-        .with_context(|| format!("binding the staging listener on {staging_addr}"))?;
-    tracing::info!(listen = %config.listen, staging = %public_base, "berth serving");
+    let staging_listener = staging_listener(&config, &public_base, gateway).await?;
+    let staging_addr = staging_listener.local_addr().context("the staging listener's address")?;
+    tracing::info!(listen = %config.listen, staging = %public_base, %staging_addr, "berth serving");
     eprintln!("berth is serving on http://{}/ (API at /api/v1, tools under {})", config.listen, config.proxy.prefix);
     let staging = tokio::spawn(async move { axum::serve(staging_listener, staging_app).await });
     tokio::select! {
@@ -76,8 +72,36 @@ fn data_router(dirs: Vec<std::path::PathBuf>) -> Router {
     )
 }
 
-/// Where the staging listener binds by default: all interfaces, on the
+/// The listener containers fetch staged inputs and data files from:
+/// `[staging] bind` when set; else, when containers reach this host through
+/// the engine's host gateway (the default `public_base`), that gateway's
+/// address, so other hosts cannot reach it; else all interfaces, on the
 /// public base's port.
+async fn staging_listener(
+    config: &Config,
+    public_base: &str,
+    gateway: Option<std::net::IpAddr>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    if let Some(addr) = config.staging.bind {
+        return tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the staging listener on {addr} ([staging] bind)"));
+    }
+    let all = staging_bind(public_base)?;
+    if let Some(ip) = gateway.filter(|_| config.staging.public_base.is_none()) {
+        let addr = SocketAddr::new(ip, all.port());
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(
+                %addr, error = %e,
+                "cannot bind the engine's host gateway; staged files are served on all interfaces (set [staging] bind)"
+            ),
+        }
+    }
+    tokio::net::TcpListener::bind(all).await.with_context(|| format!("binding the staging listener on {all}"))
+}
+
+/// The staging listener's all-interfaces address: the public base's port.
 fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
     let port = public_base
         .rsplit(':')
@@ -88,7 +112,19 @@ fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// The main app, the staging-only app and the staging base URL.
-async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
+/// What [`build`] makes.
+struct Built {
+    /// The main app.
+    app: Router,
+    /// The app of the staging listener.
+    staging_app: Router,
+    /// The base URL containers fetch staged files from.
+    public_base: String,
+    /// The engine's host-gateway address, for a local engine.
+    gateway: Option<std::net::IpAddr>,
+}
+
+async fn build(config: &Config) -> anyhow::Result<Built> {
     let registry = config.registry()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let mode = match config.engine.endpoints.as_deref() {
@@ -99,6 +135,13 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
     };
     let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone())).endpoint_mode(mode);
     let manager = Arc::new(DockerManager::connect(docker).await?);
+    let gateway = match manager.host_gateway_ip().await {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the engine's host gateway");
+            None
+        }
+    };
 
     let history = Arc::new(
         HistoryStore::open(config.data_dir.join("history.sqlite"), HistoryConfig::default())
@@ -199,5 +242,5 @@ async fn build(config: &Config) -> anyhow::Result<(Router, Router, String)> {
         Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
     };
-    Ok((app, staging_app, public_base))
+    Ok(Built { app, staging_app, public_base, gateway })
 }

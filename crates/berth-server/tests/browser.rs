@@ -185,10 +185,8 @@ async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
     std::fs::create_dir_all(&data).unwrap();
     let config = format!(
         "listen = \"{addr}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
-         [engine]\nendpoints = \"published\"\n\n[proxy]\nstart_timeout_secs = 60\n\n\
-         [staging]\npublic_base = \"http://host.docker.internal:{staging}\"\n\n[data]\ndir = {data:?}\n",
+         [engine]\nendpoints = \"published\"\n\n[proxy]\nstart_timeout_secs = 60\n\n[data]\ndir = {data:?}\n",
         state = dir.join("state").display().to_string(),
-        staging = port + 1,
         data = data.display().to_string(),
     );
     let labels: String = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
@@ -224,6 +222,14 @@ async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
         assert!(Instant::now() < deadline, "berth serve never answered /healthz; its output:\n{}", file_text(&stderr));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // By default (staging through the engine's host gateway) the listener
+    // for containers binds the gateway's address, not every interface.
+    let log = file_text(&stderr);
+    let staging = log.split("staging_addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    assert!(
+        staging.ends_with(&format!(":{}", port + 1)) && !staging.starts_with("0.0.0.0"),
+        "staging listener on {staging:?}; server output:\n{log}"
+    );
     Server { _child: child, addr, stderr, root_label, uploads: dir.join("state/uploads") }
 }
 

@@ -56,6 +56,16 @@ pub struct ImportedImage {
     pub reference: String,
 }
 
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` gives
+/// `172.17.0.1`); `None` for IPv6 or a malformed subnet.
+fn first_host_v4(subnet: &str) -> Option<std::net::Ipv4Addr> {
+    let (addr, len) = subnet.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(addr) & mask) + 1))
+}
+
 /// Whether the engine's answer is about the container called `name` (the
 /// engine answers an inspect for a name with any container whose ID starts
 /// with it, when no container has that name).
@@ -496,6 +506,30 @@ impl DockerManager {
             self.upload_file(id, &spec.name, path, &content).await?;
         }
         self.call("start", &spec.name, self.docker.start_container(id, None::<StartContainerOptions>)).await
+    }
+
+    /// The address containers reach this host at through `host-gateway`:
+    /// the gateway of the engine's default `bridge` network, for a local
+    /// engine. A listener meant only for containers (berth's staging
+    /// listener) can bind it instead of every interface. `None` for a
+    /// remote engine, or when the bridge has no IPv4 gateway.
+    ///
+    /// # Errors
+    ///
+    /// When the engine cannot be asked.
+    pub async fn host_gateway_ip(&self) -> Result<Option<IpAddr>> {
+        if !self.config.host.is_local() {
+            return Ok(None);
+        }
+        let network = self.call("inspect network", "bridge", self.docker.inspect_network("bridge", None)).await?;
+        let configs = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+        // The gateway when the engine states it, else (as for the default
+        // bridge of older engines) the subnet's first address, which is
+        // where the engine puts the bridge interface.
+        Ok(configs.iter().find_map(|c| {
+            let stated = c.gateway.as_deref().and_then(|g| g.parse::<std::net::Ipv4Addr>().ok());
+            stated.or_else(|| c.subnet.as_deref().and_then(first_host_v4)).map(IpAddr::V4)
+        }))
     }
 
     async fn resolve_host(&self) -> Result<IpAddr> {
@@ -964,6 +998,17 @@ impl ContainerManager for DockerManager {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn first_host_of_a_subnet() {
+        use super::first_host_v4;
+        assert_eq!(first_host_v4("172.17.0.0/16"), Some([172, 17, 0, 1].into()));
+        assert_eq!(first_host_v4("10.1.2.77/24"), Some([10, 1, 2, 1].into()));
+        assert_eq!(first_host_v4("0.0.0.0/0"), Some([0, 0, 0, 1].into()));
+        for bad in ["fd00::/64", "10.0.0.0", "10.0.0.0/31", "x/8"] {
+            assert_eq!(first_host_v4(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]
