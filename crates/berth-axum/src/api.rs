@@ -357,6 +357,14 @@ pub fn check_request(state: &ApiState, request: &LaunchRequest) -> Result<(), Ap
     resolve_tool(state, request).map(|_| ())
 }
 
+/// Whether an image launch asks for more memory than the spec limit or the
+/// fleet's whole budget.
+fn image_memory_too_large(state: &ApiState, request: &LaunchRequest) -> bool {
+    let mb = request.mem_reservation_mb.unwrap_or(DEFAULT_IMAGE_MEMORY_MB);
+    mb > berth_manager::MAX_MEM_RESERVATION_MB
+        || state.fleet.config().memory_budget_mb.is_some_and(|budget| mb > budget)
+}
+
 /// Memory reservation of an `image` launch that names none, in MiB.
 pub const DEFAULT_IMAGE_MEMORY_MB: u64 = 256;
 
@@ -401,17 +409,10 @@ pub fn resolve_tool(state: &ApiState, request: &LaunchRequest) -> Result<ToolDef
             StatusCode::FORBIDDEN,
             format!("image {image:?} is not allowed here: this server launches registry tools only"),
         )),
-        (Some(_), _)
-            if request.mem_reservation_mb.is_some_and(|mb| {
-                mb > berth_manager::MAX_MEM_RESERVATION_MB
-                    || state.fleet.config().memory_budget_mb.is_some_and(|budget| mb > budget)
-            }) =>
-        {
-            Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "mem_reservation_mb is more than this server's memory budget (or the spec limit)".into(),
-            ))
-        }
+        (Some(_), _) if image_memory_too_large(state, request) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "mem_reservation_mb is more than this server's memory budget (or the spec limit)".into(),
+        )),
         (Some(image), _) => Ok(ToolDef {
             name: String::new(),
             description: String::new(),
@@ -427,6 +428,10 @@ pub fn resolve_tool(state: &ApiState, request: &LaunchRequest) -> Result<ToolDef
             labels: BTreeMap::new(),
         }),
         (None, "") => Err(ApiError(StatusCode::BAD_REQUEST, "give a tool (or an image)".into())),
+        (None, _) if request.port.is_some() || request.mem_reservation_mb.is_some() => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "port and mem_reservation_mb go with image; a tool has its own".into(),
+        )),
         (None, tool) => state
             .registry
             .get(tool)
@@ -901,7 +906,7 @@ pub fn openapi_document() -> Value {
                 "PurgeRequest": {"type": "object", "additionalProperties": false,
                     "description": "label (with an optional value), or idle_secs",
                     "oneOf": [{"required": ["label"]}, {"required": ["idle_secs"]}],
-                    "properties": {"label": {"type": ["string", "null"], "minLength": 1}, "value": {"type": ["string", "null"]},
+                    "properties": {"label": {"type": "string", "minLength": 1}, "value": {"type": "string"},
                         "idle_secs": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}},
             }
         },

@@ -401,6 +401,8 @@ async fn images_outside_the_registry_only_when_allowed() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
     let both = json!({"name": "img3", "image": MOCK_TOOL_IMAGE, "tool": "viewer"});
     assert_eq!(call(&app, "POST", "/api/v1/containers", Some(both), None).await.0, StatusCode::BAD_REQUEST);
+    let tool_with_port = json!({"name": "img7", "tool": "viewer", "port": 8080});
+    assert_eq!(call(&app, "POST", "/api/v1/containers", Some(tool_with_port), None).await.0, StatusCode::BAD_REQUEST);
     let neither = json!({"name": "img4"});
     assert_eq!(call(&app, "POST", "/api/v1/containers", Some(neither), None).await.0, StatusCode::BAD_REQUEST);
     // Misspelt keys are refused, not ignored.

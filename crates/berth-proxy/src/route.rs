@@ -133,7 +133,7 @@ impl Routing {
 
 /// True for a container name: a lowercase DNS label.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
+    name.len() >= berth_manager::MIN_NAME_LEN
         && name.len() <= berth_manager::MAX_NAME_LEN
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')

@@ -322,9 +322,12 @@ impl RouteTable {
         }
     }
 
-    /// Marks `name` starting while it is created but not started, and
-    /// fails it if no start comes within the start timeout: a launch that
-    /// died between create and start must not leave a page waiting forever.
+    /// Marks `name` starting while it is created but not started (or in a
+    /// state that is neither running nor exited), and looks again after the
+    /// start timeout: still only created, it fails (a launch that died
+    /// between create and start must not leave a page waiting forever);
+    /// otherwise it is admitted by the state the engine reports, which also
+    /// repairs a start event the table missed.
     fn watch_created(self: &Arc<Self>, name: &str, id: &str) {
         let generation = self.insert_starting(name, id);
         let table = Arc::downgrade(self);
@@ -334,8 +337,17 @@ impl RouteTable {
             tokio::time::sleep(timeout).await;
             let Some(t) = table.upgrade() else { return };
             // A start (or anything else) since then made a new generation.
-            if t.is_current(&name, generation) {
+            if !t.is_current(&name, generation) {
+                return;
+            }
+            let Ok(info) = t.manager.inspect(&name).await else { return };
+            if info.id != id || !t.is_current(&name, generation) {
+                return;
+            }
+            if info.state == ContainerState::Created {
                 t.fail(&name, &id, FailureReason::NeverStarted(timeout));
+            } else {
+                t.admit(&name, &id, info.state, info.exit_code);
             }
         });
     }

@@ -28,7 +28,8 @@
 //! [staging]
 //! public_base = "http://host.docker.internal:8001"   # what containers fetch from
 //! dir = "staging"                   # default <data_dir>/staging
-//! bind = "172.17.0.1:8001"          # default: the engine's host gateway (else 0.0.0.0), public_base's port
+//! bind = "0.0.0.0:8001"             # default: all interfaces on public_base's port
+//! any_peer = false                  # true: serve peers outside the engine's networks too
 //!
 //! [data]
 //! dir = "data"                      # files served at /_berth/data/<name>
@@ -188,12 +189,16 @@ pub struct StagingSection {
     /// Where staged files are kept; `<data_dir>/staging` when absent.
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// Address of the listener containers fetch from. When absent:
-    /// `public_base`'s port on the engine's host-gateway address (a local
-    /// engine's bridge gateway, so other hosts cannot reach it) when
-    /// `public_base` is the default, else on all interfaces.
+    /// Address of the listener containers fetch from; all interfaces on
+    /// `public_base`'s port when absent. With a local engine it answers
+    /// only loopback and the engine's network subnets, whatever it binds.
     #[serde(default)]
     pub bind: Option<SocketAddr>,
+    /// Answer every peer, not only loopback and the engine's networks: for
+    /// setups where containers' connections arrive from elsewhere (rootless
+    /// engines, some VMs). Refused peers are logged, which tells.
+    #[serde(default)]
+    pub any_peer: bool,
 }
 
 /// The web app at `/` (launch, kill, logs, upload). It has no login of its

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 mod client;
 mod config;
+mod peers;
 mod serve;
 #[cfg(test)]
 mod testutil;

@@ -24,21 +24,23 @@ use crate::config::Config;
 /// The main listener serves the API, the proxy and the staged inputs. A
 /// second listener serves only the staged inputs (token-protected) and data
 /// files to containers, which reach the host through the engine's bridge
-/// gateway, not through loopback; it binds that gateway's address where it
-/// can (see `staging_listener`).
+/// gateway, not through loopback; with a local engine it answers only
+/// loopback and the engine's network subnets (see [`crate::peers`]).
 ///
 /// # Errors
 ///
 /// Configuration, engine, database or socket failures, with context.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let Built { app, staging_app, public_base, gateway } = build(&config).await?;
+    let Built { app, staging_app, public_base } = build(&config).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let staging_listener = staging_listener(&config, &public_base, gateway).await?;
+    let staging_listener = staging_listener(&config, &public_base).await?;
     let staging_addr = staging_listener.local_addr().context("the staging listener's address")?;
     tracing::info!(listen = %config.listen, staging = %public_base, %staging_addr, "berth serving");
     eprintln!("berth is serving on http://{}/ (API at /api/v1, tools under {})", config.listen, config.proxy.prefix);
-    let staging = tokio::spawn(async move { axum::serve(staging_listener, staging_app).await });
+    let staging = tokio::spawn(async move {
+        axum::serve(staging_listener, staging_app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
     tokio::select! {
         r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()) => r.context("serving")?,
         r = staging => r.context("staging task")?.context("serving staged inputs")?,
@@ -73,32 +75,14 @@ fn data_router(dirs: Vec<std::path::PathBuf>) -> Router {
 }
 
 /// The listener containers fetch staged inputs and data files from:
-/// `[staging] bind` when set; else, when containers reach this host through
-/// the engine's host gateway (the default `public_base`), that gateway's
-/// address, so other hosts cannot reach it; else all interfaces, on the
-/// public base's port.
-async fn staging_listener(
-    config: &Config,
-    public_base: &str,
-    gateway: Option<std::net::IpAddr>,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    if let Some(addr) = config.staging.bind {
-        return tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the staging listener on {addr} ([staging] bind)"));
-    }
-    let all = staging_bind(public_base)?;
-    if let Some(ip) = gateway.filter(|_| config.staging.public_base.is_none()) {
-        let addr = SocketAddr::new(ip, all.port());
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => return Ok(listener),
-            Err(e) => tracing::warn!(
-                %addr, error = %e,
-                "cannot bind the engine's host gateway; staged files are served on all interfaces (set [staging] bind)"
-            ),
-        }
-    }
-    tokio::net::TcpListener::bind(all).await.with_context(|| format!("binding the staging listener on {all}"))
+/// `[staging] bind`, else all interfaces on the public base's port (its
+/// peers are checked, see [`crate::peers`]).
+async fn staging_listener(config: &Config, public_base: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = match config.staging.bind {
+        Some(addr) => addr,
+        None => staging_bind(public_base)?,
+    };
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the staging listener on {addr}"))
 }
 
 /// The staging listener's all-interfaces address: the public base's port.
@@ -120,8 +104,6 @@ struct Built {
     staging_app: Router,
     /// The base URL containers fetch staged files from.
     public_base: String,
-    /// The engine's host-gateway address, for a local engine.
-    gateway: Option<std::net::IpAddr>,
 }
 
 async fn build(config: &Config) -> anyhow::Result<Built> {
@@ -135,13 +117,14 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     };
     let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone())).endpoint_mode(mode);
     let manager = Arc::new(DockerManager::connect(docker).await?);
-    let gateway = match manager.host_gateway_ip().await {
-        Ok(ip) => ip,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the engine's host gateway");
-            None
-        }
-    };
+    let peers = crate::peers::ContainerPeers::new({
+        let manager = manager.clone();
+        Arc::new(move || {
+            let manager = manager.clone();
+            Box::pin(async move { manager.network_subnets().await })
+        })
+    });
+    let remote_engine = !manager.config().host.is_local();
 
     let history = Arc::new(
         HistoryStore::open(config.data_dir.join("history.sqlite"), HistoryConfig::default())
@@ -231,6 +214,12 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         })
     });
     let staging_app: Router = berth_axum::staging_router(staging.clone()).merge(data.clone());
+    // Containers of a remote engine come from other hosts: no peer check.
+    let staging_app = if remote_engine || config.staging.any_peer {
+        staging_app
+    } else {
+        staging_app.layer(axum::middleware::from_fn_with_state(peers, crate::peers::only_containers))
+    };
     let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging)).merge(data);
     match web {
         Some(web) => app = app.merge(web),
@@ -242,5 +231,5 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
     };
-    Ok(Built { app, staging_app, public_base, gateway })
+    Ok(Built { app, staging_app, public_base })
 }

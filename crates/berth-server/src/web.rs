@@ -121,7 +121,7 @@ async fn index(State(state): State<WebState>) -> Response {
         tools.push_str(&format!(
             "<div class=tool><h3>{name}</h3><p>{desc}</p><p><small>image {image}, port {port}, {mb} MiB</small></p>\
              <form method=post action=/ui/launch><input type=hidden name=tool value=\"{name}\">\
-             <p>Name <input name=name required pattern=\"[a-z0-9][a-z0-9-]{{0,61}}[a-z0-9]\" title=\"2 to 63 of a-z, 0-9 and -, not starting or ending with -\" placeholder=my-{name}></p>\
+             <p>Name <input name=name required pattern=\"[a-z0-9][a-z0-9\\-]{{0,61}}[a-z0-9]\" title=\"2 to 63 of a-z, 0-9 and -, not starting or ending with -\" placeholder=my-{name}></p>\
              <p>Data files: {checkboxes}</p><p>Other file URLs (one a line)<br><textarea name=urls rows=2></textarea></p>\
              <p>Parameters (JSON)<br><textarea name=parameters rows=4>{params}</textarea></p>\
              <button name=action value=launch>Launch</button> <button name=action value=show>Show input</button></form></div>",

@@ -222,15 +222,32 @@ async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
         assert!(Instant::now() < deadline, "berth serve never answered /healthz; its output:\n{}", file_text(&stderr));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // By default (staging through the engine's host gateway) the listener
-    // for containers binds the gateway's address, not every interface.
-    let log = file_text(&stderr);
-    let staging = log.split("staging_addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
-    assert!(
-        staging.ends_with(&format!(":{}", port + 1)) && !staging.starts_with("0.0.0.0"),
-        "staging listener on {staging:?}; server output:\n{log}"
-    );
+    // The listener for containers answers loopback and the engine's
+    // networks only: this host, dialled at its own non-loopback address, is
+    // neither (its peer address is that address).
+    if let Some(own) = own_address() {
+        let staging = SocketAddr::new(own, port + 1);
+        let answer = berth_manager::conformance::http_get(staging, "/_berth/data/nothing.csv").await;
+        assert_eq!(
+            answer.map(|(status, _)| status),
+            Ok(403),
+            "the staging listener on {staging} served a non-container"
+        );
+    } else {
+        eprintln!("browser: no non-loopback, non-container address here; the staging peer check is not exercised");
+    }
     Server { _child: child, addr, stderr, root_label, uploads: dir.join("state/uploads") }
+}
+
+/// This host's address on its default route, when it has one outside
+/// loopback and the usual container ranges (172.16/12); no packet is sent.
+fn own_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    let container_range =
+        matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[0] == 172 && (16..32).contains(&v4.octets()[1]));
+    (!ip.is_loopback() && !ip.is_unspecified() && !container_range).then_some(ip)
 }
 
 /// Starts chromedriver on a free port and opens a headless Chromium session.

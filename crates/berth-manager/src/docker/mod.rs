@@ -56,14 +56,66 @@ pub struct ImportedImage {
     pub reference: String,
 }
 
-/// The first host address of an IPv4 subnet (`172.17.0.0/16` gives
-/// `172.17.0.1`); `None` for IPv6 or a malformed subnet.
-fn first_host_v4(subnet: &str) -> Option<std::net::Ipv4Addr> {
-    let (addr, len) = subnet.split_once('/')?;
-    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
-    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
-    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-    Some(std::net::Ipv4Addr::from((u32::from(addr) & mask) + 1))
+/// An IP network: an address and a prefix length (`172.17.0.0/16`,
+/// `fd00::/64`), parsed from the engine's notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Subnet {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} has no /prefix"))?;
+        let addr: IpAddr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let prefix: u8 = prefix.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("{s:?}: prefix over {max}"));
+        }
+        Ok(Subnet { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Whether `e` is the engine saying an ID prefix matches several
+/// containers (its wording differs between engine versions).
+fn is_ambiguous_prefix(e: &Error) -> bool {
+    let message = match e {
+        Error::Engine { message, .. } => message.as_str(),
+        Error::InvalidSpec { reason, .. } => reason.as_str(),
+        _ => return false,
+    };
+    message.to_ascii_lowercase().contains("multiple ids found")
 }
 
 /// Whether the engine's answer is about the container called `name` (the
@@ -203,32 +255,31 @@ impl DockerManager {
     }
 
     /// Inspects `name` and checks the root label.
-    async fn inspect_raw(&self, name: &str) -> Result<ContainerInspectResponse> {
+    /// The container called exactly `name`, managed or not, or `None`.
+    ///
+    /// The engine resolves names before ID prefixes, but it does resolve
+    /// prefixes: a name like "1" or "beef" can come back as another
+    /// container, or as an "ambiguous prefix" error (a 500 on older engines,
+    /// a 400 on newer ones). Both mean no container has this name.
+    async fn container_named(&self, name: &str) -> Result<Option<ContainerInspectResponse>> {
         // Never pass path-like input into an engine URL. Names the engine
         // allows ([a-zA-Z0-9][a-zA-Z0-9_.-]*) pass, so adopted containers
         // with older naming rules stay reachable.
         let engine_name_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !engine_name_ok {
-            return Err(Error::not_found(name));
+            return Ok(None);
         }
-        let resp = match self
-            .call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>))
-            .await
-        {
-            Ok(resp) => resp,
-            // The engine resolves names before ID prefixes, so an
-            // ambiguous prefix means no container has this name.
-            Err(Error::Engine { message, .. }) if message.contains("Multiple IDs found") => {
-                return Err(Error::not_found(name));
-            }
-            Err(e) => return Err(e),
-        };
-        // The engine also resolves a prefix of a container's ID: a name
-        // like "1" or "beef" must not reach some other container.
-        if !same_name(&resp, name) {
-            return Err(Error::not_found(name));
+        match self.call("inspect", name, self.docker.inspect_container(name, None::<InspectContainerOptions>)).await {
+            Ok(resp) if same_name(&resp, name) => Ok(Some(resp)),
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) if is_ambiguous_prefix(&e) => Ok(None),
+            Err(e) => Err(e),
         }
+    }
+
+    async fn inspect_raw(&self, name: &str) -> Result<ContainerInspectResponse> {
+        let resp = self.container_named(name).await?.ok_or_else(|| Error::not_found(name))?;
         let labels = resp.config.as_ref().and_then(|c| c.labels.as_ref());
         if !labels.is_some_and(|l| l.contains_key(self.config.labels.root())) {
             return Err(Error::not_found(name));
@@ -508,28 +559,25 @@ impl DockerManager {
         self.call("start", &spec.name, self.docker.start_container(id, None::<StartContainerOptions>)).await
     }
 
-    /// The address containers reach this host at through `host-gateway`:
-    /// the gateway of the engine's default `bridge` network, for a local
-    /// engine. A listener meant only for containers (berth's staging
-    /// listener) can bind it instead of every interface. `None` for a
-    /// remote engine, or when the bridge has no IPv4 gateway.
+    /// The subnets of the engine's networks, for a local engine: where
+    /// containers' connections to this host come from, whichever address
+    /// they dial (`host-gateway`, the bridge's address, a configured
+    /// `host-gateway-ip`). Empty for a remote engine.
     ///
     /// # Errors
     ///
     /// When the engine cannot be asked.
-    pub async fn host_gateway_ip(&self) -> Result<Option<IpAddr>> {
+    pub async fn network_subnets(&self) -> Result<Vec<Subnet>> {
         if !self.config.host.is_local() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let network = self.call("inspect network", "bridge", self.docker.inspect_network("bridge", None)).await?;
-        let configs = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
-        // The gateway when the engine states it, else (as for the default
-        // bridge of older engines) the subnet's first address, which is
-        // where the engine puts the bridge interface.
-        Ok(configs.iter().find_map(|c| {
-            let stated = c.gateway.as_deref().and_then(|g| g.parse::<std::net::Ipv4Addr>().ok());
-            stated.or_else(|| c.subnet.as_deref().and_then(first_host_v4)).map(IpAddr::V4)
-        }))
+        let networks = self.call("list networks", "networks", self.docker.list_networks(None)).await?;
+        Ok(networks
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| c.subnet.as_deref()?.parse().ok())
+            .collect())
     }
 
     async fn resolve_host(&self) -> Result<IpAddr> {
@@ -954,14 +1002,7 @@ impl ContainerManager for DockerManager {
         for v in self.list_volumes().await? {
             let owner_exists = match &v.container {
                 // Any container of that name counts: its volumes are its own business.
-                Some(owner) => match self
-                    .call("inspect", owner, self.docker.inspect_container(owner, None::<InspectContainerOptions>))
-                    .await
-                {
-                    Ok(resp) => same_name(&resp, owner),
-                    Err(Error::NotFound { .. }) => false,
-                    Err(e) => return Err(e),
-                },
+                Some(owner) => self.container_named(owner).await?.is_some(),
                 None => false,
             };
             if !owner_exists && self.remove_volume(&v.name).await {
@@ -999,13 +1040,32 @@ impl ContainerManager for DockerManager {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn first_host_of_a_subnet() {
-        use super::first_host_v4;
-        assert_eq!(first_host_v4("172.17.0.0/16"), Some([172, 17, 0, 1].into()));
-        assert_eq!(first_host_v4("10.1.2.77/24"), Some([10, 1, 2, 1].into()));
-        assert_eq!(first_host_v4("0.0.0.0/0"), Some([0, 0, 0, 1].into()));
-        for bad in ["fd00::/64", "10.0.0.0", "10.0.0.0/31", "x/8"] {
-            assert_eq!(first_host_v4(bad), None, "{bad}");
+    fn ambiguous_prefixes_in_both_wordings() {
+        use super::{Error, is_ambiguous_prefix};
+        let old = Error::Engine {
+            operation: "inspect",
+            status: 500,
+            message: "Multiple IDs found with provided prefix: f".into(),
+        };
+        let new = Error::invalid("ab", "engine refused inspect: multiple IDs found with provided prefix: ab");
+        assert!(is_ambiguous_prefix(&old) && is_ambiguous_prefix(&new));
+        assert!(!is_ambiguous_prefix(&Error::invalid("ab", "bad")) && !is_ambiguous_prefix(&Error::not_found("ab")));
+    }
+
+    #[test]
+    fn subnets() {
+        use super::Subnet;
+        let net: Subnet = "172.17.0.0/16".parse().unwrap();
+        assert!(net.contains([172, 17, 3, 4].into()) && !net.contains([172, 18, 0, 1].into()));
+        assert!(net.contains("::ffff:172.17.0.9".parse().unwrap()), "IPv4-mapped IPv6");
+        let v6: Subnet = "fd00:1::/64".parse().unwrap();
+        assert!(v6.contains("fd00:1::5".parse().unwrap()) && !v6.contains("fd00:2::5".parse().unwrap()));
+        assert!(!v6.contains([172, 17, 0, 1].into()));
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains([8, 8, 8, 8].into()));
+        assert_eq!(net.to_string(), "172.17.0.0/16");
+        for bad in ["172.17.0.0", "172.17.0.0/33", "x/8", "fd00::/129"] {
+            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
         }
     }
 
