@@ -882,7 +882,7 @@ pub fn openapi_document() -> Value {
     let name_param = json!({"name": "name", "in": "path", "required": true, "schema": name});
     let resp =
         |desc: &str, schema: Value| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "berth management API", "version": "1"},
         "components": {
@@ -896,7 +896,9 @@ pub fn openapi_document() -> Value {
                     "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
                 "LaunchRequest": {"type": "object", "required": ["name"], "additionalProperties": false,
                     "description": "A registry tool, or an image when the server allows it (403 otherwise)",
-                    "oneOf": [{"required": ["tool"]}, {"required": ["image"]}],
+                    "oneOf": [
+                        {"required": ["tool"], "not": {"anyOf": [{"required": ["port"]}, {"required": ["mem_reservation_mb"]}]}},
+                        {"required": ["image"]}],
                     "properties": {
                     "name": name, "tool": {"type": "string", "minLength": 1}, "image": {"type": "string", "minLength": 1},
                     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
@@ -906,7 +908,7 @@ pub fn openapi_document() -> Value {
                 "PurgeRequest": {"type": "object", "additionalProperties": false,
                     "description": "label (with an optional value), or idle_secs",
                     "oneOf": [{"required": ["label"]}, {"required": ["idle_secs"]}],
-                    "properties": {"label": {"type": "string", "minLength": 1}, "value": {"type": "string"},
+                    "properties": {"label": {"type": "string", "minLength": 1}, "value": {"type": ["string", "null"]},
                         "idle_secs": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}},
             }
         },
@@ -944,10 +946,31 @@ pub fn openapi_document() -> Value {
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}},
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),
-                    "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error)}}},
+                    "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error.clone())}}},
             "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers",
                 "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }
-    })
+    });
+    // What every operation may answer besides its own statuses.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            for (method, op) in item.as_object_mut().into_iter().flatten() {
+                let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+                if path != "/healthz" {
+                    responses.insert("401".into(), resp("a bearer token is required", error.clone()));
+                }
+                if path.contains("{name}") || method == "post" {
+                    responses.entry("400").or_insert_with(|| resp("invalid request", error.clone()));
+                }
+                if method == "post" {
+                    responses.insert("413".into(), resp("body too large", error.clone()));
+                }
+            }
+        }
+    }
+    if let Some(events) = doc["paths"]["/api/v1/containers/{name}/events"]["get"]["responses"].as_object_mut() {
+        events.insert("503".into(), resp("too many streams open; retry later", error));
+    }
+    doc
 }
