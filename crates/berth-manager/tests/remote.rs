@@ -133,8 +133,17 @@ async fn launch_through(remote: &DockerManager, run: &TestRun, image: &str, suff
         }
     };
     assert_eq!(body, format!("{{\"via\":\"{suffix}\"}}"));
-    let logs = remote.logs(&spec.name, Default::default()).await.expect("logs");
-    assert!(logs.iter().any(|l| l.line.contains("GET /input")), "{logs:?}");
+    // The tool logs the request after answering it, and the engine collects
+    // its output asynchronously: the line may take a moment to arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = remote.logs(&spec.name, Default::default()).await.expect("logs");
+        if logs.iter().any(|l| l.line.contains("GET /input")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 'GET /input' in {logs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     remote.remove(&spec.name).await.expect("remove");
 }
 
