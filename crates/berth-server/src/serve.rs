@@ -21,7 +21,8 @@ use crate::config::Config;
 
 /// Builds the server from `config` and serves until the process ends.
 ///
-/// The main listener serves the API, the proxy and the staged inputs. A
+/// The main listener serves the API, the proxy, the web app and the staged
+/// inputs (token-protected). A
 /// second listener serves only the staged inputs (token-protected) and data
 /// files to containers, which reach the host through the engine's bridge
 /// gateway, not through loopback; with a local engine it answers only
@@ -213,14 +214,16 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
             max_upload: 256 * 1024 * 1024,
         })
     });
-    let staging_app: Router = berth_axum::staging_router(staging.clone()).merge(data.clone());
+    // Data files have no token: only the containers' listener, with its
+    // peer check, serves them.
+    let staging_app: Router = berth_axum::staging_router(staging.clone()).merge(data);
     // Containers of a remote engine come from other hosts: no peer check.
     let staging_app = if remote_engine || config.staging.any_peer {
         staging_app
     } else {
         staging_app.layer(axum::middleware::from_fn_with_state(peers, crate::peers::only_containers))
     };
-    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging)).merge(data);
+    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging));
     match web {
         Some(web) => app = app.merge(web),
         None => tracing::info!(
