@@ -920,26 +920,8 @@ fn log_tail(path: &Path) -> String {
 
 /// The current time in UTC as `YYYY-MM-DD HH:MM UTC`.
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or_default();
-    let (year, month, day) = civil_from_days(days);
-    let minutes = secs % 86_400 / 60;
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", minutes / 60, minutes % 60)
-}
-
-/// The proleptic Gregorian date of the day `days` after 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let t = berth_manager::format_rfc3339(std::time::SystemTime::now());
+    format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
 #[cfg(test)]
@@ -976,10 +958,9 @@ Transfer/sec:     28.00MB
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    fn now_in_utc() {
+        let now = utc_now();
+        assert_eq!((now.len(), &now[4..5], &now[10..11], &now[16..]), (20, "-", " ", " UTC"), "{now}");
     }
 
     #[test]

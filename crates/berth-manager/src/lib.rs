@@ -70,6 +70,7 @@ pub use spec::{
     ENV_INPUT_JSON_URL, ENV_STARTUP_DELAY_MS, Input, InputMode, MAX_ENV_INPUT_BYTES, MAX_FILE_INPUT_BYTES,
     MAX_MEM_RESERVATION_MB, MAX_NAME_LEN, MIN_NAME_LEN, normalize_image, validate_name,
 };
+pub use time::format_rfc3339;
 pub use types::{
     ContainerEvent, ContainerInfo, ContainerState, DEFAULT_ROOT_LABEL, DJANGO_DOCKER_ENGINE_ROOT_LABEL, Endpoint,
     EventKind, LabelScheme, ListFilter, LogLine, LogOptions, LogStream, VolumeInfo,

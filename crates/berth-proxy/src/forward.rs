@@ -225,7 +225,7 @@ impl<H: ProxyHooks> Proxy<H> {
             Ok(lines) => {
                 let mut text = String::new();
                 for l in lines {
-                    text.push_str(&crate::time::format_rfc3339(l.timestamp));
+                    text.push_str(&berth_manager::format_rfc3339(l.timestamp));
                     text.push(' ');
                     text.push_str(&l.line);
                     text.push('\n');

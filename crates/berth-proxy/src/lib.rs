@@ -51,7 +51,6 @@ pub mod pages;
 mod route;
 mod server;
 mod table;
-mod time;
 
 pub use activity::{
     ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity, TeeSink,
