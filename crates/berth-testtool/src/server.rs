@@ -289,10 +289,9 @@ fn put_file(x: &mut Exchange<'_>) -> io::Result<Next> {
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     loop {
-        let n = match x.body.read(&mut buf) {
+        let n = match read_chunk(x, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return body_error(x, &e),
         };
         if let Err(e) = file.write_all(&buf[..n]) {
@@ -304,6 +303,17 @@ fn put_file(x: &mut Exchange<'_>) -> io::Result<Next> {
         return x.text(500, &format!("syncing {}: {e}\n", path.display()));
     }
     x.text(201, &format!("wrote {written} bytes to {}\n", path.display()))
+}
+
+/// The next piece of the request body in `buf`, retrying interrupted
+/// reads; `Ok(0)` at its end.
+fn read_chunk(x: &mut Exchange<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match x.body.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            read => return read,
+        }
+    }
 }
 
 /// Answers a request whose body could not be read: 400 for a malformed
@@ -343,10 +353,9 @@ fn echo(x: &mut Exchange<'_>) -> io::Result<Next> {
     let mut buf = vec![0u8; CHUNK];
     let (mut count, mut sum) = (0u64, 0u32);
     loop {
-        let n = match x.body.read(&mut buf) {
+        let n = match read_chunk(x, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return body_error(x, &e),
         };
         count += n as u64;
