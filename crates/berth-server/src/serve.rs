@@ -177,7 +177,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     // stream. Without the web app, or under hostname routing (a tool's host
     // belongs to the tool), that page polls instead.
     let events_url =
-        (config.web_enabled() && config.proxy.host_suffix.is_none()).then(|| "/ui/events/{name}".to_owned());
+        (config.web_enabled() && config.proxy.host_suffix.is_none()).then(|| crate::web::EVENTS_URL.to_owned());
     let proxy_config = ProxyConfig {
         routing,
         strip_cookies: config.proxy.strip_cookies.clone(),

@@ -18,6 +18,11 @@ use berth_history::HistoryQuery;
 use berth_manager::{ListFilter, LogOptions};
 use berth_proxy::pages::escape_html as esc;
 
+/// The launch-progress stream of container `{name}`: the route, and the
+/// [`berth_proxy::WaitingPage::events_url`] template (both write the name
+/// as `{name}`).
+pub const EVENTS_URL: &str = "/ui/events/{name}";
+
 /// What the pages need.
 #[derive(Clone)]
 pub struct WebState {
@@ -41,7 +46,7 @@ pub fn web_router(state: WebState) -> Router {
         .route("/ui/kill/{name}", post(kill))
         .route("/ui/logs/{name}", get(logs))
         .route("/ui/history/{name}", get(history))
-        .route("/ui/events/{name}", get(events))
+        .route(EVENTS_URL, get(events))
         .route("/ui/wait/{name}", get(wait))
         .route("/ui/upload", post(upload))
         .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
@@ -215,8 +220,8 @@ async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q):
     }
     let waiting = || {
         let events = match ticket {
-            Some(t) => format!("/ui/events/{{name}}?launch={}", t.id()),
-            None => "/ui/events/{name}".to_owned(),
+            Some(t) => format!("{EVENTS_URL}?launch={}", t.id()),
+            None => EVENTS_URL.to_owned(),
         };
         let page = berth_proxy::WaitingPage { events_url: Some(events), ..berth_proxy::WaitingPage::default() };
         berth_proxy::pages::waiting(&page, &name, false).map(axum::body::Body::new)
