@@ -234,6 +234,8 @@ mod interaction {
             async fn events(&self) -> berth_manager::Result<EventStreamBox>;
             async fn list_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>>;
             async fn prune_volumes(&self) -> berth_manager::Result<Vec<String>>;
+            async fn persistent_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>>;
+            async fn remove_persistent_volume(&self, name: &str) -> berth_manager::Result<()>;
         }
     }
 
@@ -250,6 +252,7 @@ mod interaction {
             container_port: Some(80),
             mem_reservation_mb: Some(mb),
             volumes: vec![],
+            persistent_volumes: vec![],
         }
     }
 

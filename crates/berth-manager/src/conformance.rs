@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::error::Error;
@@ -49,6 +49,10 @@ pub struct Fixture {
     pub host_from_container: String,
     /// Longest wait for a container to answer 200 on `/`.
     pub ready_timeout: Duration,
+    /// The tool's program as its image runs it (its `CMD`), for checks
+    /// that replace the command: `/berth-testtool` for Docker's test tool,
+    /// [`MOCK_TOOL_PROGRAM`](crate::mock::MOCK_TOOL_PROGRAM) for the mock.
+    pub program: String,
     /// Anything the setup needs kept alive until the check ends (e.g. a
     /// guard that removes the run's containers on drop).
     pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -127,24 +131,40 @@ where
 ///
 /// A message for connection or protocol failures, or after 10 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::result::Result<(u16, String), String> {
+    http_request(addr, "GET", path, Bytes::new()).await
+}
+
+/// One HTTP request with a body; `(status, body)`.
+///
+/// # Errors
+///
+/// A message for connection or protocol failures, or after 10 s.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> std::result::Result<(u16, String), String> {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake with {addr}: {e}"))?;
         tokio::spawn(conn);
-        let req = http::Request::get(path)
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header(http::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
+            .body(http_body_util::Full::new(body))
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("GET {path}: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(10), attempt)
         .await
-        .map_err(|_| format!("GET {path} on {addr} timed out"))?
+        .map_err(|_| format!("{method} {path} on {addr} timed out"))?
 }
 
 /// Polls `GET /` on the container until it answers 200; returns the
@@ -579,6 +599,16 @@ pub async fn bad_specs_rejected(m: &dyn ContainerManager, fx: &Fixture) -> Check
         ("relative input path", fx.spec("bad5").input_file(json!({}), "input.json")),
         ("reserved label", fx.spec("bad6").label(root.clone(), "false")),
         ("reserved port label", fx.spec("bad7").label(format!("{root}.port"), "1")),
+        ("memory limit below the reservation", fx.spec("bad9").mem_limit_mb(16)),
+        ("cpu limit below the share", fx.spec("bad10").cpus(1.0).cpu_limit(0.5)),
+        ("empty command", ContainerSpec { command: Some(Vec::new()), ..fx.spec("bad11") }),
+        ("relative working dir", fx.spec("bad12").working_dir("tmp")),
+        ("bad volume name", fx.spec("bad13").persistent_volume("-x", "/work", None)),
+        ("volume over an extra directory", fx.spec("bad14").extra_directory("/w").persistent_volume("vv", "/w/", None)),
+        (
+            "readiness path without /",
+            fx.spec("bad15").hints(crate::RouteHints { ready_path: Some("lab".into()), ..Default::default() }),
+        ),
     ];
     for (what, spec) in &cases {
         let r = m.launch(spec).await;
@@ -695,6 +725,140 @@ pub async fn id_prefixes_are_not_names(m: &dyn ContainerManager, fx: &Fixture) -
     .await
 }
 
+/// Command, entrypoint, working directory, user, memory limit and
+/// `/dev/shm` size reach the container's process as the spec sets them.
+pub async fn process_settings(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "process_settings";
+    let cmd = fx
+        .spec("proc")
+        .command([fx.program.as_str(), "--berth-check", "two words", "{not-a-template}"])
+        .working_dir("/tmp")
+        .user("4321:4321")
+        .mem_limit_mb(96)
+        .shm_size_mb(80);
+    let entry = fx.spec("entry").entrypoint([fx.program.as_str()]).command(["--via-entrypoint"]);
+    with_cleanup(m, &[cmd.name.clone(), entry.name.clone()], async {
+        m.launch(&cmd).await.ctx(C, "launch with a command")?;
+        m.launch(&entry).await.ctx(C, "launch with an entrypoint")?;
+        let expect = [
+            (&cmd.name, "/argv", "--berth-check\ntwo words\n{not-a-template}\n".to_owned()),
+            (&cmd.name, "/cwd", "/tmp\n".to_owned()),
+            (&cmd.name, "/uid", "4321\n".to_owned()),
+            (&cmd.name, "/memlimit", format!("{}\n", 96 * 1024 * 1024)),
+            (&cmd.name, "/shm", format!("{}\n", 80 * 1024 * 1024)),
+            (&entry.name, "/argv", "--via-entrypoint\n".to_owned()),
+        ];
+        for (name, path, want) in expect {
+            let (status, body) = get(m, fx, C, name, path).await?;
+            ensure!(C, status == 200 && body == want, "{name} {path}: {status} {body:?}, expected {want:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A persistent volume is created on first use, keeps its files when its
+/// container is removed, is mounted again by the next container, is never
+/// pruned, cannot be removed while mounted, and goes on request.
+pub async fn persistent_volumes_outlive_containers(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "persistent_volumes_outlive_containers";
+    let volume = format!("{}-home", fx.name_prefix);
+    let first = fx.spec("pv-a").persistent_volume(&volume, "/work", Some("alice"));
+    let second = fx.spec("pv-b").persistent_volume(&volume, "/work/", Some("alice"));
+    let result = with_cleanup(m, &[first.name.clone(), second.name.clone()], async {
+        let info = m.launch(&first).await.ctx(C, "launch")?;
+        ensure!(C, info.persistent_volumes == [volume.clone()], "persistent volumes {:?}", info.persistent_volumes);
+        ensure!(C, !info.volumes.contains(&volume), "the persistent volume is listed as an extra directory's");
+        let (addr, _) = wait_ready(m, fx, C, &first.name).await?;
+        let (status, body) = http_request(addr, "PUT", "/file?path=/work/notes/a.txt", Bytes::from_static(b"kept"))
+            .await
+            .ctx(C, "PUT a file")?;
+        ensure!(C, status == 201, "writing into the volume: {status} {body}");
+        let listed = m.persistent_volumes().await.ctx(C, "persistent_volumes")?;
+        let found = listed.iter().find(|v| v.name == volume);
+        ensure!(C, found.is_some_and(|v| v.owner(m.label_scheme()) == Some("alice")), "listed: {listed:?}");
+        let r = m.remove_persistent_volume(&volume).await;
+        ensure!(C, matches!(r, Err(Error::VolumeInUse { .. })), "removing a mounted volume gave {r:?}");
+        m.remove(&first.name).await.ctx(C, "remove the container")?;
+        m.prune_volumes().await.ctx(C, "prune_volumes")?;
+        let listed = m.persistent_volumes().await.ctx(C, "persistent_volumes")?;
+        ensure!(C, listed.iter().any(|v| v.name == volume), "the volume went with its container");
+        ensure!(
+            C,
+            m.list_volumes().await.ctx(C, "list_volumes")?.iter().all(|v| v.name != volume),
+            "listed as an extra directory's volume"
+        );
+        m.launch(&second).await.ctx(C, "launch again")?;
+        let (status, body) = get(m, fx, C, &second.name, "/file?path=/work/notes/a.txt").await?;
+        ensure!(C, status == 200 && body == "kept", "the next container read {status} {body:?}");
+        m.remove(&second.name).await.ctx(C, "remove the second container")?;
+        Ok(())
+    })
+    .await;
+    let removed = m.remove_persistent_volume(&volume).await;
+    result?;
+    removed.ctx(C, "remove_persistent_volume")?;
+    let again = m.remove_persistent_volume(&volume).await;
+    ensure!(C, again.as_ref().err().is_some_and(Error::is_not_found), "removing it twice gave {again:?}");
+    let listed = m.persistent_volumes().await.ctx(C, "persistent_volumes")?;
+    ensure!(C, listed.iter().all(|v| v.name != volume), "still listed after removal");
+    Ok(())
+}
+
+/// A persistent volume that belongs to one owner cannot be mounted by a
+/// launch for another (`VolumeOwned`), and such a launch leaves nothing
+/// behind; a foreign manager's volume of that name is not ours to remove.
+pub async fn persistent_volume_owners(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "persistent_volume_owners";
+    let volume = format!("{}-own", fx.name_prefix);
+    let alice = fx.spec("own-a").persistent_volume(&volume, "/work", Some("alice"));
+    let bob = fx.spec("own-b").persistent_volume(&volume, "/work", Some("bob"));
+    let nobody = fx.spec("own-c").persistent_volume(&volume, "/work", None);
+    let result = with_cleanup(m, &[alice.name.clone(), bob.name.clone(), nobody.name.clone()], async {
+        m.launch(&alice).await.ctx(C, "launch for alice")?;
+        m.remove(&alice.name).await.ctx(C, "remove")?;
+        for spec in [&bob, &nobody] {
+            let r = m.launch(spec).await;
+            ensure!(C, matches!(r, Err(Error::VolumeOwned { .. })), "{}: launch gave {r:?}", spec.name);
+            let r = m.inspect(&spec.name).await;
+            ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "a refused launch left {r:?}");
+        }
+        let r = fx.foreign.remove_persistent_volume(&volume).await;
+        ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "a foreign manager removed it: {r:?}");
+        Ok(())
+    })
+    .await;
+    let removed = m.remove_persistent_volume(&volume).await;
+    result?;
+    removed.ctx(C, "remove_persistent_volume")
+}
+
+/// Route hints are kept in the container's labels and read back the same.
+pub async fn route_hints_in_labels(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "route_hints_in_labels";
+    let hints = crate::RouteHints {
+        ready_path: Some("/api/status".into()),
+        ready_status: vec![200, 302],
+        start_timeout_secs: Some(45),
+        strip_prefix: Some(false),
+        routing: Some(crate::RoutingMode::Host),
+        public_url: Some("http://hints.docker.localhost:8000/".into()),
+    };
+    let spec = fx.spec("hints").hints(hints.clone());
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
+        let launched = m.launch(&spec).await.ctx(C, "launch")?;
+        let listed = m.list(&ListFilter::all().name(&spec.name)).await.ctx(C, "list")?;
+        for (how, labels) in
+            [("launch", &launched.labels), ("list", &listed.first().map(|i| i.labels.clone()).unwrap_or_default())]
+        {
+            let read = crate::RouteHints::from_labels(m.label_scheme(), labels);
+            ensure!(C, read == hints, "{how}: read back {read:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Names of all checks, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
 pub const ALL_CHECKS: &[&str] = &[
     "launch_inspect_remove",
@@ -716,6 +880,10 @@ pub const ALL_CHECKS: &[&str] = &[
     "exited_container",
     "purge_by_label",
     "id_prefixes_are_not_names",
+    "process_settings",
+    "persistent_volumes_outlive_containers",
+    "persistent_volume_owners",
+    "route_hints_in_labels",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$setup` is an
@@ -730,7 +898,9 @@ macro_rules! conformance_tests {
             logs_contain_output, follow_logs_streams, events_lifecycle,
             extra_directory_volumes, input_env, input_file, input_url,
             bad_specs_rejected, missing_image, endpoint_serves_http,
-            exited_container, purge_by_label, id_prefixes_are_not_names);
+            exited_container, purge_by_label, id_prefixes_are_not_names,
+            process_settings, persistent_volumes_outlive_containers, persistent_volume_owners,
+            route_hints_in_labels);
     };
     (@each $setup:path; $($check:ident),+) => {
         #[test]

@@ -59,6 +59,21 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A persistent volume the spec names exists and belongs to another
+    /// owner.
+    #[error("volume {volume:?} belongs to someone else")]
+    VolumeOwned {
+        /// The volume name.
+        volume: String,
+    },
+
+    /// A persistent volume cannot be removed while a container mounts it.
+    #[error("volume {volume:?} is in use by a container")]
+    VolumeInUse {
+        /// The volume name.
+        volume: String,
+    },
+
     /// The engine could not be reached (connection refused, socket missing,
     /// TLS failure).
     #[error("container engine at {endpoint} is unavailable")]

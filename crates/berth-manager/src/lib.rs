@@ -68,7 +68,8 @@ pub use manager::{Capabilities, ContainerManager, ContainerManagerExt, EventStre
 pub use spec::{
     ContainerSpec, DEFAULT_CONTAINER_PORT, DEFAULT_CPUS, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH,
     ENV_INPUT_JSON_URL, ENV_STARTUP_DELAY_MS, Input, InputMode, MAX_ENV_INPUT_BYTES, MAX_FILE_INPUT_BYTES,
-    MAX_MEM_RESERVATION_MB, MAX_NAME_LEN, MIN_NAME_LEN, normalize_image, validate_name,
+    MAX_MEM_RESERVATION_MB, MAX_NAME_LEN, MAX_START_TIMEOUT_SECS, MAX_VOLUME_NAME_LEN, MIN_NAME_LEN, PersistentVolume,
+    RouteHints, RoutingMode, normalize_image, validate_name, validate_volume_name,
 };
 pub use time::format_rfc3339;
 pub use types::{
@@ -79,4 +80,4 @@ pub use types::{
 #[cfg(feature = "docker")]
 pub use docker::{DockerConfig, DockerManager, EndpointMode, EngineHost};
 #[cfg(feature = "mock")]
-pub use mock::{MOCK_TOOL_IMAGE, MockConfig, MockEngine, MockManager};
+pub use mock::{MOCK_TOOL_IMAGE, MOCK_TOOL_PROGRAM, MockConfig, MockEngine, MockManager};

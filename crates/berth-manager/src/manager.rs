@@ -126,14 +126,31 @@ pub trait ContainerManager: Send + Sync {
     /// Transport errors only.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
 
-    /// Removes volumes this manager created whose container no longer
-    /// exists (left by a crash between creating a volume and its
-    /// container); returns their names.
+    /// Removes volumes this manager created for extra directories whose
+    /// container no longer exists (left by a crash between creating a
+    /// volume and its container); returns their names. Persistent volumes
+    /// are never pruned.
     ///
     /// # Errors
     ///
     /// Transport errors.
     async fn prune_volumes(&self) -> Result<Vec<String>>;
+
+    /// The persistent volumes this manager created (see
+    /// [`PersistentVolume`](crate::PersistentVolume)), sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors only.
+    async fn persistent_volumes(&self) -> Result<Vec<VolumeInfo>>;
+
+    /// Removes the persistent volume `name` and its data.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when no persistent volume of this manager has
+    /// that name; [`Error::VolumeInUse`] while a container mounts it.
+    async fn remove_persistent_volume(&self, name: &str) -> Result<()>;
 }
 
 /// Conveniences built only on [`ContainerManager`]'s required methods;
@@ -231,6 +248,12 @@ macro_rules! forward_manager {
             async fn prune_volumes(&self) -> Result<Vec<String>> {
                 (**self).prune_volumes().await
             }
+            async fn persistent_volumes(&self) -> Result<Vec<VolumeInfo>> {
+                (**self).persistent_volumes().await
+            }
+            async fn remove_persistent_volume(&self, name: &str) -> Result<()> {
+                (**self).remove_persistent_volume(name).await
+            }
         }
     };
 }
@@ -259,7 +282,58 @@ pub(crate) fn container_labels(
     labels.insert(scheme.root().to_owned(), "true".to_owned());
     labels.insert(scheme.port_key(), spec.container_port.to_string());
     labels.insert(scheme.mem_key(), spec.mem_reservation_mb.to_string());
+    spec.hints.to_labels(scheme, &mut labels);
+    if !spec.volumes.is_empty() {
+        let names: Vec<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
+        labels.insert(scheme.persistent_volumes_key(), names.join(","));
+    }
     labels
+}
+
+/// The persistent volume names a container's labels list.
+pub(crate) fn persistent_volumes_from_labels(
+    scheme: &LabelScheme,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    labels
+        .get(&scheme.persistent_volumes_key())
+        .map(|v| v.split(',').filter(|n| !n.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The labels of a new persistent volume.
+pub(crate) fn persistent_volume_labels(
+    scheme: &LabelScheme,
+    volume: &crate::spec::PersistentVolume,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::from([
+        (scheme.root().to_owned(), "true".to_owned()),
+        (scheme.persistent_key(), "true".to_owned()),
+    ]);
+    if let Some(owner) = &volume.owner {
+        labels.insert(scheme.volume_user_key(), owner.clone());
+    }
+    labels
+}
+
+/// Checks that an existing volume may be mounted as `wanted`: it must be a
+/// persistent volume of this scheme with the same owner.
+pub(crate) fn check_persistent_volume(
+    scheme: &LabelScheme,
+    container: &str,
+    wanted: &crate::spec::PersistentVolume,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    if !(labels.contains_key(scheme.root()) && labels.contains_key(&scheme.persistent_key())) {
+        return Err(Error::invalid(
+            container,
+            format!("volume {:?} exists but is not a persistent volume of berth's", wanted.name),
+        ));
+    }
+    if labels.get(&scheme.volume_user_key()) != wanted.owner.as_ref() {
+        return Err(Error::VolumeOwned { volume: wanted.name.clone() });
+    }
+    Ok(())
 }
 
 /// Validates a spec fully: its own rules, then reserved labels.

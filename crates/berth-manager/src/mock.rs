@@ -23,7 +23,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::{Error, Result};
 use crate::manager::{
-    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels, port_from_labels, validate_for,
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, check_persistent_volume, container_labels,
+    persistent_volume_labels, port_from_labels, validate_for,
 };
 use crate::spec::{
     ContainerSpec, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode,
@@ -35,6 +36,14 @@ use crate::types::{
 
 /// The image every new [`MockEngine`] knows: it runs the default tool.
 pub const MOCK_TOOL_IMAGE: &str = "berth/mock-tool:latest";
+
+/// The program of [`MOCK_TOOL_IMAGE`] (its `CMD`), as a container's
+/// argument list shows it.
+pub const MOCK_TOOL_PROGRAM: &str = "/mock-tool";
+
+/// Size of a mock container's `/dev/shm` when the spec sets none: the
+/// Docker engine's default, 64 MiB.
+pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
 
 pub use crate::spec::ENV_STARTUP_DELAY_MS;
 
@@ -69,9 +78,57 @@ impl ToolContext {
         &self.inner.env
     }
 
-    /// A file of the container's filesystem (only files berth wrote exist).
+    /// A file of the container's filesystem: one berth wrote (the input
+    /// document), one the tool wrote with [`ToolContext::write_file`], or
+    /// one in a persistent volume mounted at a parent directory.
     pub fn file(&self, path: &str) -> Option<Bytes> {
-        self.inner.files.get(path).cloned()
+        if let Some((volume, rel)) = self.inner.volume_path(path) {
+            let state = self.inner.engine.upgrade()?;
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            return state.volume_data.get(volume).and_then(|files| files.get(rel)).cloned();
+        }
+        self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
+    }
+
+    /// Writes a file into the container's filesystem (into a persistent
+    /// volume when one is mounted at a parent directory, where it outlives
+    /// the container).
+    pub fn write_file(&self, path: &str, content: Bytes) {
+        if let Some((volume, rel)) = self.inner.volume_path(path) {
+            if let Some(state) = self.inner.engine.upgrade() {
+                let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                state.volume_data.entry(volume.to_owned()).or_default().insert(rel.to_owned(), content);
+            }
+            return;
+        }
+        self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), content);
+    }
+
+    /// The process's arguments, program first, as the engine would run
+    /// them: the spec's entrypoint and command over the image's
+    /// (`CMD ["/mock-tool"]`, no entrypoint).
+    pub fn argv(&self) -> &[String] {
+        &self.inner.process.argv
+    }
+
+    /// The process's working directory (`/` unless the spec sets one).
+    pub fn working_dir(&self) -> &str {
+        &self.inner.process.working_dir
+    }
+
+    /// The user the process runs as (`0` unless the spec sets one).
+    pub fn user(&self) -> &str {
+        &self.inner.process.user
+    }
+
+    /// The memory limit in bytes, when the spec sets one.
+    pub fn mem_limit_bytes(&self) -> Option<u64> {
+        self.inner.process.mem_limit
+    }
+
+    /// The size of `/dev/shm` in bytes.
+    pub fn shm_bytes(&self) -> u64 {
+        self.inner.process.shm
     }
 
     /// Time since the container started.
@@ -96,6 +153,8 @@ impl ToolContext {
 struct EngineState {
     containers: HashMap<String, Arc<ContainerCell>>,
     volumes: BTreeMap<String, VolumeInfo>,
+    /// Files in persistent volumes: volume → path inside it → content.
+    volume_data: HashMap<String, BTreeMap<String, Bytes>>,
     images: BTreeSet<String>,
     next_id: u64,
 }
@@ -281,8 +340,13 @@ struct ContainerCell {
     image: String,
     labels: Arc<BTreeMap<String, String>>,
     env: BTreeMap<String, String>,
-    files: BTreeMap<String, Bytes>,
+    files: Mutex<BTreeMap<String, Bytes>>,
     volumes: Vec<String>,
+    /// Persistent volumes: (mount path without trailing `/`, volume name).
+    mounts: Vec<(String, String)>,
+    /// The engine's state, for files in persistent volumes.
+    engine: std::sync::Weak<Mutex<EngineState>>,
+    process: MockProcess,
     created: SystemTime,
     started: SystemTime,
     started_at: Instant,
@@ -296,6 +360,32 @@ struct ContainerCell {
 impl std::fmt::Debug for ContainerCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContainerCell").field("name", &self.name).finish()
+    }
+}
+
+/// What the spec says of the container's process.
+#[derive(Debug)]
+struct MockProcess {
+    argv: Vec<String>,
+    working_dir: String,
+    user: String,
+    mem_limit: Option<u64>,
+    shm: u64,
+}
+
+impl MockProcess {
+    fn of(spec: &ContainerSpec) -> Self {
+        let argv = match &spec.entrypoint {
+            Some(entrypoint) => entrypoint.iter().chain(spec.command.iter().flatten()).cloned().collect(),
+            None => spec.command.clone().unwrap_or_else(|| vec![MOCK_TOOL_PROGRAM.to_owned()]),
+        };
+        MockProcess {
+            argv,
+            working_dir: spec.working_dir.clone().unwrap_or_else(|| "/".to_owned()),
+            user: spec.user.clone().unwrap_or_else(|| "0".to_owned()),
+            mem_limit: spec.mem_limit_mb.map(|mb| mb * 1024 * 1024),
+            shm: spec.shm_size_mb.map_or(DEFAULT_SHM_BYTES, |mb| mb * 1024 * 1024),
+        }
     }
 }
 
@@ -313,6 +403,14 @@ struct LogBuffer {
 }
 
 impl ContainerCell {
+    /// The persistent volume holding `path`, and the path inside it.
+    fn volume_path<'a>(&'a self, path: &'a str) -> Option<(&'a str, &'a str)> {
+        self.mounts.iter().find_map(|(mount, volume)| {
+            let rest = path.strip_prefix(mount.as_str())?.strip_prefix('/')?;
+            Some((volume.as_str(), rest))
+        })
+    }
+
     fn lock_run(&self) -> MutexGuard<'_, RunState> {
         self.run.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -375,6 +473,7 @@ impl ContainerCell {
             container_port: port_from_labels(scheme, &self.name, &self.labels).ok(),
             mem_reservation_mb: self.labels.get(&scheme.mem_key()).and_then(|v| v.parse().ok()),
             volumes: self.volumes.clone(),
+            persistent_volumes: self.mounts.iter().map(|(_, v)| v.clone()).collect(),
         }
     }
 }
@@ -422,15 +521,31 @@ impl ContainerManager for MockManager {
             if state.containers.contains_key(&spec.name) {
                 return Err(Error::Conflict { name: spec.name.clone(), source: None });
             }
+            // Check every persistent volume before creating any, so a
+            // refused launch leaves nothing behind.
+            for volume in &spec.volumes {
+                if let Some(existing) = state.volumes.get(&volume.name) {
+                    check_persistent_volume(scheme, &spec.name, volume, &existing.labels)?;
+                }
+            }
+            let mut mounts = Vec::new();
+            for volume in &spec.volumes {
+                if !state.volumes.contains_key(&volume.name) {
+                    let mut labels = spec.labels.clone();
+                    labels.extend(persistent_volume_labels(scheme, volume));
+                    let info = VolumeInfo { name: volume.name.clone(), container: None, labels };
+                    state.volumes.insert(volume.name.clone(), info);
+                }
+                mounts.push((volume.path.trim_end_matches('/').to_owned(), volume.name.clone()));
+            }
             state.next_id += 1;
             let id = format!("mock{:060}", state.next_id);
             let mut volumes = Vec::new();
             for (i, _dir) in spec.extra_directories.iter().enumerate() {
                 let vname = format!("{}-{}-{i}", spec.name, &id[id.len() - 8..]);
-                let vlabels = BTreeMap::from([
-                    (scheme.root().to_owned(), "true".to_owned()),
-                    (scheme.volume_owner_key(), spec.name.clone()),
-                ]);
+                let mut vlabels = spec.labels.clone();
+                vlabels.insert(scheme.root().to_owned(), "true".to_owned());
+                vlabels.insert(scheme.volume_owner_key(), spec.name.clone());
                 state.volumes.insert(
                     vname.clone(),
                     VolumeInfo { name: vname.clone(), container: Some(spec.name.clone()), labels: vlabels },
@@ -444,8 +559,11 @@ impl ContainerManager for MockManager {
                 image: image.clone(),
                 labels: Arc::new(labels),
                 env,
-                files,
+                files: Mutex::new(files),
                 volumes,
+                mounts,
+                engine: Arc::downgrade(&self.engine.state),
+                process: MockProcess::of(spec),
                 created: now,
                 started: now,
                 started_at: Instant::now(),
@@ -588,7 +706,7 @@ impl ContainerManager for MockManager {
         let orphans: Vec<String> = state
             .volumes
             .values()
-            .filter(|v| v.labels.contains_key(&root))
+            .filter(|v| v.labels.contains_key(&root) && !v.is_persistent(&self.config.labels))
             .filter(|v| v.container.as_ref().is_none_or(|c| !state.containers.contains_key(c)))
             .map(|v| v.name.clone())
             .collect();
@@ -599,8 +717,44 @@ impl ContainerManager for MockManager {
     }
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
-        let root = self.config.labels.root();
-        Ok(self.engine.lock().volumes.values().filter(|v| v.labels.contains_key(root)).cloned().collect())
+        let scheme = &self.config.labels;
+        Ok(self
+            .engine
+            .lock()
+            .volumes
+            .values()
+            .filter(|v| v.labels.contains_key(scheme.root()) && !v.is_persistent(scheme))
+            .cloned()
+            .collect())
+    }
+
+    async fn persistent_volumes(&self) -> Result<Vec<VolumeInfo>> {
+        let scheme = &self.config.labels;
+        Ok(self
+            .engine
+            .lock()
+            .volumes
+            .values()
+            .filter(|v| v.labels.contains_key(scheme.root()) && v.is_persistent(scheme))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_persistent_volume(&self, name: &str) -> Result<()> {
+        let scheme = &self.config.labels;
+        let mut state = self.engine.lock();
+        let ours =
+            state.volumes.get(name).is_some_and(|v| v.labels.contains_key(scheme.root()) && v.is_persistent(scheme));
+        if !ours {
+            return Err(Error::not_found(name));
+        }
+        // The engine refuses while any container (running or not) mounts it.
+        if state.containers.values().any(|c| c.mounts.iter().any(|(_, v)| v == name)) {
+            return Err(Error::VolumeInUse { volume: name.to_owned() });
+        }
+        state.volumes.remove(name);
+        state.volume_data.remove(name);
+        Ok(())
     }
 }
 
@@ -651,6 +805,12 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 /// - `GET /env/<NAME>`: the variable's value, 404 when unset;
 /// - `GET /say/<text>`: prints `<text>` to standard output;
 /// - `GET /exit/<code>`: answers, then exits with `code`;
+/// - `GET /argv`, `/cwd`, `/uid`, `/memlimit`, `/shm`: what the spec made of
+///   the process (arguments after the program one a line, working
+///   directory, user id, memory limit in bytes or `max`, `/dev/shm` size in
+///   bytes);
+/// - `GET /file?path=<abs>` / `PUT /file?path=<abs>`: read / write a file
+///   (persistent volumes keep theirs across containers);
 /// - anything else: 200 with the method and path, so proxies can be checked.
 pub fn default_tool(default_warmup: Duration) -> MockHandler {
     Arc::new(move |ctx: ToolContext, req: Request<Incoming>| {
@@ -687,6 +847,27 @@ pub fn default_tool(default_warmup: Duration) -> MockHandler {
                     None => full(StatusCode::NOT_FOUND, "text/plain", "unset\n"),
                 };
             }
+            if let Some(answer) = process_route(&ctx, &path) {
+                return full(StatusCode::OK, "text/plain", answer);
+            }
+            if path == "/file" {
+                let Some(file) = query_param(req.uri().query(), "path") else {
+                    return full(StatusCode::BAD_REQUEST, "text/plain", "missing ?path=\n");
+                };
+                if req.method() == http::Method::PUT {
+                    return match req.into_body().collect().await {
+                        Ok(body) => {
+                            ctx.write_file(&file, body.to_bytes());
+                            full(StatusCode::CREATED, "text/plain", "written\n")
+                        }
+                        Err(e) => full(StatusCode::BAD_REQUEST, "text/plain", format!("reading the body: {e}\n")),
+                    };
+                }
+                return match ctx.file(&file) {
+                    Some(bytes) => full(StatusCode::OK, "application/octet-stream", bytes),
+                    None => full(StatusCode::NOT_FOUND, "text/plain", "no such file\n"),
+                };
+            }
             if let Some(text) = path.strip_prefix("/say/") {
                 ctx.print(text.to_owned());
                 return full(StatusCode::OK, "text/plain", "said\n");
@@ -704,6 +885,48 @@ pub fn default_tool(default_warmup: Duration) -> MockHandler {
             full(StatusCode::OK, "text/plain", format!("{} {}\n", req.method(), req.uri()))
         })
     })
+}
+
+/// The process routes of the test tool contract: `/argv` (arguments after
+/// the program, one a line), `/cwd`, `/uid`, `/memlimit` (bytes, or `max`),
+/// `/shm` (bytes).
+fn process_route(ctx: &ToolContext, path: &str) -> Option<String> {
+    Some(match path {
+        "/argv" => ctx.argv().iter().skip(1).map(|a| format!("{a}\n")).collect(),
+        "/cwd" => format!("{}\n", ctx.working_dir()),
+        "/uid" => format!("{}\n", ctx.user().split(':').next().unwrap_or("0")),
+        "/memlimit" => format!("{}\n", ctx.mem_limit_bytes().map_or_else(|| "max".to_owned(), |b| b.to_string())),
+        "/shm" => format!("{}\n", ctx.shm_bytes()),
+        _ => return None,
+    })
+}
+
+/// The value of query parameter `key`, percent-decoded (`+` stays).
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn read_input(ctx: &ToolContext) -> std::result::Result<String, String> {

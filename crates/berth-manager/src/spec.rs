@@ -141,6 +141,263 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     /// The input document, if any.
     pub input: Option<Input>,
+    /// Replaces the image's `CMD` (arguments of its entrypoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's `ENTRYPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory of the process (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// User (and group) the process runs as: `name`, `uid`, `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Hard memory limit in MiB (the container is killed beyond it); at
+    /// least the reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit_mb: Option<u64>,
+    /// Hard CPU limit in CPUs. With it, [`cpus`](Self::cpus) is the
+    /// container's share (its weight under contention, a reservation on a
+    /// cluster); without it, `cpus` is the limit, as in the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<f64>,
+    /// Size of `/dev/shm` in MiB (the engine's default is 64 MiB, too
+    /// little for Chromium- or PyTorch-based tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size_mb: Option<u64>,
+    /// Named volumes that outlive the container (a user's notebooks),
+    /// created on first use and removed only on request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<PersistentVolume>,
+    /// How berth's proxy treats the container (readiness, prefix
+    /// stripping, routing), kept in its labels.
+    #[serde(default, skip_serializing_if = "RouteHints::is_default")]
+    pub hints: RouteHints,
+}
+
+/// A named volume that outlives its container: created on first use,
+/// labelled as berth's, kept when the container is removed, evicted or
+/// culled, and removed only by an explicit request
+/// ([`ContainerManager::remove_persistent_volume`](crate::ContainerManager::remove_persistent_volume)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentVolume {
+    /// Volume name: 2 to 128 characters of `a-z A-Z 0-9 _ . -`, starting
+    /// with a letter or digit.
+    pub name: String,
+    /// Absolute path inside the container where it is mounted.
+    pub path: String,
+    /// The user it belongs to. A volume that exists with another owner is
+    /// refused ([`Error::VolumeOwned`]), so one user's launch cannot mount
+    /// another's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// How a container is routed: by path (`/docker/<name>/`) or by hostname
+/// (`<name>.<suffix>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Path routing.
+    Path,
+    /// Hostname routing.
+    Host,
+}
+
+impl RoutingMode {
+    /// `path` or `host`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoutingMode::Path => "path",
+            RoutingMode::Host => "host",
+        }
+    }
+
+    /// Parses `path` or `host`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "path" => Some(RoutingMode::Path),
+            "host" => Some(RoutingMode::Host),
+            _ => None,
+        }
+    }
+}
+
+/// What berth's proxy needs to know about one container beyond its port,
+/// kept in the container's labels (see [`LabelScheme`](crate::LabelScheme))
+/// so that it survives a restart of berth. Every field is optional; the
+/// proxy's defaults apply to what is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHints {
+    /// Path probed for readiness (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_path: Option<String>,
+    /// Statuses that mean ready; empty means any 2xx or 3xx (a redirect
+    /// means the server is up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_status: Vec<u16>,
+    /// Seconds the container may take to become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout_secs: Option<u64>,
+    /// Whether the proxy strips `/<prefix>/<name>` before forwarding
+    /// (default: the proxy's own setting, which strips).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<bool>,
+    /// The one routing this container is served under, when not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingMode>,
+    /// The container's public URL (where browsers reach it), for redirects
+    /// from the other routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+/// Longest readiness timeout a spec may ask for, in seconds (a day).
+pub const MAX_START_TIMEOUT_SECS: u64 = 24 * 3600;
+
+impl RouteHints {
+    /// True when no hint is set.
+    pub fn is_default(&self) -> bool {
+        *self == RouteHints::default()
+    }
+
+    /// Whether an answer with `status` to the readiness probe means ready.
+    ///
+    /// ```
+    /// use berth_manager::RouteHints;
+    /// let any = RouteHints::default();
+    /// assert!(any.is_ready(200) && any.is_ready(302) && !any.is_ready(404) && !any.is_ready(503));
+    /// let strict = RouteHints { ready_status: vec![200], ..RouteHints::default() };
+    /// assert!(strict.is_ready(200) && !strict.is_ready(302));
+    /// ```
+    pub fn is_ready(&self, status: u16) -> bool {
+        if self.ready_status.is_empty() { (200..400).contains(&status) } else { self.ready_status.contains(&status) }
+    }
+
+    /// Writes the hints as labels under `scheme`'s root (absent hints
+    /// write nothing).
+    pub fn to_labels(&self, scheme: &crate::LabelScheme, labels: &mut BTreeMap<String, String>) {
+        if let Some(p) = &self.ready_path {
+            labels.insert(scheme.hint_key("ready_path"), p.clone());
+        }
+        if !self.ready_status.is_empty() {
+            let list: Vec<String> = self.ready_status.iter().map(u16::to_string).collect();
+            labels.insert(scheme.hint_key("ready_status"), list.join(","));
+        }
+        if let Some(secs) = self.start_timeout_secs {
+            labels.insert(scheme.hint_key("start_timeout_secs"), secs.to_string());
+        }
+        if let Some(strip) = self.strip_prefix {
+            labels.insert(scheme.hint_key("strip_prefix"), strip.to_string());
+        }
+        if let Some(mode) = self.routing {
+            labels.insert(scheme.hint_key("routing"), mode.as_str().to_owned());
+        }
+        if let Some(url) = &self.public_url {
+            labels.insert(scheme.hint_key("public_url"), url.clone());
+        }
+    }
+
+    /// Reads the hints back from a container's labels. Values that do not
+    /// parse (a container labelled by hand) count as absent.
+    pub fn from_labels(scheme: &crate::LabelScheme, labels: &BTreeMap<String, String>) -> Self {
+        let get = |k: &str| labels.get(&scheme.hint_key(k));
+        let hints = RouteHints {
+            ready_path: get("ready_path").cloned(),
+            ready_status: get("ready_status")
+                .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+                .unwrap_or_default(),
+            start_timeout_secs: get("start_timeout_secs").and_then(|v| v.parse().ok()),
+            strip_prefix: get("strip_prefix").and_then(|v| v.parse().ok()),
+            routing: get("routing").and_then(|v| RoutingMode::parse(v)),
+            public_url: get("public_url").cloned(),
+        };
+        // Hand-made labels must not make the proxy probe a bad target.
+        match hints.validate("") {
+            Ok(()) => hints,
+            Err(_) => RouteHints { ready_path: None, ..hints },
+        }
+    }
+
+    /// The path probed for readiness.
+    pub fn ready_path(&self) -> &str {
+        self.ready_path.as_deref().unwrap_or("/")
+    }
+
+    fn validate(&self, name: &str) -> Result<()> {
+        if let Some(path) = &self.ready_path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::invalid(
+                    name,
+                    format!("ready_path {path:?} must start with / and contain no spaces or control characters"),
+                ));
+            }
+            if http_path_invalid(path) {
+                return Err(Error::invalid(name, format!("ready_path {path:?} is not a valid request target")));
+            }
+        }
+        if let Some(bad) = self.ready_status.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(Error::invalid(name, format!("ready_status {bad} is not an HTTP status (100 to 599)")));
+        }
+        if let Some(secs) = self.start_timeout_secs {
+            if secs == 0 || secs > MAX_START_TIMEOUT_SECS {
+                return Err(Error::invalid(
+                    name,
+                    format!("start_timeout_secs {secs} must be between 1 and {MAX_START_TIMEOUT_SECS}"),
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid(name, format!("public_url {url:?} is not an http(s) URL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Characters a request target may not contain unescaped.
+fn http_path_invalid(path: &str) -> bool {
+    path.bytes().any(|b| {
+        b == b'"'
+            || b == b'<'
+            || b == b'>'
+            || b == b'\\'
+            || b == b'^'
+            || b == b'`'
+            || b == b'{'
+            || b == b'|'
+            || b == b'}'
+            || b == b'#'
+            || b >= 0x7f
+    })
+}
+
+/// Longest persistent volume name accepted.
+pub const MAX_VOLUME_NAME_LEN: usize = 128;
+
+/// Checks a persistent volume name: 2 to [`MAX_VOLUME_NAME_LEN`]
+/// characters of `a-z A-Z 0-9 _ . -`, starting with a letter or digit (the
+/// Docker engine's rule, bounded).
+///
+/// # Errors
+///
+/// [`Error::InvalidSpec`] (with `container` as the name) saying what is wrong.
+pub fn validate_volume_name(container: &str, volume: &str) -> Result<()> {
+    let ok_chars = volume.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let ok_start = volume.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if volume.len() < 2 || volume.len() > MAX_VOLUME_NAME_LEN || !ok_chars || !ok_start {
+        return Err(Error::invalid(
+            container,
+            format!(
+                "volume name {volume:?} is not valid: 2 to {MAX_VOLUME_NAME_LEN} characters of a-z, A-Z, 0-9, _ . -, starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl ContainerSpec {
@@ -157,7 +414,71 @@ impl ContainerSpec {
             extra_directories: Vec::new(),
             env: BTreeMap::new(),
             input: None,
+            command: None,
+            entrypoint: None,
+            working_dir: None,
+            user: None,
+            mem_limit_mb: None,
+            cpu_limit: None,
+            shm_size_mb: None,
+            volumes: Vec::new(),
+            hints: RouteHints::default(),
         }
+    }
+
+    /// Replaces the image's `CMD`.
+    pub fn command<I: IntoIterator<Item = S>, S: Into<String>>(mut self, command: I) -> Self {
+        self.command = Some(command.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Replaces the image's `ENTRYPOINT`.
+    pub fn entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, entrypoint: I) -> Self {
+        self.entrypoint = Some(entrypoint.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the user the process runs as.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the hard memory limit in MiB.
+    pub fn mem_limit_mb(mut self, mb: u64) -> Self {
+        self.mem_limit_mb = Some(mb);
+        self
+    }
+
+    /// Sets the hard CPU limit in CPUs.
+    pub fn cpu_limit(mut self, cpus: f64) -> Self {
+        self.cpu_limit = Some(cpus);
+        self
+    }
+
+    /// Sets the size of `/dev/shm` in MiB.
+    pub fn shm_size_mb(mut self, mb: u64) -> Self {
+        self.shm_size_mb = Some(mb);
+        self
+    }
+
+    /// Mounts the persistent volume `name` (created on first use, owned by
+    /// `owner`) at `path`.
+    pub fn persistent_volume(mut self, name: impl Into<String>, path: impl Into<String>, owner: Option<&str>) -> Self {
+        self.volumes.push(PersistentVolume { name: name.into(), path: path.into(), owner: owner.map(str::to_owned) });
+        self
+    }
+
+    /// Sets the proxy hints.
+    pub fn hints(mut self, hints: RouteHints) -> Self {
+        self.hints = hints;
+        self
     }
 
     /// Sets the container port.
@@ -213,10 +534,19 @@ impl ContainerSpec {
         normalize_image(&self.image)
     }
 
-    /// CPU share in nano-CPUs, as the engine wants it.
+    /// The hard CPU limit in nano-CPUs, as the engine wants it:
+    /// [`cpu_limit`](Self::cpu_limit) when set, else [`cpus`](Self::cpus)
+    /// (the original library's meaning of its CPU setting).
     pub fn nano_cpus(&self) -> i64 {
-        // Validation bounds cpus to (0, 1024], so the product fits an i64.
-        (self.cpus * 1e9).round() as i64
+        // Validation bounds both to (0, 1024], so the product fits an i64.
+        (self.cpu_limit.unwrap_or(self.cpus) * 1e9).round() as i64
+    }
+
+    /// The container's CPU weight under contention (the engine's
+    /// `CpuShares`, 1024 per CPU) when a separate limit is set; `None`
+    /// leaves the engine's default.
+    pub fn cpu_shares(&self) -> Option<i64> {
+        self.cpu_limit.map(|_| ((self.cpus * 1024.0).round() as i64).max(2))
     }
 
     /// Checks the spec without calling any engine.
@@ -279,6 +609,28 @@ impl ContainerSpec {
                 return Err(Error::invalid(name, format!("environment value of {key:?} contains NUL")));
             }
         }
+        self.validate_process(name)?;
+        self.validate_resources(name)?;
+        let mut mount_paths: std::collections::BTreeSet<&str> =
+            self.extra_directories.iter().map(|d| d.trim_end_matches('/')).collect();
+        let mut volume_names = std::collections::BTreeSet::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            validate_volume_name(name, &v.name)?;
+            validate_container_path(name, &format!("volumes[{i}].path"), &v.path)?;
+            if v.path == "/" {
+                return Err(Error::invalid(name, format!("volumes[{i}].path must not be \"/\"")));
+            }
+            if !mount_paths.insert(v.path.trim_end_matches('/')) {
+                return Err(Error::invalid(name, format!("volumes[{i}].path {:?} is mounted twice", v.path)));
+            }
+            if !volume_names.insert(v.name.as_str()) {
+                return Err(Error::invalid(name, format!("volume {:?} is listed twice", v.name)));
+            }
+            if v.owner.as_deref().is_some_and(|o| o.is_empty() || o.contains(['\0', '\n'])) {
+                return Err(Error::invalid(name, format!("volumes[{i}].owner is empty or contains NUL/newline")));
+            }
+        }
+        self.hints.validate(name)?;
         if let Some(input) = &self.input {
             let size = input_size(&input.document);
             let limit = match &input.mode {
@@ -302,6 +654,73 @@ impl ContainerSpec {
             };
             if size > limit {
                 return Err(Error::InputTooLarge { name: name.to_owned(), size, limit, mode: input.mode.as_str() });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ContainerSpec {
+    /// Command, entrypoint, working directory and user.
+    fn validate_process(&self, name: &str) -> Result<()> {
+        for (field, list) in [("command", &self.command), ("entrypoint", &self.entrypoint)] {
+            let Some(list) = list else { continue };
+            if list.is_empty() {
+                return Err(Error::invalid(
+                    name,
+                    format!("{field} is an empty list: leave it out to keep the image's own"),
+                ));
+            }
+            if let Some(i) = list.iter().position(|a| a.contains('\0')) {
+                return Err(Error::invalid(name, format!("{field}[{i}] contains NUL")));
+            }
+        }
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') || dir.contains('\0') {
+                return Err(Error::invalid(name, format!("working_dir {dir:?} is not an absolute path")));
+            }
+        }
+        if let Some(user) = &self.user {
+            if user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::invalid(
+                    name,
+                    format!("user {user:?} must be a name, uid or uid:gid without spaces"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Limits beside the reservation.
+    fn validate_resources(&self, name: &str) -> Result<()> {
+        if let Some(limit) = self.mem_limit_mb {
+            if limit < self.mem_reservation_mb {
+                return Err(Error::invalid(
+                    name,
+                    format!("mem_limit_mb {limit} is below the memory reservation of {} MB", self.mem_reservation_mb),
+                ));
+            }
+            if limit > MAX_MEM_RESERVATION_MB {
+                return Err(Error::invalid(
+                    name,
+                    format!("mem_limit_mb {limit} is over the {MAX_MEM_RESERVATION_MB} MB limit"),
+                ));
+            }
+        }
+        if let Some(limit) = self.cpu_limit {
+            if !(limit.is_finite() && limit > 0.0 && limit <= 1024.0) {
+                return Err(Error::invalid(name, format!("cpu_limit must be in (0, 1024], got {limit}")));
+            }
+            if limit < self.cpus {
+                return Err(Error::invalid(name, format!("cpu_limit {limit} is below the CPU share of {}", self.cpus)));
+            }
+        }
+        if let Some(shm) = self.shm_size_mb {
+            if shm == 0 || shm > MAX_MEM_RESERVATION_MB {
+                return Err(Error::invalid(
+                    name,
+                    format!("shm_size_mb must be between 1 and {MAX_MEM_RESERVATION_MB}, got {shm}"),
+                ));
             }
         }
         Ok(())
@@ -443,10 +862,71 @@ mod tests {
             (spec().input_file(json!({}), "tmp/input.json"), "not an absolute"),
             (spec().input_file(json!({}), "/tmp/"), "directory"),
             (spec().input_url(json!({}), "ftp://x"), "http"),
+            (spec().mem_limit_mb(99), "mem_limit_mb 99 is below"),
+            (spec().cpu_limit(0.25), "cpu_limit 0.25 is below"),
+            (spec().cpu_limit(f64::INFINITY), "cpu_limit must be"),
+            (spec().shm_size_mb(0), "shm_size_mb"),
+            (ContainerSpec { command: Some(vec![]), ..spec() }, "command is an empty list"),
+            (spec().entrypoint(["a\0b"]), "entrypoint[0] contains NUL"),
+            (spec().working_dir("rel"), "working_dir"),
+            (spec().user("a b"), "user"),
+            (spec().persistent_volume("x", "/w", None), "volume name \"x\""),
+            (spec().persistent_volume("home/x", "/w", None), "volume name"),
+            (spec().persistent_volume("vol", "w", None), "volumes[0].path"),
+            (spec().persistent_volume("vol", "/", None), "must not be"),
+            (spec().persistent_volume("vol", "/a", None).persistent_volume("vol", "/b", None), "listed twice"),
+            (spec().extra_directory("/a").persistent_volume("vol", "/a/", None), "mounted twice"),
+            (spec().persistent_volume("vol", "/a", Some("")), "owner"),
+            (spec().hints(RouteHints { ready_path: Some("lab".into()), ..Default::default() }), "ready_path"),
+            (spec().hints(RouteHints { ready_path: Some("/a b".into()), ..Default::default() }), "ready_path"),
+            (spec().hints(RouteHints { ready_status: vec![99], ..Default::default() }), "ready_status 99"),
+            (spec().hints(RouteHints { start_timeout_secs: Some(0), ..Default::default() }), "start_timeout_secs"),
+            (spec().hints(RouteHints { public_url: Some("ftp://x".into()), ..Default::default() }), "public_url"),
         ];
         for (spec, needle) in cases {
             let err = spec.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn limits_and_shares() {
+        let s = spec().cpus(0.5);
+        assert_eq!((s.nano_cpus(), s.cpu_shares()), (500_000_000, None), "cpus is the limit without cpu_limit");
+        let s = spec().cpus(0.5).cpu_limit(2.0);
+        assert_eq!((s.nano_cpus(), s.cpu_shares()), (2_000_000_000, Some(512)));
+        spec().mem_limit_mb(100).validate().unwrap();
+        spec().mem_limit_mb(4096).shm_size_mb(512).validate().unwrap();
+    }
+
+    #[test]
+    fn hints_round_trip_through_labels() {
+        let scheme = crate::LabelScheme::default();
+        let hints = RouteHints {
+            ready_path: Some("/lab".into()),
+            ready_status: vec![200, 302],
+            start_timeout_secs: Some(30),
+            strip_prefix: Some(false),
+            routing: Some(RoutingMode::Host),
+            public_url: Some("http://viz.docker.localhost/".into()),
+        };
+        let mut labels = BTreeMap::new();
+        hints.to_labels(&scheme, &mut labels);
+        assert_eq!(labels["berth.ready_status"], "200,302");
+        assert_eq!(RouteHints::from_labels(&scheme, &labels), hints);
+        assert!(RouteHints::from_labels(&scheme, &BTreeMap::new()).is_default());
+        // A hand-made label that would make a bad probe target is ignored.
+        labels.insert("berth.ready_path".into(), "no-slash".into());
+        assert_eq!(RouteHints::from_labels(&scheme, &labels).ready_path, None);
+    }
+
+    #[test]
+    fn new_fields_keep_old_serializations() {
+        // Specs without the new fields serialize as before, so the fleet's
+        // spec hashes of running containers stay the same.
+        let v = serde_json::to_value(spec()).unwrap();
+        for key in ["command", "entrypoint", "volumes", "hints", "mem_limit_mb", "shm_size_mb", "user"] {
+            assert!(v.get(key).is_none(), "{key} serialized: {v}");
         }
     }
 

@@ -57,6 +57,29 @@ impl LabelScheme {
         format!("{}.container", self.root)
     }
 
+    /// Key of a proxy-hint label (`<root>.<hint>`, see
+    /// [`RouteHints`](crate::RouteHints)).
+    pub fn hint_key(&self, hint: &str) -> String {
+        format!("{}.{hint}", self.root)
+    }
+
+    /// Key of the container label listing its persistent volumes
+    /// (comma-separated names).
+    pub fn persistent_volumes_key(&self) -> String {
+        format!("{}.persistent_volumes", self.root)
+    }
+
+    /// Key of the label that marks a volume as persistent (it outlives
+    /// its containers).
+    pub fn persistent_key(&self) -> String {
+        format!("{}.persistent", self.root)
+    }
+
+    /// Key of the label naming a persistent volume's owner.
+    pub fn volume_user_key(&self) -> String {
+        format!("{}.volume_owner", self.root)
+    }
+
     /// True when `key` is the root label or sits under it; such keys are
     /// reserved for berth and refused in a spec's labels.
     pub fn is_reserved(&self, key: &str) -> bool {
@@ -146,8 +169,11 @@ pub struct ContainerInfo {
     pub container_port: Option<u16>,
     /// Memory reservation from its label, when present and valid.
     pub mem_reservation_mb: Option<u64>,
-    /// Names of the volumes mounted for its extra directories.
+    /// Names of the volumes mounted for its extra directories (removed
+    /// with it).
     pub volumes: Vec<String>,
+    /// Names of the persistent volumes it mounts (kept when it is removed).
+    pub persistent_volumes: Vec<String>,
 }
 
 /// Where a container's HTTP server can be reached from berth.
@@ -278,15 +304,28 @@ pub struct ContainerEvent {
     pub exit_code: Option<i64>,
 }
 
-/// A volume berth created for an extra directory.
+/// A volume berth created: for an extra directory (removed with its
+/// container) or a persistent one (kept until removed on request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
     /// Volume name.
     pub name: String,
-    /// Name of the container it was created for.
+    /// Name of the container it was created for (extra directories).
     pub container: Option<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+}
+
+impl VolumeInfo {
+    /// Whether it is a persistent volume under `scheme`.
+    pub fn is_persistent(&self, scheme: &LabelScheme) -> bool {
+        self.labels.contains_key(&scheme.persistent_key())
+    }
+
+    /// The owner of a persistent volume, when it has one.
+    pub fn owner(&self, scheme: &LabelScheme) -> Option<&str> {
+        self.labels.get(&scheme.volume_user_key()).map(String::as_str)
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ async fn setup() -> Option<(Arc<dyn ContainerManager>, Fixture)> {
         labels: run.labels(),
         host_from_container: "host.docker.internal".to_owned(),
         ready_timeout: Duration::from_secs(30),
+        program: "/berth-testtool".to_owned(),
         guard: Some(Box::new(run)),
     };
     Some((Arc::new(docker), fixture))

@@ -25,6 +25,7 @@ async fn setup() -> Option<(Arc<dyn ContainerManager>, Fixture)> {
         labels: Default::default(),
         host_from_container: "127.0.0.1".to_owned(),
         ready_timeout: Duration::from_secs(10),
+        program: berth_manager::MOCK_TOOL_PROGRAM.to_owned(),
         guard: None,
     };
     Some((Arc::new(manager), fixture))

@@ -41,6 +41,10 @@
 //! - `GET /fetch?url=<http url>`: fetches the URL from inside the container
 //!   and returns its body (502 with the reason when it fails);
 //! - `GET /headers`: the request's header fields, one `name: value` a line;
+//! - `GET /argv`, `/cwd`, `/uid`, `/memlimit`, `/shm`: the process's
+//!   arguments after the program (one a line; arguments are otherwise
+//!   ignored), working directory, user id, memory cgroup limit in bytes (or
+//!   `max`), and `/dev/shm` size in bytes;
 //! - anything else: 200 `<METHOD> <target>`.
 //!
 //! Malformed requests get 400 and header blocks over 64 KiB get 431; both

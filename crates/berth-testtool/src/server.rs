@@ -205,6 +205,8 @@ fn route(x: &mut Exchange<'_>) -> io::Result<Next> {
             },
             None => x.text(400, "missing url parameter\n"),
         }
+    } else if let Some(answer) = process_route(path).filter(|_| get_or_head) {
+        x.text(200, &answer)
     } else if get_or_head && path == "/headers" {
         let mut listing = String::new();
         for (name, value) in &x.req.headers {
@@ -215,6 +217,65 @@ fn route(x: &mut Exchange<'_>) -> io::Result<Next> {
         let line = format!("{} {}\n", x.req.method, x.req.target);
         x.text(200, &line)
     }
+}
+
+/// The process routes: `/argv` (arguments after the program, one a line),
+/// `/cwd`, `/uid`, `/memlimit` (the cgroup's limit in bytes, or `max`),
+/// `/shm` (size of `/dev/shm` in bytes).
+fn process_route(path: &str) -> Option<String> {
+    Some(match path {
+        "/argv" => std::env::args().skip(1).map(|a| format!("{a}\n")).collect(),
+        "/cwd" => format!("{}\n", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()),
+        "/uid" => {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("?");
+            format!("{uid}\n")
+        }
+        "/memlimit" => format!("{}\n", memory_limit()),
+        "/shm" => {
+            // /proc/mounts: "shm /dev/shm tmpfs rw,...,size=65536k 0 0".
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            let size = mounts
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some("/dev/shm"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|opts| opts.split(',').find_map(|o| o.strip_prefix("size=")))
+                .and_then(parse_size)
+                .map_or_else(|| "?".to_owned(), |b| b.to_string());
+            format!("{size}\n")
+        }
+        _ => return None,
+    })
+}
+
+/// The memory cgroup's limit (v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`; v1's "no limit" is a huge number, shown as
+/// `max`).
+fn memory_limit() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    match read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+        Some(v) if v.parse::<u64>().is_ok_and(|n| n >= 1 << 62) => "max".to_owned(),
+        Some(v) => v,
+        None => "?".to_owned(),
+    }
+}
+
+/// `65536k`, `64m`, `1g` or plain bytes, as tmpfs mount options write them.
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().ok()?;
+    let mul = match unit {
+        "" => 1,
+        "k" | "K" => 1024,
+        "m" | "M" => 1024 * 1024,
+        "g" | "G" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    Some(n * mul)
 }
 
 /// `GET /`: 503 while starting, then a page showing the input document.

@@ -29,7 +29,8 @@ pub use config::{DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPol
 
 use crate::error::{BoxError, Error, Result};
 use crate::manager::{
-    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, container_labels, port_from_labels, validate_for,
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, check_persistent_volume, container_labels,
+    persistent_volume_labels, persistent_volumes_from_labels, port_from_labels, validate_for,
 };
 use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
 use crate::time::{parse_rfc3339, unix_secs};
@@ -299,12 +300,14 @@ impl DockerManager {
             _ => None,
         };
         let image = resp.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default();
+        let persistent_volumes = persistent_volumes_from_labels(&self.config.labels, &labels);
         let volumes = resp
             .mounts
             .iter()
             .flatten()
             .filter(|m| m.typ.as_ref().is_some_and(|t| t == "volume"))
             .filter_map(|m| m.name.clone())
+            .filter(|n| !persistent_volumes.contains(n))
             .collect();
         ContainerInfo {
             id: resp.id.clone().unwrap_or_default(),
@@ -318,6 +321,7 @@ impl DockerManager {
             created: resp.created.as_deref().and_then(parse_rfc3339).unwrap_or(SystemTime::UNIX_EPOCH),
             started: state.and_then(|s| s.started_at.as_deref()).and_then(parse_rfc3339),
             volumes,
+            persistent_volumes,
         }
     }
 
@@ -332,6 +336,7 @@ impl DockerManager {
             .and_then(|st| st.strip_prefix("Exited ("))
             .and_then(|r| r.split(')').next())
             .and_then(|c| c.parse().ok());
+        let persistent_volumes = persistent_volumes_from_labels(&self.config.labels, &labels);
         ContainerInfo {
             id: s.id.clone().unwrap_or_default(),
             container_port: port_from_labels(&self.config.labels, &name, &labels).ok(),
@@ -350,7 +355,9 @@ impl DockerManager {
                 .flatten()
                 .filter(|m| m.typ.as_ref().is_some_and(|t| t == "volume"))
                 .filter_map(|m| m.name.clone())
+                .filter(|n| !persistent_volumes.contains(n))
                 .collect(),
+            persistent_volumes,
         }
     }
 
@@ -598,6 +605,40 @@ impl DockerManager {
     }
 }
 
+impl DockerManager {
+    /// Creates (on first use) and checks the spec's persistent volumes;
+    /// their mounts.
+    async fn persistent_mounts(&self, spec: &ContainerSpec) -> Result<Vec<Mount>> {
+        let scheme = &self.config.labels;
+        let mut mounts = Vec::new();
+        for volume in &spec.volumes {
+            let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+            labels.extend(persistent_volume_labels(scheme, volume));
+            // Creating an existing volume answers with that volume, so two
+            // launches racing to create it both succeed; whoever made it,
+            // its labels decide whether this launch may mount it.
+            let req =
+                VolumeCreateRequest { name: Some(volume.name.clone()), labels: Some(labels), ..Default::default() };
+            self.call("create volume", &spec.name, self.docker.create_volume(req)).await?;
+            let existing = self.call("inspect volume", &volume.name, self.docker.inspect_volume(&volume.name)).await?;
+            let labels: BTreeMap<String, String> = existing.labels.into_iter().collect();
+            check_persistent_volume(scheme, &spec.name, volume, &labels)?;
+            mounts.push(Mount {
+                target: Some(volume.path.clone()),
+                source: Some(volume.name.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            });
+        }
+        Ok(mounts)
+    }
+}
+
+fn mib_to_bytes(mb: u64) -> i64 {
+    i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
 fn bracket(host: &str) -> String {
     if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
 }
@@ -739,15 +780,14 @@ impl ContainerManager for DockerManager {
         // Volumes first, each labelled with its owner so a crash between
         // here and the container's creation leaves something a sweep finds.
         let mut volumes: Vec<String> = Vec::new();
-        let mut mounts = Vec::new();
+        let mut mounts = self.persistent_mounts(spec).await?;
         for dir in &spec.extra_directories {
-            let req = VolumeCreateRequest {
-                labels: Some(HashMap::from([
-                    (scheme.root().to_owned(), "true".to_owned()),
-                    (scheme.volume_owner_key(), spec.name.clone()),
-                ])),
-                ..Default::default()
-            };
+            // The spec's own labels too (a test run's, a tool's), so sweeps
+            // by label find the volume.
+            let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+            labels.insert(scheme.root().to_owned(), "true".to_owned());
+            labels.insert(scheme.volume_owner_key(), spec.name.clone());
+            let req = VolumeCreateRequest { labels: Some(labels), ..Default::default() };
             let created = match self.call("create volume", &spec.name, self.docker.create_volume(req)).await {
                 Ok(v) => v,
                 Err(e) => {
@@ -771,9 +811,10 @@ impl ContainerManager for DockerManager {
         let publish = self.config.effective_endpoint_mode() == EndpointMode::PublishedPort;
         let host_config = HostConfig {
             nano_cpus: Some(spec.nano_cpus()),
-            memory_reservation: Some(
-                i64::try_from(spec.mem_reservation_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
-            ),
+            cpu_shares: spec.cpu_shares(),
+            memory_reservation: Some(mib_to_bytes(spec.mem_reservation_mb)),
+            memory: spec.mem_limit_mb.map(mib_to_bytes),
+            shm_size: spec.shm_size_mb.map(mib_to_bytes),
             mounts: (!mounts.is_empty()).then_some(mounts),
             port_bindings: publish.then(|| {
                 HashMap::from([(
@@ -798,6 +839,10 @@ impl ContainerManager for DockerManager {
             labels: Some(container_labels(scheme, spec).into_iter().collect()),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(host_config),
+            cmd: spec.command.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            working_dir: spec.working_dir.clone(),
+            user: spec.user.clone(),
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
@@ -1011,6 +1056,47 @@ impl ContainerManager for DockerManager {
             }
         }
         Ok(removed)
+    }
+
+    async fn persistent_volumes(&self) -> Result<Vec<VolumeInfo>> {
+        let scheme = &self.config.labels;
+        let opts = ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![scheme.root().to_owned(), scheme.persistent_key()],
+            )])),
+        };
+        let list = self.call("list volumes", "volumes", self.docker.list_volumes(Some(opts))).await?;
+        let mut out: Vec<VolumeInfo> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo { container: None, name: v.name, labels: v.labels.into_iter().collect() })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn remove_persistent_volume(&self, name: &str) -> Result<()> {
+        let scheme = &self.config.labels;
+        let engine_name_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !engine_name_ok {
+            return Err(Error::not_found(name));
+        }
+        let volume = self.call("inspect volume", name, self.docker.inspect_volume(name)).await?;
+        if !(volume.labels.contains_key(scheme.root()) && volume.labels.contains_key(&scheme.persistent_key())) {
+            return Err(Error::not_found(name));
+        }
+        let opts = RemoveVolumeOptions { force: false };
+        match self.call("remove volume", name, self.docker.remove_volume(name, Some(opts))).await {
+            Ok(()) => {
+                tracing::info!(volume = %name, "persistent volume removed");
+                Ok(())
+            }
+            Err(Error::Engine { status: 409, .. }) => Err(Error::VolumeInUse { volume: name.to_owned() }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {

@@ -234,6 +234,14 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
         self.tick();
         self.inner.list_volumes().await
     }
+    async fn persistent_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>> {
+        self.tick();
+        self.inner.persistent_volumes().await
+    }
+    async fn remove_persistent_volume(&self, name: &str) -> berth_manager::Result<()> {
+        self.tick_name(name);
+        self.inner.remove_persistent_volume(name).await
+    }
 }
 
 /// One request over a fresh HTTP/1.1 connection; `(status, headers, body)`.
