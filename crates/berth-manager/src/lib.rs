@@ -52,7 +52,6 @@
 mod error;
 mod manager;
 mod spec;
-#[cfg(feature = "docker")]
 mod time;
 mod types;
 

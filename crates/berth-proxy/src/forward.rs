@@ -35,6 +35,7 @@ use crate::hooks::{AllowAll, ProxyHooks};
 use crate::pages::{self, WaitingPage};
 use crate::route::{PathRouting, Route, RouteDecision, Routing};
 use crate::table::{Lookup, RouteTable, Upstream};
+use berth_manager::RoutingMode;
 
 /// Boxed error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -208,7 +209,10 @@ impl<H: ProxyHooks> Proxy<H> {
                     Err(d) => return full(pages::error(d.status, &d.message)),
                 };
                 match inner.table.lookup(&route.container).await {
-                    Lookup::Ready(upstream) => self.forward(upstream, route, parts, body, ctx).await,
+                    Lookup::Ready(upstream) => match elsewhere(&upstream, &route) {
+                        Some(location) => full(pages::redirect(&location)),
+                        None => self.forward(upstream, route, parts, body, ctx).await,
+                    },
                     Lookup::Starting => {
                         full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json))
                     }
@@ -269,14 +273,19 @@ impl<H: ProxyHooks> Proxy<H> {
         let upgrade = is_upgrade_request(&parts.headers, parts.version);
         let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
 
-        let path_and_query =
-            match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(route.upstream_path.as_bytes())) {
-                Ok(p) => p,
-                Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
-            };
+        let strip = upstream.hints.strip_prefix.unwrap_or(route.stripped);
+        let original = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let upstream_path = route.path_for(strip, original);
+        let path_and_query = match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(upstream_path.as_bytes())) {
+            Ok(p) => p,
+            Err(e) => return full(pages::error(StatusCode::BAD_REQUEST, &format!("bad request path: {e}"))),
+        };
+        // What a tool's redirects are rewritten against: the prefix it does
+        // not know (when stripped) and the origins it may think it has.
+        let stripped_prefix = (strip && route.kind == RoutingMode::Path).then_some(route.forwarded_prefix.as_str());
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(Scheme::HTTP);
-        uri_parts.authority = Some(upstream.authority);
+        uri_parts.authority = Some(upstream.authority.clone());
         uri_parts.path_and_query = Some(path_and_query);
         let uri = match Uri::from_parts(uri_parts) {
             Ok(uri) => uri,
@@ -291,11 +300,12 @@ impl<H: ProxyHooks> Proxy<H> {
         prepare_upstream_headers(
             &mut parts.headers,
             &inner.config,
-            &route,
+            stripped_prefix,
             original_host.as_ref(),
             client_addr,
             upgrade,
         );
+        let proto = parts.headers.get(&X_FORWARDED_PROTO).cloned();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         inner.hooks.rewrite_upstream(&ctx, &route, &mut parts);
@@ -345,6 +355,19 @@ impl<H: ProxyHooks> Proxy<H> {
             }
         }
         remove_hop_by_hop(&mut resp_parts.headers, false);
+        if let Some(location) = resp_parts.headers.get(header::LOCATION) {
+            let public = PublicOrigin {
+                scheme: proto.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("http"),
+                host: original_host.as_ref().and_then(|h| h.to_str().ok()),
+                upstream: upstream.authority.as_str(),
+                prefix: stripped_prefix,
+            };
+            if let Some(rewritten) = location.to_str().ok().and_then(|l| public.rewrite_location(l)) {
+                if let Ok(v) = HeaderValue::from_str(&rewritten) {
+                    resp_parts.headers.insert(header::LOCATION, v);
+                }
+            }
+        }
         let small = resp_parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -505,6 +528,71 @@ where
     }
 }
 
+/// Where a request that came in under the routing a container is not
+/// served under should go instead: its public URL plus the rest of the
+/// path (a tool that cannot be relocated is served by hostname only).
+fn elsewhere(upstream: &Upstream, route: &Route) -> Option<String> {
+    let only = upstream.hints.routing?;
+    if only == route.kind {
+        return None;
+    }
+    let base = upstream.hints.public_url.as_deref()?;
+    let rest = route.path_for(true, &route.upstream_path);
+    Some(format!("{}/{}", base.trim_end_matches('/'), rest.trim_start_matches('/')))
+}
+
+/// What a tool's `Location` headers are rewritten against.
+struct PublicOrigin<'a> {
+    /// `http` or `https`, as berth told the tool in `X-Forwarded-Proto`.
+    scheme: &'a str,
+    /// The `Host` the client used (and the tool was given).
+    host: Option<&'a str>,
+    /// The container's own address.
+    upstream: &'a str,
+    /// The path prefix the tool does not know about (stripped), if any.
+    prefix: Option<&'a str>,
+}
+
+impl PublicOrigin<'_> {
+    /// The rewritten `Location`, or `None` to keep it. A redirect to the
+    /// tool's own origin (a path, the container's address, or the `Host`
+    /// berth sent) is made public: the container's address becomes the
+    /// client's host, and a stripped prefix is put back in front of the
+    /// path, unless the path already starts with it (a tool that knows its
+    /// prefix). Redirects elsewhere (a login provider) are kept.
+    fn rewrite_location(&self, location: &str) -> Option<String> {
+        let host = self.host;
+        let with_prefix = |path: &str| -> Option<String> {
+            let prefix = self.prefix?;
+            let already = path.strip_prefix(prefix).is_some_and(|r| r.is_empty() || r.starts_with(['/', '?', '#']));
+            (!already).then(|| format!("{prefix}{path}"))
+        };
+        if location.starts_with('/') && !location.starts_with("//") {
+            return with_prefix(location);
+        }
+        let (scheme, rest) = location.split_once("://")?;
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+            return None;
+        }
+        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let own =
+            authority.eq_ignore_ascii_case(self.upstream) || host.is_some_and(|h| authority.eq_ignore_ascii_case(h));
+        if !own {
+            return None;
+        }
+        let path = if path.is_empty() { "/" } else { path };
+        let path = if path.starts_with('/') {
+            with_prefix(path).unwrap_or_else(|| path.to_owned())
+        } else {
+            format!("/{path}")
+        };
+        let public_host = host.unwrap_or(authority);
+        let rewritten = format!("{}://{public_host}{path}", self.scheme);
+        (rewritten != location).then_some(rewritten)
+    }
+}
+
 fn full(resp: Response<Full<Bytes>>) -> Response<ProxyBody> {
     resp.map(|b| b.map_err(|e| match e {}).boxed_unsync())
 }
@@ -594,7 +682,7 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 fn prepare_upstream_headers(
     headers: &mut HeaderMap,
     config: &ProxyConfig,
-    route: &Route,
+    stripped_prefix: Option<&str>,
     original_host: Option<&HeaderValue>,
     client_addr: Option<SocketAddr>,
     upgrade: bool,
@@ -631,8 +719,10 @@ fn prepare_upstream_headers(
         }
     }
     headers.remove(&X_FORWARDED_PREFIX);
-    if !route.forwarded_prefix.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&route.forwarded_prefix) {
+    // Only a prefix the tool does not see in its path is announced: a tool
+    // that gets the full path would otherwise add it twice.
+    if let Some(prefix) = stripped_prefix.filter(|p| !p.is_empty()) {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
             headers.insert(X_FORWARDED_PREFIX.clone(), v);
         }
     }
@@ -768,16 +858,49 @@ mod tests {
         assert!(!only.contains_key(header::COOKIE));
     }
 
+    fn origin(prefix: Option<&str>) -> PublicOrigin<'_> {
+        PublicOrigin { scheme: "https", host: Some("berth.example.org"), upstream: "172.17.0.5:8888", prefix }
+    }
+
+    #[test]
+    fn locations_are_made_public() {
+        let stripped = origin(Some("/docker/nb"));
+        let cases = [
+            ("/lab", Some("/docker/nb/lab")),
+            ("/lab?reset", Some("/docker/nb/lab?reset")),
+            ("/docker/nb/lab", None),
+            ("/docker/nb", None),
+            ("/docker/nbx/lab", Some("/docker/nb/docker/nbx/lab")),
+            ("lab/tree", None),
+            ("//evil.example/x", None),
+            ("http://172.17.0.5:8888/lab", Some("https://berth.example.org/docker/nb/lab")),
+            ("http://berth.example.org/lab", Some("https://berth.example.org/docker/nb/lab")),
+            ("http://172.17.0.5:8888", Some("https://berth.example.org/docker/nb/")),
+            ("https://login.example.org/authorize?x=1", None),
+            ("mailto:a@b", None),
+        ];
+        for (given, want) in cases {
+            assert_eq!(stripped.rewrite_location(given).as_deref(), want, "{given}");
+        }
+        let kept = origin(None);
+        assert_eq!(kept.rewrite_location("/docker/nb/lab"), None);
+        assert_eq!(kept.rewrite_location("/lab"), None, "no prefix to put back");
+        assert_eq!(
+            kept.rewrite_location("http://172.17.0.5:8888/docker/nb/lab").as_deref(),
+            Some("https://berth.example.org/docker/nb/lab")
+        );
+        assert_eq!(kept.rewrite_location("https://berth.example.org/docker/nb/lab"), None, "already public");
+    }
+
     #[test]
     fn forwarded_headers() {
-        let route =
-            Route { container: "viz".into(), upstream_path: "/".into(), forwarded_prefix: "/docker/viz".into() };
+        let route = Some("/docker/viz");
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
         let host = HeaderValue::from_static("example.org:8000");
         let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        prepare_upstream_headers(&mut h, &ProxyConfig::default(), &route, Some(&host), Some(client), false);
+        prepare_upstream_headers(&mut h, &ProxyConfig::default(), route, Some(&host), Some(client), false);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-prefix"], "/docker/viz");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -788,7 +911,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        prepare_upstream_headers(&mut h, &trusting, &route, Some(&host), Some(client), false);
+        prepare_upstream_headers(&mut h, &trusting, route, Some(&host), Some(client), false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

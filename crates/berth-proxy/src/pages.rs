@@ -49,7 +49,8 @@ pub enum FailureReason {
         /// Its exit code, when known.
         code: Option<i64>,
     },
-    /// It did not answer 200 on `/` within the start timeout.
+    /// It did not answer its readiness probe with a ready status within
+    /// its start timeout.
     StartTimeout(Duration),
     /// It was created but not started within the start timeout (its
     /// launch died half-way).

@@ -4,6 +4,7 @@
 //! [`RouteDecision`] without any I/O, so it is cheap on the hot path and
 //! table-tested below.
 
+use berth_manager::RoutingMode;
 use http::Uri;
 
 /// Default path prefix of path routing.
@@ -16,6 +17,9 @@ pub enum Routing {
     Path(PathRouting),
     /// `<name>.<suffix>` goes to container `<name>`, path kept.
     Host(HostRouting),
+    /// Both at once: a request whose host is `<name>.<suffix>` is routed
+    /// by hostname, any other by path.
+    Both(PathRouting, HostRouting),
 }
 
 /// Path routing settings.
@@ -97,11 +101,39 @@ impl HostRouting {
 pub struct Route {
     /// Container name.
     pub container: String,
-    /// Path and query to send upstream (always starts with `/`).
+    /// Path and query to send upstream (always starts with `/`), by the
+    /// routing's own prefix setting; a container whose hints say otherwise
+    /// gets the other form (see [`Route::path_for`]).
     pub upstream_path: String,
-    /// Value of `X-Forwarded-Prefix`: the prefix under which the tool is
-    /// served (`/docker/<name>`, or empty with hostname routing).
+    /// The prefix under which the tool is served (`/docker/<name>`, or
+    /// empty with hostname routing): what stripping removes, and the value
+    /// of `X-Forwarded-Prefix` when it is removed.
     pub forwarded_prefix: String,
+    /// Which routing matched.
+    pub kind: RoutingMode,
+    /// Whether `upstream_path` has the prefix stripped.
+    pub stripped: bool,
+}
+
+impl Route {
+    /// The upstream path and query when the prefix is (`strip`) or is not
+    /// stripped, given the request's original path and query. Hostname
+    /// routes have no prefix: always `upstream_path`.
+    pub fn path_for<'a>(&'a self, strip: bool, original: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.kind == RoutingMode::Host || strip == self.stripped {
+            return std::borrow::Cow::Borrowed(&self.upstream_path);
+        }
+        if strip {
+            let rest = original.get(self.forwarded_prefix.len()..).unwrap_or("/");
+            if rest.starts_with('/') {
+                std::borrow::Cow::Borrowed(rest)
+            } else {
+                std::borrow::Cow::Owned(format!("/{rest}"))
+            }
+        } else {
+            std::borrow::Cow::Borrowed(original)
+        }
+    }
 }
 
 /// What to do with a request.
@@ -127,6 +159,26 @@ impl Routing {
         match self {
             Routing::Path(p) => resolve_path(p, uri),
             Routing::Host(h) => resolve_host(h, uri, host),
+            Routing::Both(p, h) => match resolve_host(h, uri, host) {
+                RouteDecision::NotMine => resolve_path(p, uri),
+                decision => decision,
+            },
+        }
+    }
+
+    /// The path routing, when on.
+    pub fn path(&self) -> Option<&PathRouting> {
+        match self {
+            Routing::Path(p) | Routing::Both(p, _) => Some(p),
+            Routing::Host(_) => None,
+        }
+    }
+
+    /// The hostname routing, when on.
+    pub fn host(&self) -> Option<&HostRouting> {
+        match self {
+            Routing::Host(h) | Routing::Both(_, h) => Some(h),
+            Routing::Path(_) => None,
         }
     }
 }
@@ -175,7 +227,13 @@ fn resolve_path(p: &PathRouting, uri: &Uri) -> RouteDecision {
     let forwarded_prefix = format!("{}/{name}", p.prefix);
     let upstream_path =
         if p.keep_prefix { path_and_query(path, uri.query()) } else { path_and_query(rest, uri.query()) };
-    RouteDecision::Forward(Route { container: name.to_owned(), upstream_path, forwarded_prefix })
+    RouteDecision::Forward(Route {
+        container: name.to_owned(),
+        upstream_path,
+        forwarded_prefix,
+        kind: RoutingMode::Path,
+        stripped: !p.keep_prefix,
+    })
 }
 
 fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision {
@@ -205,6 +263,8 @@ fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision
         container: label.to_owned(),
         upstream_path: path_and_query(if path.is_empty() { "/" } else { path }, uri.query()),
         forwarded_prefix: String::new(),
+        kind: RoutingMode::Host,
+        stripped: false,
     })
 }
 
@@ -226,10 +286,14 @@ mod tests {
     use super::*;
 
     fn fwd(container: &str, upstream: &str, prefix: &str) -> RouteDecision {
+        let kind = if prefix.is_empty() { RoutingMode::Host } else { RoutingMode::Path };
+        let stripped = kind == RoutingMode::Path && !upstream.starts_with(prefix);
         RouteDecision::Forward(Route {
             container: container.into(),
             upstream_path: upstream.into(),
             forwarded_prefix: prefix.into(),
+            kind,
+            stripped,
         })
     }
 
@@ -277,6 +341,37 @@ mod tests {
         // Logs are off unless configured.
         let uri: Uri = "/tools/viz/docker-logs".parse().unwrap();
         assert_eq!(r.resolve(&uri, None), fwd("viz", "/tools/viz/docker-logs", "/tools/viz"));
+    }
+
+    #[test]
+    fn both_routings_at_once() {
+        let r = Routing::Both(PathRouting::default(), HostRouting::new("docker.localhost"));
+        let uri: Uri = "/docker/viz/a".parse().unwrap();
+        assert_eq!(r.resolve(&uri, Some("127.0.0.1:8000")), fwd("viz", "/a", "/docker/viz"));
+        // A container host wins, with its path kept, even under the prefix.
+        assert_eq!(r.resolve(&uri, Some("dash.docker.localhost:8000")), fwd("dash", "/docker/viz/a", ""));
+        let uri: Uri = "/api/v1/tools".parse().unwrap();
+        assert_eq!(r.resolve(&uri, Some("127.0.0.1:8000")), RouteDecision::NotMine);
+        assert_eq!(r.resolve(&uri, Some("docker.localhost")), RouteDecision::NotMine);
+        assert!(r.path().is_some() && r.host().is_some());
+    }
+
+    #[test]
+    fn paths_for_per_container_stripping() {
+        let strip = Routing::Path(PathRouting::default());
+        let keep = Routing::Path(PathRouting::default().keep_prefix(true));
+        let original = "/docker/viz/lab/tree?x=1";
+        let uri: Uri = original.parse().unwrap();
+        for r in [&strip, &keep] {
+            let RouteDecision::Forward(route) = r.resolve(&uri, None) else { panic!() };
+            assert_eq!(route.path_for(true, original), "/lab/tree?x=1");
+            assert_eq!(route.path_for(false, original), original);
+        }
+        let RouteDecision::Forward(route) = strip.resolve(&"/docker/viz/".parse().unwrap(), None) else { panic!() };
+        assert_eq!(route.path_for(true, "/docker/viz/"), "/");
+        let host = Routing::Host(HostRouting::new("docker.localhost"));
+        let RouteDecision::Forward(route) = host.resolve(&uri, Some("viz.docker.localhost")) else { panic!() };
+        assert_eq!(route.path_for(true, original), original, "hostname routes keep their path");
     }
 
     #[test]

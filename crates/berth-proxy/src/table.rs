@@ -6,8 +6,11 @@
 //!   launched container shows the please-wait page, not a 404), *started*
 //!   resolves the endpoint and probes readiness, *died* marks the entry
 //!   failed with its exit code and last log lines, *removed* deletes it.
-//! - Readiness: a starting container is probed with `GET /` until it
-//!   answers 200, or fails after the start timeout.
+//! - Readiness: a starting container is probed with `GET <ready path>`
+//!   until it answers a status that means ready (by default any 2xx or
+//!   3xx: a redirect means the server is up), or fails after its start
+//!   timeout. Path, statuses and timeout come from the container's
+//!   [`RouteHints`] labels, else from [`TableConfig`].
 //! - A name not in the table is looked up once (single flight, bounded
 //!   concurrency) and a miss is remembered briefly, so random names cannot
 //!   make berth hammer the engine.
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use berth_manager::{ContainerManager, ContainerState, EventKind, ListFilter, LogOptions};
+use berth_manager::{ContainerManager, ContainerState, EventKind, ListFilter, LogOptions, RouteHints};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
@@ -30,14 +33,14 @@ use crate::pages::FailureReason;
 /// Settings of a [`RouteTable`].
 #[derive(Debug, Clone)]
 pub struct TableConfig {
-    /// How long a container may take to answer 200 on `/` after it
-    /// started before it is reported failed.
+    /// How long a container may take to become ready after it started
+    /// before it is reported failed, unless its hints say otherwise.
     pub start_timeout: Duration,
     /// Interval between readiness probes.
     pub probe_interval: Duration,
     /// Timeout of one readiness probe.
     pub probe_timeout: Duration,
-    /// Path probed for readiness.
+    /// Path probed for readiness, unless a container's hints name one.
     pub ready_path: String,
     /// How long a name that matched no container is remembered as missing.
     pub negative_ttl: Duration,
@@ -69,11 +72,13 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// `addr` as a URI authority.
     pub authority: http::uri::Authority,
+    /// How the proxy treats the container (from its labels).
+    pub hints: Arc<RouteHints>,
 }
 
 impl Upstream {
-    fn new(addr: SocketAddr) -> Option<Self> {
-        Some(Upstream { addr, authority: http::uri::Authority::try_from(addr.to_string()).ok()? })
+    fn new(addr: SocketAddr, hints: Arc<RouteHints>) -> Option<Self> {
+        Some(Upstream { addr, authority: http::uri::Authority::try_from(addr.to_string()).ok()?, hints })
     }
 }
 
@@ -331,7 +336,7 @@ impl RouteTable {
     fn watch_created(self: &Arc<Self>, name: &str, id: &str) {
         let generation = self.insert_starting(name, id);
         let table = Arc::downgrade(self);
-        let timeout = self.config.start_timeout;
+        let timeout = self.labels(name).map_or(self.config.start_timeout, |l| self.start_timeout_for(&l));
         let (name, id) = (name.to_owned(), id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
@@ -427,6 +432,14 @@ impl RouteTable {
         self.read().get(name).is_some_and(|e| e.generation == generation)
     }
 
+    /// The start timeout of a container with `labels`: its hint, else the
+    /// table's.
+    fn start_timeout_for(&self, labels: &BTreeMap<String, String>) -> Duration {
+        RouteHints::from_labels(self.manager.label_scheme(), labels)
+            .start_timeout_secs
+            .map_or(self.config.start_timeout, Duration::from_secs)
+    }
+
     /// Names currently in the table, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().keys().cloned().collect();
@@ -474,24 +487,30 @@ async fn follow_events(table: std::sync::Weak<RouteTable>, mut events: berth_man
 async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, generation: u64) {
     let started = Instant::now();
     let mut endpoint: Option<SocketAddr> = None;
+    // Until the container's labels are read, the table's defaults apply.
+    let mut hints: Option<Arc<RouteHints>> = None;
     loop {
         let Some(t) = table.upgrade() else { return };
         if !t.is_current(&name, generation) {
             return;
         }
-        if started.elapsed() > t.config.start_timeout {
-            t.fail(&name, &id, FailureReason::StartTimeout(t.config.start_timeout));
+        let timeout =
+            hints.as_ref().and_then(|h| h.start_timeout_secs).map_or(t.config.start_timeout, Duration::from_secs);
+        if started.elapsed() > timeout {
+            t.fail(&name, &id, FailureReason::StartTimeout(timeout));
             return;
+        }
+        if hints.is_none() {
+            // Labels (hints for this probe, owners for authorization
+            // hooks), once per start, off the hot path.
+            if let Ok(info) = t.manager.inspect(&name).await {
+                hints = Some(Arc::new(RouteHints::from_labels(t.manager.label_scheme(), &info.labels)));
+                t.set_labels(&name, info.labels);
+            }
         }
         if endpoint.is_none() {
             match t.manager.endpoint(&name).await {
-                Ok(ep) => {
-                    endpoint = Some(ep.addr);
-                    // Labels for authorization hooks, once per start, off the hot path.
-                    if let Ok(info) = t.manager.inspect(&name).await {
-                        t.set_labels(&name, info.labels);
-                    }
-                }
+                Ok(ep) => endpoint = Some(ep.addr),
                 Err(berth_manager::Error::NotRunning { .. }) => {}
                 Err(e) if e.is_not_found() => return,
                 Err(
@@ -506,11 +525,13 @@ async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, gen
                 Err(e) => tracing::debug!(%name, error = %e, "endpoint not resolvable yet"),
             }
         }
-        if let Some(addr) = endpoint {
-            let ready = probe_once(addr, &t.config.ready_path, t.config.probe_timeout).await;
-            if let (true, Some(upstream)) = (ready, Upstream::new(addr)) {
+        if let (Some(addr), Some(h)) = (endpoint, &hints) {
+            let path = h.ready_path.as_deref().unwrap_or(&t.config.ready_path);
+            let status = probe_once(addr, path, t.config.probe_timeout).await;
+            if let (Some(status), Some(upstream)) = (status.filter(|s| h.is_ready(*s)), Upstream::new(addr, h.clone()))
+            {
                 if t.set_if_current(&name, generation, State::Ready(upstream)) {
-                    tracing::debug!(%name, %addr, after = ?started.elapsed(), "container ready");
+                    tracing::debug!(%name, %addr, status, after = ?started.elapsed(), "container ready");
                 }
                 return;
             }
@@ -521,8 +542,9 @@ async fn probe(table: std::sync::Weak<RouteTable>, name: String, id: String, gen
     }
 }
 
-/// One readiness probe: true when `GET path` answers 200.
-async fn probe_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+/// One readiness probe: the status `GET path` answers with, `None` when
+/// there is no answer within `timeout`.
+async fn probe_once(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u16> {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let (mut sender, conn) =
@@ -537,9 +559,9 @@ async fn probe_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         let status = resp.status();
         // Drain so the tool sees a complete exchange.
         let _ = resp.into_body().collect().await;
-        Some(status == http::StatusCode::OK)
+        Some(status.as_u16())
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
 }
 
 #[cfg(test)]
