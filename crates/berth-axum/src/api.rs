@@ -19,9 +19,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use berth_fleet::{Fleet, LaunchOutcome};
 use berth_history::{HistoryQuery, HistoryStore};
-use berth_manager::{ContainerInfo, ContainerSpec, ListFilter, LogOptions};
+use berth_manager::{ContainerInfo, ListFilter, LogOptions};
 use berth_proxy::{Lookup, RouteTable};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
@@ -29,93 +29,10 @@ pub use crate::launches::{
     FAILED_LAUNCH_MEMORY, LaunchGuard, LaunchRecord, LaunchState, LaunchTicket, Launches, MAX_EVENT_STREAMS,
     MAX_LAUNCH_RECORDS,
 };
+use crate::template::Template;
 
-/// How a tool receives its input document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputDelivery {
-    /// Environment variable `INPUT_JSON`.
-    #[default]
-    Env,
-    /// `INPUT_JSON_URL`, served by berth's staging store.
-    Url,
-    /// A file written into the container (`input_path`).
-    File,
-}
-
-/// One tool of the registry. Unknown keys are refused, so a misspelt key
-/// is an error instead of a silently ignored setting.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolDef {
-    /// Registry name (what launch requests name).
-    pub name: String,
-    /// What it does, for people.
-    #[serde(default)]
-    pub description: String,
-    /// Image reference.
-    pub image: String,
-    /// HTTP port inside the container.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Memory reservation in MiB.
-    pub mem_reservation_mb: u64,
-    /// CPU share; berth's default when absent.
-    #[serde(default)]
-    pub cpus: Option<f64>,
-    /// Parameters merged under the caller's.
-    #[serde(default = "empty_object")]
-    pub default_parameters: Value,
-    /// Data-file URLs used when the caller gives none.
-    #[serde(default)]
-    pub default_files: Vec<String>,
-    /// How the input reaches the tool.
-    #[serde(default)]
-    pub input_mode: InputDelivery,
-    /// Path of the input file for mode `file`.
-    #[serde(default)]
-    pub input_path: Option<String>,
-    /// Directories that get a fresh volume each.
-    #[serde(default)]
-    pub extra_directories: Vec<String>,
-    /// Extra labels on the tool's containers (keys under the manager's root
-    /// label are reserved and refused at launch).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-}
-
-fn default_port() -> u16 {
-    80
-}
-
-fn empty_object() -> Value {
-    json!({})
-}
-
-/// The tools a server may launch, by name: the registry file's contents
-/// (`version = 1` and a `[[tools]]` table per tool; unknown keys refused).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolRegistry {
-    /// Format version of the registry file; only 1 exists. Absent means 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u32>,
-    /// The tools.
-    #[serde(default)]
-    pub tools: Vec<ToolDef>,
-}
-
-impl ToolRegistry {
-    /// A registry of `tools` (format version 1).
-    pub fn new(tools: Vec<ToolDef>) -> Self {
-        ToolRegistry { version: Some(1), tools }
-    }
-
-    /// The tool called `name`.
-    pub fn get(&self, name: &str) -> Option<&ToolDef> {
-        self.tools.iter().find(|t| t.name == name)
-    }
-}
+use crate::tools::default_port;
+pub use crate::tools::{InputDelivery, Placement, PublicUrls, ToolDef, ToolRegistry, VolumeDef};
 
 /// Everything the API needs.
 #[derive(Clone)]
@@ -130,11 +47,15 @@ pub struct ApiState {
     pub registry: Arc<ToolRegistry>,
     /// Bearer token required on `/api/v1`, when set.
     pub token: Option<String>,
-    /// Public path prefix of the proxy (for `path` in answers), e.g. `/docker`.
-    pub proxy_prefix: String,
+    /// Where containers are published (for `path` and `url` in answers,
+    /// `{public_path}` in templates and the input's `api_prefix`).
+    pub urls: PublicUrls,
     /// Label naming a container's owner (set from the caller's [`Identity`]).
     pub owner_label: String,
-    /// How long `?wait=true` waits for readiness.
+    /// How long a container may take to become ready when its tool sets
+    /// no `start_timeout_secs` (the route table's start timeout);
+    /// `?wait=true` and event streams wait that long plus a grace, so the
+    /// route table's verdict comes first.
     pub ready_timeout: Duration,
     /// Counters for `/metrics` (give the same `Metrics` to the proxy's
     /// activity recorder so requests are counted).
@@ -163,6 +84,8 @@ pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S
         .route("/api/v1/containers/{name}/logs", get(logs))
         .route("/api/v1/containers/{name}/history", get(history))
         .route("/api/v1/containers/{name}/events", get(events))
+        .route("/api/v1/volumes", get(volumes))
+        .route("/api/v1/volumes/{name}", axum::routing::delete(remove_volume))
         .route("/api/v1/purge", post(purge))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
@@ -200,7 +123,8 @@ impl From<berth_fleet::Error> for ApiError {
         use berth_manager::Error as M;
         let status = match &e {
             F::Manager(M::NotFound { .. }) => StatusCode::NOT_FOUND,
-            F::Manager(M::Conflict { .. }) | F::Conflict { .. } => StatusCode::CONFLICT,
+            F::Manager(M::Conflict { .. } | M::VolumeInUse { .. }) | F::Conflict { .. } => StatusCode::CONFLICT,
+            F::Manager(M::VolumeOwned { .. }) => StatusCode::FORBIDDEN,
             F::Manager(M::InvalidSpec { .. } | M::InputTooLarge { .. }) | F::Staging { .. } => StatusCode::BAD_REQUEST,
             F::Manager(M::ImageUnavailable { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             F::Manager(M::EngineUnavailable { .. } | M::EngineTimeout { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -269,6 +193,51 @@ pub struct LaunchRequest {
     /// [`DEFAULT_IMAGE_MEMORY_MB`]).
     #[serde(default)]
     pub mem_reservation_mb: Option<u64>,
+    /// For `image`: the hard memory limit in MiB.
+    #[serde(default)]
+    pub mem_limit_mb: Option<u64>,
+    /// For `image`: the CPU share.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// For `image`: the hard CPU limit.
+    #[serde(default)]
+    pub cpu_limit: Option<f64>,
+    /// For `image`: the size of `/dev/shm` in MiB.
+    #[serde(default)]
+    pub shm_size_mb: Option<u64>,
+    /// For `image`: replaces its `CMD` (templates, see [`ToolDef`]).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// For `image`: replaces its `ENTRYPOINT` (templates).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// For `image`: environment variables (values are templates).
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// For `image`: the working directory (a template).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// For `image`: the user (a template).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// For `image`: persistent volumes (names are templates).
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeRequest>>,
+    /// For `image`: the readiness path.
+    #[serde(default)]
+    pub ready_path: Option<String>,
+    /// For `image`: statuses that mean ready.
+    #[serde(default)]
+    pub ready_status: Option<Vec<u16>>,
+    /// For `image`: seconds it may take to become ready.
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// For `image`: whether the proxy strips the path prefix.
+    #[serde(default)]
+    pub strip_prefix: Option<bool>,
+    /// For `image`: `path` or `host` routing only.
+    #[serde(default)]
+    pub routing: Option<berth_manager::RoutingMode>,
     /// Data-file URLs; the tool's defaults when absent.
     #[serde(default)]
     pub files: Option<Vec<String>>,
@@ -280,14 +249,102 @@ pub struct LaunchRequest {
     pub dry_run: bool,
 }
 
+/// A persistent volume of an image launch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRequest {
+    /// Volume name (a template, e.g. `home-{owner}`).
+    pub name: String,
+    /// Absolute mount path.
+    pub path: String,
+}
+
+impl LaunchRequest {
+    /// The image-launch settings present in this request, by key, so that
+    /// a registry-tool launch can refuse them.
+    fn image_settings(&self) -> Vec<&'static str> {
+        let present = [
+            ("port", self.port.is_some()),
+            ("mem_reservation_mb", self.mem_reservation_mb.is_some()),
+            ("mem_limit_mb", self.mem_limit_mb.is_some()),
+            ("cpus", self.cpus.is_some()),
+            ("cpu_limit", self.cpu_limit.is_some()),
+            ("shm_size_mb", self.shm_size_mb.is_some()),
+            ("command", self.command.is_some()),
+            ("entrypoint", self.entrypoint.is_some()),
+            ("env", self.env.is_some()),
+            ("working_dir", self.working_dir.is_some()),
+            ("user", self.user.is_some()),
+            ("volumes", self.volumes.is_some()),
+            ("ready_path", self.ready_path.is_some()),
+            ("ready_status", self.ready_status.is_some()),
+            ("start_timeout_secs", self.start_timeout_secs.is_some()),
+            ("strip_prefix", self.strip_prefix.is_some()),
+            ("routing", self.routing.is_some()),
+        ];
+        present.iter().filter(|(_, set)| *set).map(|(key, _)| *key).collect()
+    }
+
+    /// The tool an `image` launch describes, its templates checked.
+    fn image_tool(&self, image: &str) -> Result<ToolDef, ApiError> {
+        let bad = |field: String, e: crate::template::TemplateError| {
+            ApiError(StatusCode::BAD_REQUEST, format!("{field}: {}", e.message))
+        };
+        let templates = |field: &str, list: &Option<Vec<String>>| -> Result<Option<Vec<Template>>, ApiError> {
+            list.as_ref()
+                .map(|l| {
+                    l.iter()
+                        .enumerate()
+                        .map(|(i, s)| Template::parse(s).map_err(|e| bad(format!("{field}[{i}]"), e)))
+                        .collect()
+                })
+                .transpose()
+        };
+        let mut tool = ToolDef::new(String::new(), image, self.mem_reservation_mb.unwrap_or(DEFAULT_IMAGE_MEMORY_MB));
+        tool.port = self.port.unwrap_or_else(default_port);
+        tool.mem_limit_mb = self.mem_limit_mb;
+        tool.cpus = self.cpus;
+        tool.cpu_limit = self.cpu_limit;
+        tool.shm_size_mb = self.shm_size_mb;
+        tool.command = templates("command", &self.command)?;
+        tool.entrypoint = templates("entrypoint", &self.entrypoint)?;
+        for (key, value) in self.env.iter().flatten() {
+            let name = crate::template::EnvName::new(key)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("env: {e}")))?;
+            let value = Template::parse(value).map_err(|e| bad(format!("env.{key}"), e))?;
+            tool.env.insert(name, value);
+        }
+        tool.working_dir =
+            self.working_dir.as_deref().map(Template::parse).transpose().map_err(|e| bad("working_dir".into(), e))?;
+        tool.user = self.user.as_deref().map(Template::parse).transpose().map_err(|e| bad("user".into(), e))?;
+        for (i, v) in self.volumes.iter().flatten().enumerate() {
+            let name = Template::parse(&v.name).map_err(|e| bad(format!("volumes[{i}].name"), e))?;
+            tool.volumes.push(VolumeDef { name, path: v.path.clone() });
+        }
+        tool.ready_path.clone_from(&self.ready_path);
+        tool.ready_status = self.ready_status.clone().unwrap_or_default();
+        tool.start_timeout_secs = self.start_timeout_secs;
+        tool.strip_prefix = self.strip_prefix;
+        tool.routing = self.routing;
+        tool.check().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        Ok(tool)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct WaitQuery {
     #[serde(default)]
     wait: bool,
 }
 
-/// The input document for `request` of `tool`, as the container will get it.
+/// The input document for `request` of `tool`, as the container will get
+/// it: `api_prefix` is the path it is published under.
 pub fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest) -> Value {
+    let api_prefix = state
+        .urls
+        .placed(&request.name, &berth_manager::RouteHints { routing: tool.routing, ..Default::default() })
+        .map(|p| p.path)
+        .unwrap_or_default();
     let mut parameters = tool.default_parameters.clone();
     if let (Some(base), Some(Value::Object(given))) = (parameters.as_object_mut(), &request.parameters) {
         for (k, v) in given {
@@ -301,7 +358,7 @@ pub fn input_document(state: &ApiState, tool: &ToolDef, request: &LaunchRequest)
         "file_relationships": files,
         "node_info": node_info,
         "parameters": parameters,
-        "api_prefix": format!("{}/{}/", state.proxy_prefix.trim_end_matches('/'), request.name),
+        "api_prefix": api_prefix,
         "extra_directories": tool.extra_directories,
     })
 }
@@ -365,6 +422,27 @@ fn image_memory_too_large(state: &ApiState, request: &LaunchRequest) -> bool {
         || state.fleet.config().memory_budget_mb.is_some_and(|budget| mb > budget)
 }
 
+/// Keys of a launch request that only an `image` launch may set.
+const IMAGE_ONLY_KEYS: &[&str] = &[
+    "port",
+    "mem_reservation_mb",
+    "mem_limit_mb",
+    "cpus",
+    "cpu_limit",
+    "shm_size_mb",
+    "command",
+    "entrypoint",
+    "env",
+    "working_dir",
+    "user",
+    "volumes",
+    "ready_path",
+    "ready_status",
+    "start_timeout_secs",
+    "strip_prefix",
+    "routing",
+];
+
 /// Memory reservation of an `image` launch that names none, in MiB.
 pub const DEFAULT_IMAGE_MEMORY_MB: u64 = 256;
 
@@ -413,24 +491,11 @@ pub fn resolve_tool(state: &ApiState, request: &LaunchRequest) -> Result<ToolDef
             StatusCode::BAD_REQUEST,
             "mem_reservation_mb is more than this server's memory budget (or the spec limit)".into(),
         )),
-        (Some(image), _) => Ok(ToolDef {
-            name: String::new(),
-            description: String::new(),
-            image: image.clone(),
-            port: request.port.unwrap_or_else(default_port),
-            mem_reservation_mb: request.mem_reservation_mb.unwrap_or(DEFAULT_IMAGE_MEMORY_MB),
-            cpus: None,
-            default_parameters: empty_object(),
-            default_files: Vec::new(),
-            input_mode: InputDelivery::Env,
-            input_path: None,
-            extra_directories: Vec::new(),
-            labels: BTreeMap::new(),
-        }),
+        (Some(image), _) => request.image_tool(image),
         (None, "") => Err(ApiError(StatusCode::BAD_REQUEST, "give a tool (or an image)".into())),
-        (None, _) if request.port.is_some() || request.mem_reservation_mb.is_some() => Err(ApiError(
+        (None, _) if !request.image_settings().is_empty() => Err(ApiError(
             StatusCode::BAD_REQUEST,
-            "port and mem_reservation_mb go with image; a tool has its own".into(),
+            format!("{} go(es) with image; a tool has its own", request.image_settings().join(", ")),
         )),
         (None, tool) => state
             .registry
@@ -449,17 +514,8 @@ async fn launch_unrecorded(
     // Containers of an image launch carry no tool label.
     let tool_name = (!tool.name.is_empty()).then_some(tool.name.as_str());
     let document = input_document(state, &tool, request);
-    let mut spec =
-        ContainerSpec::new(tool.image.clone(), request.name.clone(), tool.mem_reservation_mb).port(tool.port);
-    if let Some(cpus) = tool.cpus {
-        spec = spec.cpus(cpus);
-    }
-    for dir in &tool.extra_directories {
-        spec = spec.extra_directory(dir.clone());
-    }
-    for (key, value) in &tool.labels {
-        spec = spec.label(key.clone(), value.clone());
-    }
+    let placement = state.urls.place(&request.name, tool.routing).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let mut spec = tool.spec(&request.name, owner, &placement).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     if let Some(owner) = owner {
         spec = spec.label(state.owner_label.clone(), owner.to_owned());
     }
@@ -513,7 +569,8 @@ async fn launch(
         let status = if existing { StatusCode::OK } else { StatusCode::ACCEPTED };
         return Ok((status, Json(body)).into_response());
     }
-    let deadline = deadline_after(state.ready_timeout);
+    let timeout = start_timeout_of(&state, outcome.info());
+    let deadline = deadline_after(timeout + WAIT_GRACE);
     loop {
         match state.table.lookup(&request.name).await {
             Lookup::Ready(_) => {
@@ -526,20 +583,49 @@ async fn launch(
                 return Ok((StatusCode::BAD_GATEWAY, Json(body)).into_response());
             }
             _ if Instant::now() > deadline => {
-                return Err(ApiError(StatusCode::GATEWAY_TIMEOUT, format!("{} not ready in time", request.name)));
+                let phase = match state.fleet.manager().inspect(&request.name).await {
+                    Ok(info) if info.state == berth_manager::ContainerState::Created => "starting",
+                    Ok(_) => "waiting",
+                    Err(_) => "creating",
+                };
+                let message = format!("{} is not ready after {} s (phase {phase})", request.name, timeout.as_secs());
+                return Ok((
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Json(json!({"error": message, "phase": phase, "container": body})),
+                )
+                    .into_response());
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
 
+/// How much longer than a container's start timeout `?wait=true` and
+/// event streams wait, so that the route table's verdict (failed, with
+/// the reason and last log lines) arrives before they give up.
+pub const WAIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The start timeout of a container: its tool's, else the server's.
+fn start_timeout_of(state: &ApiState, info: &ContainerInfo) -> Duration {
+    berth_manager::RouteHints::from_labels(state.fleet.manager().label_scheme(), &info.labels)
+        .start_timeout_secs
+        .map_or(state.ready_timeout, Duration::from_secs)
+}
+
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Where an existing container is published.
+pub fn placement_of(state: &ApiState, info: &ContainerInfo) -> Option<Placement> {
+    let hints = berth_manager::RouteHints::from_labels(state.fleet.manager().label_scheme(), &info.labels);
+    state.urls.placed(&info.name, &hints)
 }
 
 /// A container as the API describes it.
 pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
     let ready = matches!(state.table.peek(&info.name), Some(Lookup::Ready(_)));
+    let placement = placement_of(state, info);
     json!({
         "name": info.name,
         "tool": info.labels.get(&state.fleet.tool_label()),
@@ -548,8 +634,11 @@ pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
         "status": info.state.as_str(),
         "exit_code": info.exit_code,
         "ready": ready,
-        "path": format!("{}/{}/", state.proxy_prefix.trim_end_matches('/'), info.name),
+        "path": placement.as_ref().map(|p| p.path.clone()),
+        "url": placement.as_ref().map(|p| p.url.clone()),
+        "routing": placement.as_ref().map(|p| p.mode.as_str()),
         "created": unix(info.created),
+        "volumes": info.persistent_volumes,
         "mem_reservation_mb": info.mem_reservation_mb,
     })
 }
@@ -729,7 +818,16 @@ pub fn launch_events(
         resp.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
         return resp;
     };
-    let deadline = deadline_after(state.ready_timeout);
+    // The longest any tool may take (image launches with a longer timeout
+    // of their own end with `timeout` here while the table still waits).
+    let longest = state
+        .registry
+        .tools
+        .iter()
+        .filter_map(|t| t.start_timeout_secs)
+        .map(Duration::from_secs)
+        .fold(state.ready_timeout, Duration::max);
+    let deadline = deadline_after(longest + WAIT_GRACE);
     let watch = Watch { state, name, viewer, ticket, created: None, running: false, _permit: permit };
     let stream =
         futures_util::stream::unfold((watch, None::<&'static str>, false), move |(mut watch, last, done)| async move {
@@ -837,6 +935,59 @@ impl Watch {
     }
 }
 
+/// Whether `user` may see a persistent volume: its owner or an admin (or
+/// anyone without an identity layer).
+fn may_see_volume(state: &ApiState, user: Option<&Identity>, volume: &berth_manager::VolumeInfo) -> bool {
+    match user {
+        Some(u) if !u.admin => volume.owner(state.fleet.manager().label_scheme()) == Some(u.user.as_str()),
+        _ => true,
+    }
+}
+
+/// `GET /api/v1/volumes`: persistent volumes (an owner sees their own),
+/// with the containers that mount them.
+async fn volumes(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Json<Value>, ApiError> {
+    let manager = state.fleet.manager();
+    let user = user.as_ref().map(|Extension(u)| u);
+    let containers = manager.list(&ListFilter::all()).await?;
+    let items: Vec<Value> = manager
+        .persistent_volumes()
+        .await?
+        .iter()
+        .filter(|v| may_see_volume(&state, user, v))
+        .map(|v| {
+            let used_by: Vec<&str> = containers
+                .iter()
+                .filter(|c| c.persistent_volumes.contains(&v.name))
+                .filter(|c| may_see(&state, user, &c.labels))
+                .map(|c| c.name.as_str())
+                .collect();
+            json!({"name": v.name, "owner": v.owner(manager.label_scheme()), "used_by": used_by})
+        })
+        .collect();
+    Ok(Json(json!({"volumes": items})))
+}
+
+/// `DELETE /api/v1/volumes/{name}`: removes a persistent volume and its
+/// data (409 while a container mounts it).
+async fn remove_volume(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let manager = state.fleet.manager();
+    let user = user.as_ref().map(|Extension(u)| u);
+    let volume = manager.persistent_volumes().await?.into_iter().find(|v| v.name == name);
+    match volume {
+        Some(v) if may_see_volume(&state, user, &v) => {
+            manager.remove_persistent_volume(&name).await?;
+            tracing::info!(volume = %name, "persistent volume removed on request");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError(StatusCode::NOT_FOUND, format!("volume {name:?} not found"))),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
@@ -892,17 +1043,35 @@ pub fn openapi_document() -> Value {
                 "Container": {"type": "object", "properties": {
                     "name": {"type": "string"}, "tool": {"type": ["string", "null"]}, "owner": {"type": ["string", "null"]},
                     "image": {"type": "string"}, "status": {"type": "string"}, "exit_code": {"type": ["integer", "null"]},
-                    "ready": {"type": "boolean"}, "path": {"type": "string"}, "created": {"type": "number"},
+                    "ready": {"type": "boolean"}, "path": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
+                    "routing": {"type": ["string", "null"], "enum": ["path", "host", null]}, "created": {"type": "number"},
+                    "volumes": {"type": "array", "items": {"type": "string"}},
                     "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
+                "Volume": {"type": "object", "properties": {"name": {"type": "string"}, "owner": {"type": ["string", "null"]},
+                    "used_by": {"type": "array", "items": {"type": "string"}}}},
                 "LaunchRequest": {"type": "object", "required": ["name"], "additionalProperties": false,
                     "description": "A registry tool, or an image when the server allows it (403 otherwise)",
                     "oneOf": [
-                        {"required": ["tool"], "not": {"anyOf": [{"required": ["port"]}, {"required": ["mem_reservation_mb"]}]}},
+                        {"required": ["tool"], "not": {"anyOf": IMAGE_ONLY_KEYS.iter().map(|k| json!({"required": [k]})).collect::<Vec<_>>()}},
                         {"required": ["image"]}],
                     "properties": {
                     "name": name, "tool": {"type": "string", "minLength": 1}, "image": {"type": "string", "minLength": 1},
                     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                     "mem_reservation_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
+                    "mem_limit_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
+                    "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024},
+                    "cpu_limit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024},
+                    "shm_size_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
+                    "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "templates: {name} {public_path} {public_url} {owner} {port}"},
+                    "entrypoint": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "working_dir": {"type": "string"}, "user": {"type": "string"},
+                    "volumes": {"type": "array", "items": {"type": "object", "required": ["name", "path"], "additionalProperties": false,
+                        "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}},
+                    "ready_path": {"type": "string"},
+                    "ready_status": {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}},
+                    "start_timeout_secs": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_START_TIMEOUT_SECS},
+                    "strip_prefix": {"type": "boolean"}, "routing": {"type": "string", "enum": ["path", "host"]},
                     "files": {"type": "array", "items": {"type": "string"}},
                     "parameters": {"type": "object"}, "dry_run": {"type": "boolean"}}},
                 "PurgeRequest": {"type": "object", "additionalProperties": false,
@@ -926,7 +1095,9 @@ pub fn openapi_document() -> Value {
                         "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
                         "415": resp("not JSON", error.clone()),
                         "422": resp("body not a LaunchRequest, or image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
-                        "502": resp("failed to become ready", json!({"type": "object"})), "503": resp("engine unavailable", error.clone())}}
+                        "502": resp("failed to become ready (with failure.reason and failure.logs)", json!({"type": "object"})),
+                        "503": resp("engine unavailable", error.clone()),
+                        "504": resp("?wait=true: not ready in time (with phase)", json!({"type": "object", "properties": {"error": {"type": "string"}, "phase": {"type": "string"}}}))}}
             },
             "/api/v1/containers/{name}": {
                 "parameters": [name_param.clone()],
@@ -943,6 +1114,11 @@ pub fn openapi_document() -> Value {
                 "parameters": [name_param.clone(),
                     {"name": "launch", "in": "query", "description": "a launch ticket: report a failed launch only if it is this one", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": resp("invalid name", error.clone())}}},
+            "/api/v1/volumes": {"get": {"summary": "Persistent volumes (an owner sees their own), with the containers mounting them",
+                "responses": {"200": resp("volumes", json!({"type": "object", "properties": {"volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}}}))}}},
+            "/api/v1/volumes/{name}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": {"summary": "Remove a persistent volume and its data",
+                "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone()), "409": resp("in use by a container", error.clone())}}},
             "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}},
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),

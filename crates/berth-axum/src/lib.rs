@@ -45,6 +45,8 @@ mod host;
 mod launches;
 pub mod metrics;
 mod service;
+pub mod template;
+mod tools;
 
 pub use auth::{DEFAULT_OWNER_LABEL, ExtensionIdentity, Identify, Identity, OwnerHooks};
 pub use host::{HostRouted, HostRoutingLayer};

@@ -21,18 +21,11 @@ use tower::ServiceExt;
 
 fn tool(name: &str, mode: InputDelivery) -> ToolDef {
     ToolDef {
-        name: name.into(),
         description: format!("the {name} tool"),
-        image: MOCK_TOOL_IMAGE.into(),
-        port: 80,
-        mem_reservation_mb: 32,
-        cpus: None,
         default_parameters: json!({"palette": "viridis", "zoom": 1}),
         default_files: vec!["http://data.example/a.csv".into()],
         input_mode: mode,
-        input_path: None,
-        extra_directories: vec![],
-        labels: Default::default(),
+        ..ToolDef::new(name, MOCK_TOOL_IMAGE, 32)
     }
 }
 
@@ -72,7 +65,7 @@ async fn api_with(token: Option<&str>, warmup: Duration, images: ImagePolicy) ->
         history: Some(history.clone()),
         registry: Arc::new(registry),
         token: token.map(str::to_owned),
-        proxy_prefix: "/docker".into(),
+        urls: berth_axum::api::PublicUrls::default(),
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.into(),
         ready_timeout: Duration::from_secs(10),
         metrics,

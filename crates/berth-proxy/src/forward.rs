@@ -110,6 +110,8 @@ impl Default for ProxyConfig {
 
 struct Inner<H: ProxyHooks> {
     config: ProxyConfig,
+    /// The please-wait page for hostname routes (polling: no event stream).
+    host_waiting_page: WaitingPage,
     table: Arc<RouteTable>,
     hooks: Arc<H>,
     activity: ActivityRecorder,
@@ -155,7 +157,8 @@ impl<H: ProxyHooks> Proxy<H> {
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
-        Proxy { inner: Arc::new(Inner { config, table, hooks, activity, client }) }
+        let host_waiting_page = WaitingPage { events_url: None, ..config.waiting_page.clone() };
+        Proxy { inner: Arc::new(Inner { config, host_waiting_page, table, hooks, activity, client }) }
     }
 
     /// A proxy sharing this one's route table, hooks, activity recorder
@@ -214,7 +217,13 @@ impl<H: ProxyHooks> Proxy<H> {
                         None => self.forward(upstream, route, parts, body, ctx).await,
                     },
                     Lookup::Starting => {
-                        full(inner.hooks.waiting_page(&inner.config.waiting_page, &route.container, json))
+                        // A container's host belongs to its tool: a page
+                        // there cannot follow berth's event stream, so it polls.
+                        let page = match route.kind {
+                            RoutingMode::Path => &inner.config.waiting_page,
+                            RoutingMode::Host => &inner.host_waiting_page,
+                        };
+                        full(inner.hooks.waiting_page(page, &route.container, json))
                     }
                     Lookup::Failed(f) => full(inner.hooks.failure_page(&route.container, &f.reason, &f.log_tail, json)),
                     Lookup::Missing => full(inner.hooks.not_found_page(&route.container, json)),

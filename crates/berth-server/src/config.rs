@@ -10,10 +10,14 @@
 //! endpoints = "auto"                # auto | bridge | published | host
 //!
 //! [proxy]
-//! prefix = "/docker"                # path routing; or host_suffix = "docker.localhost"
+//! prefix = "/docker"                # path routing under this prefix
+//! host_suffix = "docker.localhost"  # hostname routing: <name>.docker.localhost
+//! routing = "both"                  # path | host | both (default: host if host_suffix is set, else path)
+//! default_routing = "path"          # with both: for tools that choose neither
+//! public_url = "https://berth.example.org"   # where browsers reach this server (default http://<listen>)
 //! strip_cookies = ["sessionid"]
 //! logs_path = "docker-logs"
-//! start_timeout_secs = 120
+//! start_timeout_secs = 120          # unless a tool sets its own
 //!
 //! [fleet]
 //! memory_budget_mb = 4096
@@ -93,6 +97,19 @@ pub struct EngineSection {
     pub endpoints: Option<String>,
 }
 
+/// Which routings the proxy serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingChoice {
+    /// `/<prefix>/<name>/` only.
+    Path,
+    /// `<name>.<host_suffix>` only.
+    Host,
+    /// Both at once: a container host is routed by hostname, anything else
+    /// by path.
+    Both,
+}
+
 /// Proxy settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,9 +117,23 @@ pub struct ProxySection {
     /// Path prefix for path routing.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Host suffix for hostname routing (takes precedence over `prefix`).
+    /// Host suffix for hostname routing.
     #[serde(default)]
     pub host_suffix: Option<String>,
+    /// Which routings are on: `path`, `host` or `both`. Absent: `host` when
+    /// `host_suffix` is set, else `path`.
+    #[serde(default)]
+    pub routing: Option<RoutingChoice>,
+    /// With both routings on, the routing of tools that choose neither
+    /// (default `path`).
+    #[serde(default)]
+    pub default_routing: Option<berth_manager::RoutingMode>,
+    /// The URL browsers reach this server at (scheme, host, port, and a
+    /// path if it is served under one), for `{public_url}`, the API's
+    /// `url` and redirects; default `http://<listen>` (with `127.0.0.1` for
+    /// an unspecified address).
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Cookies never forwarded to containers.
     #[serde(default)]
     pub strip_cookies: Vec<String>,
@@ -119,6 +150,9 @@ impl Default for ProxySection {
         ProxySection {
             prefix: default_prefix(),
             host_suffix: None,
+            routing: None,
+            default_routing: None,
+            public_url: None,
             strip_cookies: Vec::new(),
             logs_path: None,
             start_timeout_secs: default_start_timeout(),
@@ -382,6 +416,21 @@ impl Config {
                 });
             }
         }
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        if config.routing_choice() != RoutingChoice::Path && config.proxy.host_suffix.is_none() {
+            return Err(invalid("proxy.routing", "hostname routing needs proxy.host_suffix".into()));
+        }
+        if config.routing_choice() != RoutingChoice::Both && config.proxy.default_routing.is_some() {
+            return Err(invalid("proxy.default_routing", "applies only with proxy.routing = \"both\"".into()));
+        }
+        if let Some(url) = &config.proxy.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+            if !ok {
+                return Err(invalid("proxy.public_url", format!("{url:?} is not an http(s) URL without query")));
+            }
+        }
         if berth_manager::LabelScheme::new(config.root_label.clone()).root().is_empty() {
             return Err(ConfigError::Invalid { path: path.to_owned(), key: "root_label", message: "is empty".into() });
         }
@@ -393,6 +442,43 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// Which routings are on.
+    pub fn routing_choice(&self) -> RoutingChoice {
+        self.proxy.routing.unwrap_or(if self.proxy.host_suffix.is_some() {
+            RoutingChoice::Host
+        } else {
+            RoutingChoice::Path
+        })
+    }
+
+    /// Where containers are published.
+    pub fn public_urls(&self) -> berth_axum::api::PublicUrls {
+        use berth_manager::RoutingMode;
+        let base = self.proxy.public_url.clone().unwrap_or_else(|| {
+            let mut addr = self.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        });
+        let choice = self.routing_choice();
+        let prefix = berth_proxy::PathRouting::new(&self.proxy.prefix).prefix().to_owned();
+        berth_axum::api::PublicUrls {
+            base: base.trim_end_matches('/').to_owned(),
+            path_prefix: (choice != RoutingChoice::Host).then_some(prefix),
+            host_suffix: (choice != RoutingChoice::Path)
+                .then(|| {
+                    self.proxy.host_suffix.as_deref().map(|s| berth_proxy::HostRouting::new(s).suffix().to_owned())
+                })
+                .flatten(),
+            default: match choice {
+                RoutingChoice::Path => RoutingMode::Path,
+                RoutingChoice::Host => RoutingMode::Host,
+                RoutingChoice::Both => self.proxy.default_routing.unwrap_or(RoutingMode::Path),
+            },
+        }
     }
 
     /// Where staged files are kept.
@@ -435,6 +521,26 @@ impl Config {
                         tool.name, self.root_label
                     ),
                 });
+            }
+            if let Err(message) = tool.check() {
+                return Err(ConfigError::Invalid {
+                    path: path.clone(),
+                    key: "tools",
+                    message: format!("tool {:?}: {message}", tool.name),
+                });
+            }
+            if let Some(mode) = tool.routing {
+                if self.public_urls().place(&tool.name, Some(mode)).is_err() {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        key: "tools.routing",
+                        message: format!(
+                            "tool {:?} wants {} routing, which this server does not serve (see proxy.routing)",
+                            tool.name,
+                            mode.as_str()
+                        ),
+                    });
+                }
             }
             if !seen.insert(tool.name.as_str()) {
                 return Err(ConfigError::Invalid {

@@ -17,7 +17,7 @@ use berth_proxy::{
 };
 use berth_staging::{LocalDirStore, StagingService, StagingUrls, TokenRegistry};
 
-use crate::config::Config;
+use crate::config::{Config, RoutingChoice};
 
 /// Builds the server from `config` and serves until the process ends.
 ///
@@ -38,7 +38,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let staging_listener = staging_listener(&config, &public_base).await?;
     let staging_addr = staging_listener.local_addr().context("the staging listener's address")?;
     tracing::info!(listen = %config.listen, staging = %public_base, %staging_addr, "berth serving");
-    eprintln!("berth is serving on http://{}/ (API at /api/v1, tools under {})", config.listen, config.proxy.prefix);
+    eprintln!("berth is serving on http://{}/ (API at /api/v1, tools at {})", config.listen, tools_at(&config));
     let staging = tokio::spawn(async move {
         axum::serve(staging_listener, staging_app.into_make_service_with_connect_info::<SocketAddr>()).await
     });
@@ -47,6 +47,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         r = staging => r.context("staging task")?.context("serving staged inputs")?,
     }
     Ok(())
+}
+
+/// Where tools are served, for the start-up line.
+fn tools_at(config: &Config) -> String {
+    let urls = config.public_urls();
+    let path = urls.path_prefix.as_ref().map(|p| format!("{p}/<name>/"));
+    let host = urls.host_suffix.as_ref().map(|s| format!("<name>.{s}"));
+    path.into_iter().chain(host).collect::<Vec<_>>().join(" and ")
+}
+
+/// The proxy's routing for `config`.
+fn routing(config: &Config) -> Routing {
+    let path = || {
+        let mut p = PathRouting::new(&config.proxy.prefix);
+        if let Some(l) = &config.proxy.logs_path {
+            p = p.logs_path(l.clone());
+        }
+        p
+    };
+    let host = || {
+        let mut h = HostRouting::new(config.proxy.host_suffix.as_deref().unwrap_or_default());
+        if let Some(l) = &config.proxy.logs_path {
+            h = h.logs_path(l.clone());
+        }
+        h
+    };
+    match config.routing_choice() {
+        RoutingChoice::Path => Routing::Path(path()),
+        RoutingChoice::Host => Routing::Host(host()),
+        RoutingChoice::Both => Routing::Both(path(), host()),
+    }
 }
 
 /// Serves the files of `dirs` (the first holding a name wins) at
@@ -157,27 +188,11 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     let table_config =
         TableConfig { start_timeout: Duration::from_secs(config.proxy.start_timeout_secs), ..TableConfig::default() };
     let table = RouteTable::start(manager, table_config).await?;
-    let routing = match &config.proxy.host_suffix {
-        Some(suffix) => {
-            let mut h = HostRouting::new(suffix);
-            if let Some(p) = &config.proxy.logs_path {
-                h = h.logs_path(p.clone());
-            }
-            Routing::Host(h)
-        }
-        None => {
-            let mut p = PathRouting::new(&config.proxy.prefix);
-            if let Some(l) = &config.proxy.logs_path {
-                p = p.logs_path(l.clone());
-            }
-            Routing::Path(p)
-        }
-    };
+    let routing = routing(config);
     // The please-wait page follows the launch from the web app's event
-    // stream. Without the web app, or under hostname routing (a tool's host
-    // belongs to the tool), that page polls instead.
-    let events_url =
-        (config.web_enabled() && config.proxy.host_suffix.is_none()).then(|| crate::web::EVENTS_URL.to_owned());
+    // stream under path routing (the proxy polls instead for container
+    // hosts, which belong to their tools). Without the web app it polls.
+    let events_url = config.web_enabled().then(|| crate::web::EVENTS_URL.to_owned());
     let proxy_config = ProxyConfig {
         routing,
         strip_cookies: config.proxy.strip_cookies.clone(),
@@ -194,7 +209,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         history: Some(history),
         registry: Arc::new(registry),
         token: config.api.token.clone(),
-        proxy_prefix: config.proxy.prefix.clone(),
+        urls: config.public_urls(),
         owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
         metrics,
@@ -230,9 +245,12 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
             "the web app is off: [web] enabled = false, or api.token is set without [web] enabled = true"
         ),
     }
-    let app = match &config.proxy.host_suffix {
-        Some(_) => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
-        None => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
+    let app = match config.routing_choice() {
+        RoutingChoice::Host => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
+        RoutingChoice::Path => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
+        RoutingChoice::Both => app
+            .merge(berth_axum::proxy_router(proxy.clone(), &config.proxy.prefix))
+            .layer(berth_axum::HostRoutingLayer::new(proxy)),
     };
     Ok(Built { app, staging_app, public_base })
 }

@@ -17,18 +17,11 @@ pub async fn mock_api(warmup: Duration) -> ApiState {
     let table = RouteTable::start(manager.clone(), TableConfig::default()).await.expect("route table");
     let fleet = Arc::new(Fleet::new(manager, Arc::new(MemoryActivityStore::new()), FleetConfig::default()));
     let tool = ToolDef {
-        name: "viewer".into(),
         description: "views <things>".into(),
-        image: MOCK_TOOL_IMAGE.into(),
-        port: 80,
-        mem_reservation_mb: 16,
-        cpus: None,
         default_parameters: serde_json::json!({"palette": "viridis"}),
         default_files: vec!["http://gw:8001/_berth/data/a.csv".into()],
         input_mode: InputDelivery::Env,
-        input_path: None,
-        extra_directories: vec![],
-        labels: Default::default(),
+        ..ToolDef::new("viewer", MOCK_TOOL_IMAGE, 16)
     };
     ApiState {
         fleet,
@@ -36,7 +29,7 @@ pub async fn mock_api(warmup: Duration) -> ApiState {
         history: None,
         registry: Arc::new(ToolRegistry::new(vec![tool])),
         token: None,
-        proxy_prefix: "/docker".into(),
+        urls: berth_axum::api::PublicUrls::default(),
         owner_label: "berth-owner".into(),
         ready_timeout: Duration::from_secs(5),
         metrics: Arc::default(),

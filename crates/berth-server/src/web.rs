@@ -231,7 +231,17 @@ async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q):
         berth_proxy::Lookup::Starting => waiting(),
         berth_proxy::Lookup::Missing if in_flight => waiting(),
         // Ready, failed (the proxy shows why) or missing (it says so).
-        _ => Redirect::to(&format!("{}/{name}/", state.api.proxy_prefix.trim_end_matches('/'))).into_response(),
+        _ => {
+            let labels = state.api.table.labels_or_fetch(&name).await.unwrap_or_default();
+            let hints = berth_manager::RouteHints::from_labels(state.api.fleet.manager().label_scheme(), &labels);
+            match state.api.urls.placed(&name, &hints) {
+                // Under path routing the path keeps the browser on this host;
+                // a container served by hostname is elsewhere.
+                Some(p) if p.mode == berth_manager::RoutingMode::Path => Redirect::to(&p.path).into_response(),
+                Some(p) => Redirect::to(&p.url).into_response(),
+                None => error_page(StatusCode::NOT_FOUND, &format!("{name} is not published on this server")),
+            }
+        }
     }
 }
 
