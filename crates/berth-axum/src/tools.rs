@@ -36,8 +36,8 @@ pub struct VolumeDef {
 /// One tool of the registry. Unknown keys are refused, so a misspelt key
 /// is an error instead of a silently ignored setting.
 ///
-/// `command`, `entrypoint`, `env` values, `working_dir`, `user` and volume
-/// names are [`Template`]s: `{name}`, `{public_path}`, `{public_url}`,
+/// `command`, `entrypoint`, `env` values, `working_dir`, `user`,
+/// `ready_path` and volume names are [`Template`]s: `{name}`, `{public_path}`, `{public_url}`,
 /// `{owner}` and `{port}` are filled in per launch. Every container also
 /// gets `BERTH_NAME`, `BERTH_PUBLIC_PATH` and `BERTH_PUBLIC_URL`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,9 +101,11 @@ pub struct ToolDef {
     /// Named volumes that outlive the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeDef>,
-    /// Path probed for readiness (default `/`).
+    /// Path probed for readiness (default `/`), templated: a tool told its
+    /// base path and served with the prefix kept answers under it
+    /// (`{public_path}api`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_path: Option<String>,
+    pub ready_path: Option<Template>,
     /// Statuses of the readiness probe that mean ready (default: any 2xx
     /// or 3xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -257,7 +259,7 @@ impl ToolDef {
             spec = spec.label(key.clone(), value.clone());
         }
         spec.hints = RouteHints {
-            ready_path: self.ready_path.clone(),
+            ready_path: self.ready_path.as_ref().map(|t| t.expand(vars)),
             ready_status: self.ready_status.clone(),
             start_timeout_secs: self.start_timeout_secs,
             strip_prefix: self.strip_prefix,

@@ -112,7 +112,7 @@ impl Api {
     /// `berth ls`.
     pub async fn ls(&self, out: &mut impl Write) -> anyhow::Result<()> {
         let v = self.json("GET", "/api/v1/containers", None).await?;
-        writeln!(out, "{:<24} {:<16} {:<10} {:<6} PATH", "NAME", "TOOL", "STATUS", "READY")?;
+        writeln!(out, "{:<24} {:<16} {:<10} {:<6} URL", "NAME", "TOOL", "STATUS", "READY")?;
         for c in v["containers"].as_array().into_iter().flatten() {
             writeln!(
                 out,
@@ -121,9 +121,36 @@ impl Api {
                 c["tool"].as_str().unwrap_or("-"),
                 c["status"].as_str().unwrap_or("?"),
                 c["ready"].as_bool().unwrap_or(false),
-                c["path"].as_str().unwrap_or("")
+                c["url"].as_str().or(c["path"].as_str()).unwrap_or("")
             )?;
         }
+        Ok(())
+    }
+
+    /// `berth volumes`: persistent volumes, their owners and users.
+    pub async fn volumes(&self, out: &mut impl Write) -> anyhow::Result<()> {
+        let v = self.json("GET", "/api/v1/volumes", None).await?;
+        writeln!(out, "{:<40} {:<20} USED BY", "VOLUME", "OWNER")?;
+        for vol in v["volumes"].as_array().into_iter().flatten() {
+            let used: Vec<&str> = vol["used_by"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            writeln!(
+                out,
+                "{:<40} {:<20} {}",
+                vol["name"].as_str().unwrap_or("?"),
+                vol["owner"].as_str().unwrap_or("-"),
+                if used.is_empty() { "-".to_owned() } else { used.join(",") }
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `berth volume-rm`: removes a persistent volume and its data.
+    pub async fn volume_rm(&self, name: &str, out: &mut impl Write) -> anyhow::Result<()> {
+        let (status, text) = self.call("DELETE", &format!("/api/v1/volumes/{name}"), None).await?;
+        if status != 204 {
+            bail!("server answered {status}: {}", error_text(&text));
+        }
+        writeln!(out, "removed volume {name}")?;
         Ok(())
     }
 
@@ -260,6 +287,14 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// The `error` of an API error body, else the body.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.trim().to_owned())
 }
 
 #[cfg(test)]

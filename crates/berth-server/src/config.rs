@@ -614,6 +614,36 @@ mod tests {
     }
 
     #[test]
+    fn the_real_tools_registry_is_valid() {
+        // What `cargo xtask` does with demo/real-tools.toml: drop the
+        // build-only `local` key; the server must then accept every entry.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("demo/real-tools.toml")).unwrap();
+        let mut table: toml::Table = text.parse().unwrap();
+        for tool in table["tools"].as_array_mut().unwrap() {
+            tool.as_table_mut().unwrap().remove("local");
+        }
+        let dir = std::env::temp_dir().join(format!("berth-real-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tools.toml"), toml::to_string(&table).unwrap()).unwrap();
+        let both = "tools = \"tools.toml\"\n[proxy]\nhost_suffix = \"docker.localhost\"\nrouting = \"both\"\n";
+        let config = Config::parse(&dir.join("berth.toml"), both).unwrap();
+        let registry = config.registry().unwrap();
+        assert_eq!(registry.tools.len(), 6);
+        let jupyter = registry.get("jupyterlab").unwrap();
+        let placement = config.public_urls().place("nb", None).unwrap();
+        let spec = jupyter.spec("nb", Some("ann"), &placement).unwrap();
+        assert!(spec.command.unwrap().contains(&"--ServerApp.base_url=/docker/nb/".to_owned()));
+        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api"));
+        assert_eq!(spec.volumes[0].name, "jupyter-home-ann");
+        // RStudio wants hostname routing: a path-only server refuses it.
+        let path_only = Config::parse(&dir.join("berth.toml"), "tools = \"tools.toml\"\n").unwrap();
+        let e = path_only.registry().unwrap_err().to_string();
+        assert!(e.contains("tools.routing") && e.contains("rstudio"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn registry_refuses_unknown_keys_and_versions() {
         let dir = std::env::temp_dir().join(format!("berth-registry-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

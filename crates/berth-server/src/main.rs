@@ -6,6 +6,7 @@
 //! berth launch NAME TOOL [--file URL]... [--param key=json]... [--no-wait]
 //! berth logs NAME [-f] | history NAME | rm NAME
 //! berth purge (--idle SECS | --label KEY[=VALUE])
+//! berth volumes | volume-rm NAME
 //! ```
 //!
 //! `serve` runs the proxy, the staging store, the lifecycle layer and the
@@ -100,6 +101,14 @@ enum Command {
         /// Container name.
         name: String,
     },
+    /// List persistent volumes (a user's notebooks, ...), with their owners
+    /// and the containers that mount them.
+    Volumes,
+    /// Remove a persistent volume and its data (refused while mounted).
+    VolumeRm {
+        /// Volume name.
+        name: String,
+    },
     /// Remove containers idle for a while, or carrying a label.
     Purge {
         /// Seconds without proxied activity.
@@ -162,6 +171,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { name, follow } => api.logs(&name, follow, &mut out).await,
         Command::History { name } => api.history(&name, &mut out).await,
         Command::Rm { name } => api.rm(&name, &mut out).await,
+        Command::Volumes => api.volumes(&mut out).await,
+        Command::VolumeRm { name } => api.volume_rm(&name, &mut out).await,
         Command::Purge { idle, label } => {
             let body = match (idle, label) {
                 (Some(secs), _) => json!({"idle_secs": secs}),
