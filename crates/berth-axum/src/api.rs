@@ -545,7 +545,7 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
         .filter(|c| c.state == berth_manager::ContainerState::Running)
         .count();
     let text = state.metrics.render(running, state.activity.dropped());
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn launch(
@@ -1125,7 +1125,7 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),
                     "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error.clone())}}},
             "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers",
-                "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
+                "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }
     });

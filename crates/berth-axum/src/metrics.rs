@@ -1,111 +1,102 @@
 //! Prometheus metrics: proxied requests by container and status, a latency
 //! histogram, launches, evictions, running containers.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use berth_proxy::{ActivityKind, ActivityRecord, ActivitySink};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Debug, Default)]
-struct State {
-    requests: BTreeMap<(String, u16), u64>,
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    latency_sum: f64,
-    latency_count: u64,
-    launches: u64,
-    evictions: u64,
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of the request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    container: String,
+    status: u16,
 }
 
 /// Counters fed by the proxy's activity (as an [`ActivitySink`]) and by
-/// launches; rendered in the Prometheus text format.
-#[derive(Debug, Default)]
+/// launches, in a `prometheus-client` registry, rendered in the
+/// OpenMetrics text format (which Prometheus scrapes).
+#[derive(Debug)]
 pub struct Metrics {
-    state: Mutex<State>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+    launches: Counter,
+    evictions: Counter,
+    running: Gauge,
+    dropped: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
     /// Empty counters.
     pub fn new() -> Self {
-        Metrics::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("berth_requests", "Proxied HTTP requests by container and status", requests.clone());
+        let latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "berth_request_duration",
+            "Time from a proxied request's arrival to the end of its response",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let launches = Counter::default();
+        registry.register("berth_launches", "Containers launched", launches.clone());
+        let evictions = Counter::default();
+        registry.register("berth_evictions", "Containers evicted to fit the memory budget", evictions.clone());
+        let running = Gauge::default();
+        registry.register("berth_running_containers", "Managed containers running now", running.clone());
+        let dropped = Gauge::default();
+        registry.register(
+            "berth_activity_dropped",
+            "Activity records dropped under overload, since start",
+            dropped.clone(),
+        );
+        Metrics { registry, requests, latency, launches, evictions, running, dropped }
     }
 
     /// Counts a launch and the containers it evicted.
     pub fn launched(&self, evicted: usize) {
-        let mut s = self.lock();
-        s.launches += 1;
-        s.evictions += evicted as u64;
+        self.launches.inc();
+        self.evictions.inc_by(evicted as u64);
     }
 
-    /// The metrics as Prometheus text, with the current number of running
-    /// containers and of activity records dropped under overload.
+    /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]), with
+    /// the current number of running containers and of activity records
+    /// dropped under overload.
     pub fn render(&self, running: usize, dropped: u64) -> String {
-        let s = self.lock();
+        self.running.set(i64::try_from(running).unwrap_or(i64::MAX));
+        self.dropped.set(i64::try_from(dropped).unwrap_or(i64::MAX));
         let mut out = String::new();
-        out.push_str("# HELP berth_requests_total Proxied HTTP requests by container and status.\n");
-        out.push_str("# TYPE berth_requests_total counter\n");
-        for ((container, status), n) in &s.requests {
-            let _ =
-                writeln!(out, "berth_requests_total{{container=\"{}\",status=\"{status}\"}} {n}", escape(container));
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
         }
-        out.push_str(
-            "# HELP berth_request_duration_seconds Time from a proxied request's arrival to the end of its response.\n",
-        );
-        out.push_str("# TYPE berth_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (le, n) in LATENCY_BUCKETS.iter().zip(s.buckets.iter()) {
-            cumulative += n;
-            let _ = writeln!(out, "berth_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "berth_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.latency_count);
-        let _ = writeln!(out, "berth_request_duration_seconds_sum {}", s.latency_sum);
-        let _ = writeln!(out, "berth_request_duration_seconds_count {}", s.latency_count);
-        let _ = writeln!(
-            out,
-            "# HELP berth_launches_total Containers launched.\n# TYPE berth_launches_total counter\nberth_launches_total {}",
-            s.launches
-        );
-        let _ = writeln!(
-            out,
-            "# HELP berth_evictions_total Containers evicted to fit the memory budget.\n# TYPE berth_evictions_total counter\nberth_evictions_total {}",
-            s.evictions
-        );
-        let _ = writeln!(
-            out,
-            "# HELP berth_running_containers Managed containers running now.\n# TYPE berth_running_containers gauge\nberth_running_containers {running}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP berth_activity_dropped_total Activity records dropped under overload.\n# TYPE berth_activity_dropped_total counter\nberth_activity_dropped_total {dropped}"
-        );
         out
     }
-}
-
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[async_trait]
 impl ActivitySink for Metrics {
     async fn record(&self, batch: Vec<ActivityRecord>) {
-        let mut s = self.lock();
         for r in batch.iter().filter(|r| r.kind == ActivityKind::Http) {
-            *s.requests.entry((r.container.clone(), r.status)).or_default() += 1;
-            let secs = r.duration.as_secs_f64();
-            if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
-                s.buckets[i] += 1;
-            }
-            s.latency_sum += secs;
-            s.latency_count += 1;
+            self.requests.get_or_create(&RequestLabels { container: r.container.clone(), status: r.status }).inc();
+            self.latency.observe(r.duration.as_secs_f64());
         }
     }
 }
@@ -135,6 +126,10 @@ mod tests {
         assert!(text.contains("berth_request_duration_seconds_bucket{le=\"0.05\"} 2"), "{text}");
         assert!(text.contains("berth_request_duration_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("berth_evictions_total 2") && text.contains("berth_running_containers 4"), "{text}");
-        assert!(text.contains("berth_activity_dropped_total 1"), "{text}");
+        assert!(text.contains("berth_activity_dropped 1"), "{text}");
+        assert!(text.contains("berth_launches_total 1") && text.ends_with("# EOF\n"), "{text}");
+        // Label values are escaped by the library.
+        m.record(vec![ActivityRecord { container: "a\"b\nc".into(), ..rec(200, 1) }]).await;
+        assert!(m.render(0, 0).contains(r#"container="a\"b\nc""#));
     }
 }
