@@ -291,6 +291,7 @@ pub(crate) fn container_labels(
 }
 
 /// The persistent volume names a container's labels list.
+#[cfg(feature = "docker")]
 pub(crate) fn persistent_volumes_from_labels(
     scheme: &LabelScheme,
     labels: &std::collections::BTreeMap<String, String>,

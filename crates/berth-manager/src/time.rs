@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Parses `2026-11-24T07:24:49.123456789Z` (or with a `+hh:mm` offset)
 /// into a `SystemTime`. Returns `None` for anything else, including the
 /// engine's "zero" time `0001-01-01T00:00:00Z`.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let b = s.as_bytes();
