@@ -34,6 +34,61 @@ pub struct Api {
     base: String,
     token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Show progress as a live spinner (a terminal) instead of lines.
+    interactive: bool,
+}
+
+/// How `berth launch` shows the phases of a launch: a spinner whose
+/// message follows the phase on a terminal (indicatif, on stderr), one
+/// line per phase otherwise (pipes, logs, tests).
+struct Phases<'a, W: Write> {
+    out: &'a mut W,
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl<'a, W: Write> Phases<'a, W> {
+    fn new(out: &'a mut W, interactive: bool) -> Self {
+        let spinner = interactive.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            bar
+        });
+        Phases { out, spinner }
+    }
+
+    /// A phase under way.
+    fn phase(&mut self, text: String) -> std::io::Result<()> {
+        match &self.spinner {
+            Some(bar) => {
+                bar.set_message(text);
+                Ok(())
+            }
+            None => {
+                writeln!(self.out, "{text}")?;
+                self.out.flush()
+            }
+        }
+    }
+
+    /// The last line: the spinner goes, the line stays.
+    fn finish(&mut self, text: String) -> std::io::Result<()> {
+        if let Some(bar) = self.spinner.take() {
+            bar.finish_and_clear();
+        }
+        writeln!(self.out, "{text}")?;
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for Phases<'_, W> {
+    fn drop(&mut self) {
+        if let Some(bar) = self.spinner.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Api {
@@ -43,7 +98,14 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             token,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            interactive: false,
         }
+    }
+
+    /// Shows launch progress as a live spinner (for a terminal).
+    pub fn interactive(mut self, interactive: bool) -> Self {
+        self.interactive = interactive;
+        self
     }
 
     /// Sends one request; returns the response with its body unread.
@@ -194,8 +256,9 @@ impl Api {
         if !wait {
             return Ok(());
         }
-        let path = launched["path"].as_str().unwrap_or("").to_owned();
-        // Progress from the server's launch events, one line per phase.
+        let path = launched["url"].as_str().or(launched["path"].as_str()).unwrap_or("").to_owned();
+        let mut phases = Phases::new(out, self.interactive);
+        // Progress from the server's launch events, one phase at a time.
         // Raw bytes until a whole event is in: a UTF-8 character may be
         // split across chunks.
         let mut pending: Vec<u8> = Vec::new();
@@ -213,7 +276,7 @@ impl Api {
                 let age = data["age_secs"].as_f64().map(|a| format!(" ({a:.1} s)")).unwrap_or_default();
                 match data["phase"].as_str().unwrap_or("") {
                     "ready" => {
-                        writeln!(out, "{name} is ready{age} at {path}")?;
+                        phases.finish(format!("{name} is ready{age} at {path}"))?;
                         outcome = Some(Ok(()));
                     }
                     "failed" => {
@@ -228,12 +291,11 @@ impl Api {
                     "timeout" => {
                         outcome = Some(Err(anyhow::anyhow!("{name} was not ready within the server's timeout")))
                     }
-                    "creating" => writeln!(out, "creating the container{age}")?,
-                    "starting" => writeln!(out, "starting{age}")?,
-                    "waiting" => writeln!(out, "waiting for {name} to answer{age}")?,
-                    other => writeln!(out, "{other}{age}")?,
+                    "creating" => phases.phase(format!("creating the container{age}"))?,
+                    "starting" => phases.phase(format!("starting{age}"))?,
+                    "waiting" => phases.phase(format!("waiting for {name} to answer{age}"))?,
+                    other => phases.phase(format!("{other}{age}"))?,
                 }
-                out.flush()?;
             }
             Ok(outcome.is_none())
         })
@@ -328,7 +390,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("launched t1 (viewer)\n"), "{text}");
         assert!(text.contains("waiting for t1 to answer (") && text.contains("t1 is ready ("), "{text}");
-        assert!(text.trim_end().ends_with("at /docker/t1/"), "{text}");
+        assert!(text.trim_end().ends_with("at http://127.0.0.1:8000/docker/t1/"), "{text}");
 
         // logs -f: a line written while following arrives; the command
         // returns when the container stops.

@@ -142,7 +142,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = client::Api::new(&cli.server, cli.token.clone());
+    use std::io::IsTerminal;
+    let api = client::Api::new(&cli.server, cli.token.clone()).interactive(std::io::stderr().is_terminal());
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Serve { config, listen } => {
