@@ -549,14 +549,28 @@ impl DockerManager {
 
     /// Writes `content` to `path` inside the (created, not started)
     /// container through the archive API, creating parent directories.
+    ///
+    /// The file goes alone into its parent directory when that exists, so
+    /// the image's directories keep their owners and modes (an archive
+    /// entry for `/home/jovyan` would make a user's home root's, and the
+    /// tool could no longer write there). Only when the parent is missing
+    /// does the archive carry the parent directories (owned by root).
     async fn upload_file(&self, id: &str, name: &str, path: &str, content: &[u8]) -> Result<()> {
-        let tar = file_tar(path, content).map_err(|source| Error::Io {
-            context: format!("building the input archive for container {name:?}"),
-            source,
-        })?;
-        let opts = UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
-        self.call("upload input", name, self.docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into())))
-            .await
+        let io = |source| Error::Io { context: format!("building the input archive for container {name:?}"), source };
+        let (parent, file) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let alone = file_tar(&format!("/{file}"), content).map_err(io)?;
+        let opts = UploadToContainerOptions { path: parent.to_owned(), ..Default::default() };
+        let upload = self.docker.upload_to_container(id, Some(opts), bollard::body_full(alone.into()));
+        match self.call("upload input", name, upload).await {
+            Err(Error::NotFound { .. }) if parent != "/" => {
+                let tar = file_tar(path, content).map_err(io)?;
+                let opts = UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
+                let upload = self.docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into()));
+                self.call("upload input", name, upload).await
+            }
+            other => other,
+        }
     }
 
     async fn launch_created(&self, id: &str, spec: &ContainerSpec, input_file: Option<(&str, Vec<u8>)>) -> Result<()> {
