@@ -223,7 +223,7 @@ pub struct LaunchRequest {
     /// For `image`: persistent volumes (names are templates).
     #[serde(default)]
     pub volumes: Option<Vec<VolumeRequest>>,
-    /// For `image`: the readiness path (a template).
+    /// For `image`: the readiness path, under its public root.
     #[serde(default)]
     pub ready_path: Option<String>,
     /// For `image`: statuses that mean ready.
@@ -321,8 +321,7 @@ impl LaunchRequest {
             let name = Template::parse(&v.name).map_err(|e| bad(format!("volumes[{i}].name"), e))?;
             tool.volumes.push(VolumeDef { name, path: v.path.clone() });
         }
-        tool.ready_path =
-            self.ready_path.as_deref().map(Template::parse).transpose().map_err(|e| bad("ready_path".into(), e))?;
+        tool.ready_path.clone_from(&self.ready_path);
         tool.ready_status = self.ready_status.clone().unwrap_or_default();
         tool.start_timeout_secs = self.start_timeout_secs;
         tool.strip_prefix = self.strip_prefix;

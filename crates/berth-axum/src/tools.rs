@@ -36,8 +36,8 @@ pub struct VolumeDef {
 /// One tool of the registry. Unknown keys are refused, so a misspelt key
 /// is an error instead of a silently ignored setting.
 ///
-/// `command`, `entrypoint`, `env` values, `working_dir`, `user`,
-/// `ready_path` and volume names are [`Template`]s: `{name}`, `{public_path}`, `{public_url}`,
+/// `command`, `entrypoint`, `env` values, `working_dir`, `user` and volume
+/// names are [`Template`]s: `{name}`, `{public_path}`, `{public_url}`,
 /// `{owner}` and `{port}` are filled in per launch. Every container also
 /// gets `BERTH_NAME`, `BERTH_PUBLIC_PATH` and `BERTH_PUBLIC_URL`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,11 +101,12 @@ pub struct ToolDef {
     /// Named volumes that outlive the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeDef>,
-    /// Path probed for readiness (default `/`), templated: a tool told its
-    /// base path and served with the prefix kept answers under it
-    /// (`{public_path}api`).
+    /// Path probed for readiness (default `/`), under the tool's public
+    /// root: with `strip_prefix = false` under path routing the probe asks
+    /// for `<public path><ready_path>` (e.g. `/docker/nb/api/status`), as
+    /// the tool receives every other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_path: Option<Template>,
+    pub ready_path: Option<String>,
     /// Statuses of the readiness probe that mean ready (default: any 2xx
     /// or 3xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -258,8 +259,18 @@ impl ToolDef {
         for (key, value) in &self.labels {
             spec = spec.label(key.clone(), value.clone());
         }
+        // The probe asks for what the container receives. A tool that
+        // keeps its prefix is served under its public path, not at `/`
+        // (Jupyter with a base_url answers 404 there), and its ready_path
+        // is relative to that path too; the name in it is only known now.
+        let ready_path = match (self.strip_prefix, placement.mode) {
+            (Some(false), RoutingMode::Path) => {
+                Some(format!("{}{}", placement.path.trim_end_matches('/'), self.ready_path.as_deref().unwrap_or("/")))
+            }
+            _ => self.ready_path.clone(),
+        };
         spec.hints = RouteHints {
-            ready_path: self.ready_path.as_ref().map(|t| t.expand(vars)),
+            ready_path,
             ready_status: self.ready_status.clone(),
             start_timeout_secs: self.start_timeout_secs,
             strip_prefix: self.strip_prefix,
@@ -436,6 +447,17 @@ mod tests {
         assert_eq!(spec.volumes[0].name, "home-ann");
         assert_eq!(spec.volumes[0].owner.as_deref(), Some("ann"));
         assert_eq!(spec.hints.strip_prefix, Some(false));
+        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/"), "probed under the path it keeps");
+        let mut api = jupyter();
+        api.ready_path = Some("/api/status".into());
+        let spec = api.spec("nb", Some("ann"), &placement).unwrap();
+        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api/status"));
+        let urls = PublicUrls { host_suffix: Some("docker.localhost".into()), ..PublicUrls::default() };
+        let hosted = api.spec("nb", Some("ann"), &urls.place("nb", Some(RoutingMode::Host)).unwrap()).unwrap();
+        assert_eq!(hosted.hints.ready_path.as_deref(), Some("/api/status"), "by hostname the public path is /");
+        let mut stripped = api.clone();
+        stripped.strip_prefix = None;
+        assert_eq!(stripped.spec("nb", None, &placement).unwrap().hints.ready_path.as_deref(), Some("/api/status"));
         assert_eq!(spec.hints.public_url.as_deref(), Some("http://127.0.0.1:8000/docker/nb/"));
         let anonymous = tool.spec("nb", None, &placement).unwrap();
         assert_eq!(anonymous.volumes[0].name, "home-anonymous");

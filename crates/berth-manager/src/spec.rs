@@ -230,7 +230,9 @@ impl RoutingMode {
 /// proxy's defaults apply to what is absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteHints {
-    /// Path probed for readiness (default `/`).
+    /// Path probed for readiness (default `/`), as the container receives
+    /// it: a container whose prefix is not stripped is probed with the
+    /// prefix in the path (berth-axum's tool definitions add it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_path: Option<String>,
     /// Statuses that mean ready; empty means any 2xx or 3xx (a redirect

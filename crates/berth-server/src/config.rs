@@ -634,7 +634,7 @@ mod tests {
         let placement = config.public_urls().place("nb", None).unwrap();
         let spec = jupyter.spec("nb", Some("ann"), &placement).unwrap();
         assert!(spec.command.unwrap().contains(&"--ServerApp.base_url=/docker/nb/".to_owned()));
-        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api"));
+        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api"), "probed under the path it keeps");
         assert_eq!(spec.volumes[0].name, "jupyter-home-ann");
         // RStudio wants hostname routing: a path-only server refuses it.
         let path_only = Config::parse(&dir.join("berth.toml"), "tools = \"tools.toml\"\n").unwrap();
