@@ -20,7 +20,7 @@ use axum::{Extension, Json, Router};
 use berth_fleet::{Fleet, LaunchOutcome};
 use berth_history::{HistoryQuery, HistoryStore};
 use berth_manager::{ContainerInfo, ListFilter, LogOptions};
-use berth_proxy::{Lookup, RouteTable};
+use berth_proxy::{FailureReason, Lookup, RouteTable};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -580,7 +580,15 @@ async fn launch(
             Lookup::Failed(f) => {
                 body["ready"] = json!(false);
                 body["failure"] = json!({"reason": f.reason.to_string(), "logs": f.log_tail});
-                return Ok((StatusCode::BAD_GATEWAY, Json(body)).into_response());
+                // Not ready within its start timeout is "not ready in
+                // time", whoever noticed first: the route table (which
+                // gives up at that timeout) or this deadline.
+                let phase = match f.reason {
+                    FailureReason::StartTimeout(_) => "waiting",
+                    FailureReason::NeverStarted(_) => "starting",
+                    _ => return Ok((StatusCode::BAD_GATEWAY, Json(body)).into_response()),
+                };
+                return Ok(not_ready(&request.name, timeout, phase, body));
             }
             _ if Instant::now() > deadline => {
                 let phase = match state.fleet.manager().inspect(&request.name).await {
@@ -588,21 +596,25 @@ async fn launch(
                     Ok(_) => "waiting",
                     Err(_) => "creating",
                 };
-                let message = format!("{} is not ready after {} s (phase {phase})", request.name, timeout.as_secs());
-                return Ok((
-                    StatusCode::GATEWAY_TIMEOUT,
-                    Json(json!({"error": message, "phase": phase, "container": body})),
-                )
-                    .into_response());
+                return Ok(not_ready(&request.name, timeout, phase, body));
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
 
+/// The `?wait=true` answer for a container not ready within `timeout`:
+/// 504 with the phase it is in and its description.
+fn not_ready(name: &str, timeout: Duration, phase: &str, container: Value) -> Response {
+    let message = format!("{name} is not ready after {} s (phase {phase})", timeout.as_secs());
+    (StatusCode::GATEWAY_TIMEOUT, Json(json!({"error": message, "phase": phase, "container": container})))
+        .into_response()
+}
+
 /// How much longer than a container's start timeout `?wait=true` and
-/// event streams wait, so that the route table's verdict (failed, with
-/// the reason and last log lines) arrives before they give up.
+/// event streams wait, so that the route table's verdict (failed, or not
+/// ready in time, with the reason and last log lines) arrives before they
+/// give up.
 pub const WAIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The start timeout of a container: its tool's, else the server's.
@@ -1095,9 +1107,9 @@ pub fn openapi_document() -> Value {
                         "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
                         "415": resp("not JSON", error.clone()),
                         "422": resp("body not a LaunchRequest, or image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
-                        "502": resp("failed to become ready (with failure.reason and failure.logs)", json!({"type": "object"})),
+                        "502": resp("?wait=true: failed (exited, unreachable), with failure.reason and failure.logs", json!({"type": "object"})),
                         "503": resp("engine unavailable", error.clone()),
-                        "504": resp("?wait=true: not ready in time (with phase)", json!({"type": "object", "properties": {"error": {"type": "string"}, "phase": {"type": "string"}}}))}}
+                        "504": resp("?wait=true: not ready within its start timeout, with phase (starting, waiting) and the container (its failure.reason and failure.logs when the route table gave up)", json!({"type": "object", "properties": {"error": {"type": "string"}, "phase": {"type": "string"}, "container": {"type": "object"}}}))}}
             },
             "/api/v1/containers/{name}": {
                 "parameters": [name_param.clone()],
