@@ -77,12 +77,14 @@ pub enum ConfigError {
         message: String,
     },
     /// A value parses but makes no sense.
-    #[error("{path}: key {key}: {message}")]
+    #[error("{path}{}: key {key}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// The key.
-        key: &'static str,
+        /// 1-based line where the key is written, when it is.
+        line: Option<usize>,
+        /// The key (with its table, e.g. `proxy.routing`, `tools.mem_limit_mb`).
+        key: String,
         /// What is wrong.
         message: String,
     },
@@ -346,6 +348,47 @@ fn key_at_line(text: &str, line: usize) -> Option<String> {
     })
 }
 
+/// A value of `text` (read from `path`) that parses but makes no sense:
+/// the error names the line where `key` is written. `key` is a dotted path
+/// into the file whose numbers index arrays (`tools.2.mem_limit_mb`); the
+/// error names it without them (`tools.mem_limit_mb`), as parse errors do.
+fn invalid_at(path: &Path, text: &str, key: &str, message: String) -> ConfigError {
+    let named: Vec<&str> = key.split('.').filter(|s| s.parse::<usize>().is_err()).collect();
+    ConfigError::Invalid { path: path.to_owned(), line: line_of(text, key), key: named.join("."), message }
+}
+
+/// The 1-based line where the dotted `key` (numbers index arrays) is
+/// written in `text`, when it is.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut segments = key.split('.');
+    let (first_key, mut value) = root.get_ref().get_key_value(segments.next()?)?;
+    let mut span = first_key.span();
+    for segment in segments {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                let (k, v) = table.get_key_value(segment)?;
+                span = k.span();
+                value = v;
+            }
+            DeValue::Array(items) => {
+                value = items.get(segment.parse::<usize>().ok()?)?;
+                span = value.span();
+            }
+            _ => return None,
+        }
+    }
+    Some(text.get(..span.start)?.matches('\n').count() + 1)
+}
+
+/// The key a message about a tool's setting starts with (`mem_limit_mb
+/// 100 is below ...`, `volumes[0].name ...`).
+fn leading_key(message: &str) -> &str {
+    let end = message.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(message.len());
+    &message[..end]
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
@@ -392,31 +435,32 @@ impl Config {
             }
         }
         if config.proxy.start_timeout_secs > MAX_START_TIMEOUT_SECS {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: "proxy.start_timeout_secs",
-                message: format!("is more than a day ({MAX_START_TIMEOUT_SECS} s)"),
-            });
+            return Err(invalid_at(
+                path,
+                text,
+                "proxy.start_timeout_secs",
+                format!("is more than a day ({MAX_START_TIMEOUT_SECS} s)"),
+            ));
         }
         if let Some(bad) = config.api.allow_images.iter().find(|p| p.is_empty() || (p.contains('*') && *p != "*")) {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: "api.allow_images",
-                message: format!(
-                    "{bad:?} is not a prefix: give image reference prefixes, or \"*\" alone for any image"
-                ),
-            });
+            return Err(invalid_at(
+                path,
+                text,
+                "api.allow_images",
+                format!("{bad:?} is not a prefix: give image reference prefixes, or \"*\" alone for any image"),
+            ));
         }
         if let Some(e) = &config.engine.endpoints {
             if !["auto", "bridge", "published", "host"].contains(&e.as_str()) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "engine.endpoints",
-                    message: format!("{e:?} is not one of auto, bridge, published, host"),
-                });
+                return Err(invalid_at(
+                    path,
+                    text,
+                    "engine.endpoints",
+                    format!("{e:?} is not one of auto, bridge, published, host"),
+                ));
             }
         }
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        let invalid = |key: &str, message: String| invalid_at(path, text, key, message);
         if config.routing_choice() != RoutingChoice::Path && config.proxy.host_suffix.is_none() {
             return Err(invalid("proxy.routing", "hostname routing needs proxy.host_suffix".into()));
         }
@@ -432,14 +476,10 @@ impl Config {
             }
         }
         if berth_manager::LabelScheme::new(config.root_label.clone()).root().is_empty() {
-            return Err(ConfigError::Invalid { path: path.to_owned(), key: "root_label", message: "is empty".into() });
+            return Err(invalid("root_label", "is empty".into()));
         }
         if config.api.token.as_deref().is_some_and(|t| t.len() < 8) {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: "api.token",
-                message: "is shorter than 8 characters".into(),
-            });
+            return Err(invalid("api.token", "is shorter than 8 characters".into()));
         }
         Ok(config)
     }
@@ -501,53 +541,49 @@ impl Config {
         let text = read(path)?;
         let registry: ToolRegistry = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         if let Some(v) = registry.version.filter(|v| *v != 1) {
-            return Err(ConfigError::Invalid {
-                path: path.clone(),
-                key: "version",
-                message: format!("registry format version {v} is not supported (this berth reads version 1)"),
-            });
+            return Err(invalid_at(
+                path,
+                &text,
+                "version",
+                format!("registry format version {v} is not supported (this berth reads version 1)"),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
-        for tool in &registry.tools {
+        for (i, tool) in registry.tools.iter().enumerate() {
+            let invalid = |key: &str, message: String| invalid_at(path, &text, &format!("tools.{i}.{key}"), message);
             let root = self.root_label.as_str();
             let reserved =
                 |k: &str| k.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '-']));
             if let Some(key) = tool.labels.keys().find(|k| reserved(k)) {
-                return Err(ConfigError::Invalid {
-                    path: path.clone(),
-                    key: "tools.labels",
-                    message: format!(
+                return Err(invalid(
+                    "labels",
+                    format!(
                         "tool {:?}: label {key:?} is under the root label {:?}, which berth reserves for its own labels",
                         tool.name, self.root_label
                     ),
-                });
+                ));
             }
             if let Err(message) = tool.check() {
-                return Err(ConfigError::Invalid {
-                    path: path.clone(),
-                    key: "tools",
-                    message: format!("tool {:?}: {message}", tool.name),
-                });
+                // The message starts with the key it is about; a key the
+                // entry does not write (a default) points at its name.
+                let key = leading_key(&message);
+                let key = if line_of(&text, &format!("tools.{i}.{key}")).is_some() { key } else { "name" };
+                return Err(invalid(key, format!("tool {:?}: {message}", tool.name)));
             }
             if let Some(mode) = tool.routing {
                 if self.public_urls().place(&tool.name, Some(mode)).is_err() {
-                    return Err(ConfigError::Invalid {
-                        path: path.clone(),
-                        key: "tools.routing",
-                        message: format!(
+                    return Err(invalid(
+                        "routing",
+                        format!(
                             "tool {:?} wants {} routing, which this server does not serve (see proxy.routing)",
                             tool.name,
                             mode.as_str()
                         ),
-                    });
+                    ));
                 }
             }
             if !seen.insert(tool.name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    path: path.clone(),
-                    key: "tools.name",
-                    message: format!("tool {:?} is defined twice", tool.name),
-                });
+                return Err(invalid("name", format!("tool {:?} is defined twice", tool.name)));
             }
         }
         Ok(registry)
@@ -665,5 +701,152 @@ mod tests {
         assert!(e.contains("tools.labels") && e.contains("reserves"), "{e}");
         assert!(registry(&format!("{tool}[tools.labels]\nberthold = \"x\"\n")).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A registry file in a fresh directory, read through a config that
+    /// points at it.
+    fn registry_of(test: &str, berth: &str, tools: &str) -> Result<ToolRegistry, String> {
+        let dir = std::env::temp_dir().join(format!("berth-registry-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tools.toml"), tools).unwrap();
+        let result = Config::parse(&dir.join("berth.toml"), &format!("tools = \"tools.toml\"\n{berth}"))
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.registry().map_err(|e| e.to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+        result.map_err(|e| e.replace(&dir.display().to_string(), "DIR"))
+    }
+
+    #[test]
+    fn registry_errors_name_file_line_and_key() {
+        // Lines 1 to 5; each case adds from line 6.
+        let head =
+            "version = 1\n[[tools]]\nname = \"nb\"\nimage = \"jupyter/base-notebook\"\nmem_reservation_mb = 512\n";
+        let cases = [
+            ("command = [\"start.sh\", \"--base={oops}\"]\n", 6, "key tools.command", "unknown placeholder {oops}"),
+            ("command = [\"--base={public_path\"]\n", 6, "key tools.command", "unclosed {"),
+            ("command = \"start.sh --base={public_path}\"\n", 6, "key tools.command", "invalid type: string"),
+            ("entrypoint = [\"tini\", 1]\n", 6, "key tools.entrypoint", "invalid type: integer"),
+            (
+                "[tools.env]\nJUPYTER_TOKEN = \"\"\n\"BAD-NAME\" = \"x\"\n",
+                8,
+                "key tools.env",
+                "\"BAD-NAME\" is not a valid",
+            ),
+            ("[tools.env]\nBERTH_PUBLIC_PATH = \"/x/\"\n", 7, "key tools.env", "set by berth itself"),
+            ("[tools.env]\nBASE = \"{publicpath}\"\n", 7, "key tools.env.BASE", "unknown placeholder {publicpath}"),
+            ("working_dir = \"/home/{user}\"\n", 6, "key tools.working_dir", "unknown placeholder {user}"),
+            ("mem_limit_mb = 256\n", 6, "key tools.mem_limit_mb", "mem_limit_mb 256 is below the memory reservation"),
+            ("cpus = 2.0\ncpu_limit = 1.0\n", 7, "key tools.cpu_limit", "cpu_limit 1 is below"),
+            ("shm_size_mb = 0\n", 6, "key tools.shm_size_mb", "shm_size_mb must be between"),
+            ("ready_status = [200, 700]\n", 6, "key tools.ready_status", "ready_status 700"),
+            ("ready_path = \"lab\"\n", 6, "key tools.ready_path", "ready_path \"lab\""),
+            ("start_timeout_secs = 0\n", 6, "key tools.start_timeout_secs", "start_timeout_secs 0"),
+            (
+                "volumes = [{ name = \"home {owner}\", path = \"/home/jovyan/work\" }]\n",
+                6,
+                "key tools.volumes",
+                "volumes[0].name",
+            ),
+            ("volumes = [{ name = \"home-{owner}\", path = \"work\" }]\n", 6, "key tools.volumes", "volumes[0].path"),
+            ("routing = \"host\"\n", 6, "key tools.routing", "does not serve"),
+            ("routing = \"hostname\"\n", 6, "key tools.routing", "unknown variant"),
+        ];
+        for (extra, line, key, needle) in cases {
+            let e = registry_of("lines", "", &format!("{head}{extra}")).unwrap_err();
+            assert!(e.starts_with(&format!("DIR/tools.toml:{line}:")), "{extra}: {e}");
+            assert!(e.contains(key) && e.contains(needle), "{extra}: {e}");
+        }
+        // The second tool's error points into the second tool.
+        let two =
+            format!("{head}[[tools]]\nname = \"other\"\nimage = \"i\"\nmem_reservation_mb = 64\nmem_limit_mb = 32\n");
+        let e = registry_of("second", "", &two).unwrap_err();
+        assert!(e.starts_with("DIR/tools.toml:10:") && e.contains("tool \"other\""), "{e}");
+    }
+
+    #[test]
+    fn routing_settings_are_checked_with_file_line_and_key() {
+        let parse = |text: &str| Config::parse(Path::new("b.toml"), text).map_err(|e| e.to_string());
+        let cases = [
+            (
+                "[proxy]\nprefix = \"/docker\"\nrouting = \"host\"\n",
+                "b.toml:3: key proxy.routing",
+                "needs proxy.host_suffix",
+            ),
+            ("[proxy]\nrouting = \"both\"\n", "b.toml:2: key proxy.routing", "needs proxy.host_suffix"),
+            ("[proxy]\ndefault_routing = \"host\"\n", "b.toml:2: key proxy.default_routing", "only with proxy.routing"),
+            ("[proxy]\nrouting = \"all\"\n", "b.toml:2:", "unknown variant `all`"),
+            ("[proxy]\npublic_url = \"berth.example.org\"\n", "b.toml:2: key proxy.public_url", "not an http(s) URL"),
+        ];
+        for (text, prefix, needle) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with(prefix) && e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_registry_with_every_new_key_parses() {
+        use berth_manager::RoutingMode;
+        let berth = "[proxy]\nhost_suffix = \"docker.localhost\"\nrouting = \"both\"\n\
+                     public_url = \"https://berth.example.org\"\n";
+        let tools = r#"
+version = 1
+
+[[tools]]
+name = "jupyter"
+description = "JupyterLab, told its base path"
+image = "quay.io/jupyter/base-notebook:2025-01-01"
+port = 8888
+mem_reservation_mb = 512
+mem_limit_mb = 2048
+cpus = 0.5
+cpu_limit = 2.0
+shm_size_mb = 512
+entrypoint = ["tini", "-g", "--"]
+command = ["start-notebook.py", "--ServerApp.base_url={public_path}", "--IdentityProvider.token=", "--ServerApp.custom_display_url={public_url}"]
+working_dir = "/home/jovyan"
+user = "1000:100"
+volumes = [{ name = "jupyter-home-{owner}", path = "/home/jovyan/work" }]
+ready_path = "/api/status"
+ready_status = [200]
+start_timeout_secs = 60
+strip_prefix = false
+routing = "path"
+
+[tools.env]
+JUPYTER_PORT = "{port}"
+NB_USER_LABEL = "{owner} on {name}: {{not a placeholder}}"
+
+[[tools]]
+name = "dash"
+image = "dash-app"
+port = 8050
+mem_reservation_mb = 256
+routing = "host"
+"#;
+        let registry = registry_of("every-key", berth, tools).unwrap();
+        let jupyter = registry.get("jupyter").unwrap();
+        assert_eq!((jupyter.mem_limit_mb, jupyter.cpu_limit, jupyter.shm_size_mb), (Some(2048), Some(2.0), Some(512)));
+        assert_eq!((jupyter.strip_prefix, jupyter.routing), (Some(false), Some(RoutingMode::Path)));
+        let config = Config::parse(Path::new("b.toml"), berth).unwrap();
+        let urls = config.public_urls();
+        let placement = urls.place("nb", jupyter.routing).unwrap();
+        let spec = jupyter.spec("nb", Some("ann"), &placement).unwrap();
+        let command = spec.command.as_deref().unwrap();
+        assert_eq!(command[1], "--ServerApp.base_url=/docker/nb/");
+        assert_eq!(command[3], "--ServerApp.custom_display_url=https://berth.example.org/docker/nb/");
+        assert_eq!(spec.entrypoint.as_deref().unwrap(), ["tini", "-g", "--"]);
+        assert_eq!(spec.env["JUPYTER_PORT"], "8888");
+        assert_eq!(spec.env["NB_USER_LABEL"], "ann on nb: {not a placeholder}");
+        assert_eq!(spec.env["BERTH_PUBLIC_URL"], "https://berth.example.org/docker/nb/");
+        assert_eq!((spec.working_dir.as_deref(), spec.user.as_deref()), (Some("/home/jovyan"), Some("1000:100")));
+        assert_eq!(
+            (spec.volumes[0].name.as_str(), spec.volumes[0].owner.as_deref()),
+            ("jupyter-home-ann", Some("ann"))
+        );
+        assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api/status"));
+        assert_eq!((spec.hints.ready_status.as_slice(), spec.hints.start_timeout_secs), (&[200][..], Some(60)));
+        let dash = registry.get("dash").unwrap();
+        let placement = urls.place("viz", dash.routing).unwrap();
+        assert_eq!((placement.path.as_str(), placement.url.as_str()), ("/", "https://viz.docker.localhost/"));
     }
 }
