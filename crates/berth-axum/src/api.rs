@@ -20,7 +20,7 @@ use axum::{Extension, Json, Router};
 use berth_fleet::{Fleet, LaunchOutcome};
 use berth_history::{HistoryQuery, HistoryStore};
 use berth_manager::{ContainerInfo, ListFilter, LogOptions};
-use berth_proxy::{FailureReason, Lookup, RouteTable};
+use berth_proxy::{Failure, FailureReason, Lookup, RouteTable, TableConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -579,7 +579,7 @@ async fn launch(
             }
             Lookup::Failed(f) => {
                 body["ready"] = json!(false);
-                body["failure"] = json!({"reason": f.reason.to_string(), "logs": f.log_tail});
+                body["failure"] = failure_json(&state, &request.name, &f).await;
                 // Not ready within its start timeout is "not ready in
                 // time", whoever noticed first: the route table (which
                 // gives up at that timeout) or this deadline.
@@ -601,6 +601,23 @@ async fn launch(
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// A failure as the API reports it: `reason` and the last log lines in
+/// `logs`. The route table publishes a failure at once and reads the logs
+/// after; until they are in, they are read here, so a one-time answer
+/// (`?wait=true`, a `failed` event) never goes out without them.
+async fn failure_json(state: &ApiState, name: &str, failure: &Failure) -> Value {
+    let logs = if failure.log_tail.is_empty() {
+        let options = LogOptions { tail: Some(TableConfig::default().failure_log_lines), since: None };
+        match state.fleet.manager().logs(name, options).await {
+            Ok(lines) => lines.into_iter().map(|l| l.line).collect(),
+            Err(e) => vec![format!("(logs unavailable: {e})")],
+        }
+    } else {
+        failure.log_tail.clone()
+    };
+    json!({"reason": failure.reason.to_string(), "logs": logs})
 }
 
 /// The `?wait=true` answer for a container not ready within `timeout`:
@@ -894,7 +911,7 @@ impl Watch {
         }
         match lookup {
             Lookup::Ready(_) => ("ready", json!({})),
-            Lookup::Failed(f) => ("failed", json!({"reason": f.reason.to_string(), "logs": f.log_tail})),
+            Lookup::Failed(f) => ("failed", failure_json(&self.state, &self.name, &f).await),
             _ if self.running => ("waiting", json!({})),
             _ => match self.state.fleet.manager().inspect(&self.name).await {
                 Ok(info) => {
