@@ -513,6 +513,8 @@ impl ContainerManager for MockManager {
             }
         }
 
+        // Persistent volumes this launch creates, removed again if it fails.
+        let mut new_persistent = Vec::new();
         let cell = {
             let mut state = self.engine.lock();
             if !state.images.contains(&image) {
@@ -531,6 +533,7 @@ impl ContainerManager for MockManager {
             let mut mounts = Vec::new();
             for volume in &spec.volumes {
                 if !state.volumes.contains_key(&volume.name) {
+                    new_persistent.push(volume.name.clone());
                     let mut labels = spec.labels.clone();
                     labels.extend(persistent_volume_labels(scheme, volume));
                     let info = VolumeInfo { name: volume.name.clone(), container: None, labels };
@@ -580,7 +583,7 @@ impl ContainerManager for MockManager {
         if let Err(e) = self.start_server(&cell).await {
             let mut state = self.engine.lock();
             state.containers.remove(&cell.name);
-            for v in &cell.volumes {
+            for v in cell.volumes.iter().chain(&new_persistent) {
                 state.volumes.remove(v);
             }
             return Err(e);

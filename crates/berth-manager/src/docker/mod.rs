@@ -621,21 +621,48 @@ impl DockerManager {
 
 impl DockerManager {
     /// Creates (on first use) and checks the spec's persistent volumes;
-    /// their mounts.
-    async fn persistent_mounts(&self, spec: &ContainerSpec) -> Result<Vec<Mount>> {
+    /// their mounts, and the names of those this call created. A launch
+    /// that fails later removes those again (nothing half-made is left),
+    /// never one that existed before: that one holds someone's work.
+    async fn persistent_mounts(&self, spec: &ContainerSpec) -> Result<(Vec<Mount>, Vec<String>)> {
+        let mut created = Vec::new();
+        match self.persistent_mounts_noting(spec, &mut created).await {
+            Ok(mounts) => Ok((mounts, created)),
+            Err(e) => {
+                self.remove_new_volumes(&created).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn persistent_mounts_noting(&self, spec: &ContainerSpec, created: &mut Vec<String>) -> Result<Vec<Mount>> {
         let scheme = &self.config.labels;
         let mut mounts = Vec::new();
         for volume in &spec.volumes {
-            let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-            labels.extend(persistent_volume_labels(scheme, volume));
-            // Creating an existing volume answers with that volume, so two
-            // launches racing to create it both succeed; whoever made it,
-            // its labels decide whether this launch may mount it.
-            let req =
-                VolumeCreateRequest { name: Some(volume.name.clone()), labels: Some(labels), ..Default::default() };
-            self.call("create volume", &spec.name, self.docker.create_volume(req)).await?;
-            let existing = self.call("inspect volume", &volume.name, self.docker.inspect_volume(&volume.name)).await?;
-            let labels: BTreeMap<String, String> = existing.labels.into_iter().collect();
+            let labels = match self.call("inspect volume", &volume.name, self.docker.inspect_volume(&volume.name)).await
+            {
+                Ok(existing) => existing.labels,
+                Err(Error::NotFound { .. }) => {
+                    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+                    labels.extend(persistent_volume_labels(scheme, volume));
+                    // Creating an existing volume answers with that volume,
+                    // so two launches racing to create it both succeed;
+                    // whoever made it, its labels decide whether this launch
+                    // may mount it. (The loser of such a race counts it as
+                    // its own; should its launch fail, removing it is
+                    // refused while the winner's container mounts it.)
+                    let req = VolumeCreateRequest {
+                        name: Some(volume.name.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    };
+                    let made = self.call("create volume", &spec.name, self.docker.create_volume(req)).await?;
+                    created.push(volume.name.clone());
+                    made.labels
+                }
+                Err(e) => return Err(e),
+            };
+            let labels: BTreeMap<String, String> = labels.into_iter().collect();
             check_persistent_volume(scheme, &spec.name, volume, &labels)?;
             mounts.push(Mount {
                 target: Some(volume.path.clone()),
@@ -646,6 +673,15 @@ impl DockerManager {
             });
         }
         Ok(mounts)
+    }
+
+    /// Removes persistent volumes a failed launch created.
+    async fn remove_new_volumes(&self, names: &[String]) {
+        for name in names {
+            if self.remove_volume(name).await {
+                tracing::debug!(volume = %name, "removed the persistent volume of a failed launch");
+            }
+        }
     }
 }
 
@@ -794,7 +830,7 @@ impl ContainerManager for DockerManager {
         // Volumes first, each labelled with its owner so a crash between
         // here and the container's creation leaves something a sweep finds.
         let mut volumes: Vec<String> = Vec::new();
-        let mut mounts = self.persistent_mounts(spec).await?;
+        let (mut mounts, new_persistent) = self.persistent_mounts(spec).await?;
         for dir in &spec.extra_directories {
             // The spec's own labels too (a test run's, a tool's), so sweeps
             // by label find the volume.
@@ -808,6 +844,7 @@ impl ContainerManager for DockerManager {
                     for v in &volumes {
                         self.remove_volume(v).await;
                     }
+                    self.remove_new_volumes(&new_persistent).await;
                     return Err(e);
                 }
             };
@@ -866,6 +903,7 @@ impl ContainerManager for DockerManager {
                 for v in &volumes {
                     self.remove_volume(v).await;
                 }
+                self.remove_new_volumes(&new_persistent).await;
                 let subject = match &e {
                     BollardError::DockerResponseServerError { status_code: 404, .. } => image.as_str(),
                     _ => spec.name.as_str(),
@@ -878,6 +916,7 @@ impl ContainerManager for DockerManager {
             if let Err(cleanup) = self.destroy(&created.id, &spec.name, &volumes).await {
                 tracing::error!(name = %spec.name, error = %cleanup, "could not remove half-launched container");
             }
+            self.remove_new_volumes(&new_persistent).await;
             return Err(e);
         }
         tracing::info!(name = %spec.name, %image, "container launched");
