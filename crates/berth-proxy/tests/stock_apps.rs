@@ -672,3 +672,33 @@ async fn websocket_traffic_is_activity_while_the_socket_is_open() {
     }
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_upload_that_expects_100_continue() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(Routing::Path(PathRouting::default()), TableConfig::default()).await;
+    launch_ready(&s, &spec("up")).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let body = vec![3u8; 3 << 20];
+    let head = format!(
+        "POST /docker/up/upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // curl waits up to a second for the interim answer before it sends.
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("no 100 Continue").unwrap();
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    tcp.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&answer).contains("bytes=") {
+        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&answer));
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains(&format!("bytes={}", 3 << 20)), "{text}");
+}
