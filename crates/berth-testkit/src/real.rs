@@ -142,7 +142,7 @@ impl RealApp {
 
 impl std::fmt::Display for RealApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
