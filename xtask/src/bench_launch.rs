@@ -145,12 +145,7 @@ impl LaunchOptions {
                 "--apps" => {
                     options.apps = value()?
                         .split(',')
-                        .map(|name| {
-                            RealApp::ALL
-                                .into_iter()
-                                .find(|a| a.name() == name)
-                                .with_context(|| format!("unknown app {name:?}\n{USAGE}"))
-                        })
+                        .map(|name| RealApp::from_name(name).with_context(|| format!("unknown app {name:?}\n{USAGE}")))
                         .collect::<anyhow::Result<_>>()?;
                 }
                 other => bail!("unknown argument {other:?}\n{USAGE}"),

@@ -104,6 +104,11 @@ impl RealApp {
         }
     }
 
+    /// The app whose [`name`](RealApp::name) is `name`.
+    pub fn from_name(name: &str) -> Option<RealApp> {
+        RealApp::ALL.into_iter().find(|app| app.name() == name)
+    }
+
     /// Image repository, e.g. `berth-real/jupyterlab`.
     pub fn repo(self) -> &'static str {
         match self {
@@ -648,6 +653,8 @@ mod tests {
         assert_eq!(RealApp::JupyterLab.port(), 8888);
         assert_eq!(RealApp::Streamlit.ready_path(), "/_stcore/health");
         assert_eq!(RealApp::Shiny.to_string(), "shiny");
+        assert_eq!(RealApp::from_name("dash"), Some(RealApp::Dash));
+        assert_eq!(RealApp::from_name("rstudio"), None);
         assert!(!RealApp::Shiny.on_python() && RealApp::Dash.on_python());
     }
 }
