@@ -1,6 +1,5 @@
-//! `cargo xtask bench <benchmark>`: berth's benchmarks.
-//!
-//! The only benchmark so far is `proxy`:
+//! `cargo xtask bench <benchmark>`: berth's benchmarks: `proxy` (below)
+//! and `launch` (launch-to-ready of the real apps, in `bench_launch.rs`).
 //!
 //! ```text
 //! cargo xtask bench proxy [--duration SECS] [--connections N]
@@ -36,7 +35,7 @@ use berth_manager::{ContainerManager, ContainerManagerExt, ContainerSpec};
 const CONTAINER: &str = "berth-bench-tool";
 
 /// Label on everything the benchmarks launch.
-const LABEL: &str = "berth-bench";
+pub(crate) const LABEL: &str = "berth-bench";
 
 /// Response sizes measured, in bytes.
 const SIZES: [u64; 2] = [1024, 1024 * 1024];
@@ -50,7 +49,7 @@ const MARK_START: &str = "<!-- bench:proxy:start -->";
 /// End of the generated section of `docs/BENCHMARKS.md`.
 const MARK_END: &str = "<!-- bench:proxy:end -->";
 
-/// Usage of `cargo xtask bench`.
+/// Usage of `cargo xtask bench proxy`.
 const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connections N]";
 
 /// Runs the benchmark named by `args[0]` with the remaining arguments.
@@ -60,11 +59,14 @@ const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connect
 /// Unknown benchmarks or arguments, and whatever makes the benchmark fail.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some((name, rest)) = args.split_first() else {
-        bail!("{USAGE}");
+        bail!("{USAGE}\n{}", crate::bench_launch::USAGE);
     };
     match name.as_str() {
         "proxy" => proxy(&ProxyOptions::parse(rest)?, rest),
-        other => bail!("unknown benchmark {other:?}; benchmarks: proxy\n{USAGE}"),
+        "launch" => crate::bench_launch::run(rest),
+        other => {
+            bail!("unknown benchmark {other:?}; benchmarks: proxy, launch\n{USAGE}\n{}", crate::bench_launch::USAGE)
+        }
     }
 }
 
@@ -391,7 +393,7 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
     let table = report.table();
     println!("\n{table}\nberth proxy-server peak RSS (VmHWM): {}\n", rss_label(peak_rss_kib));
     let doc = root.join("docs").join("BENCHMARKS.md");
-    write_section(&doc, &report.section())?;
+    write_section(&doc, MARK_START, MARK_END, &report.section())?;
     println!("wrote {}", doc.display());
     drop(guard);
     println!("bench proxy took {:.0?}", started.elapsed());
@@ -692,7 +694,7 @@ fn version_in(line: &str) -> String {
 }
 
 /// The 1, 5 and 15 minute load averages, or `unknown`.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -883,9 +885,9 @@ fn haproxy_config(listen_port: u16, tool_port: u16) -> String {
     )
 }
 
-/// Replaces the text between the markers of `doc` with `section`, creating
-/// the file (or appending the markers) when needed.
-fn write_section(doc: &Path, section: &str) -> anyhow::Result<()> {
+/// Replaces the text between the markers `start` and `end` of `doc` with
+/// `section`, creating the file (or appending the markers) when needed.
+pub(crate) fn write_section(doc: &Path, start_mark: &str, end_mark: &str, section: &str) -> anyhow::Result<()> {
     let current = match std::fs::read_to_string(doc) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
@@ -893,9 +895,9 @@ fn write_section(doc: &Path, section: &str) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("reading {}", doc.display())),
     };
-    let updated = match (current.find(MARK_START), current.find(MARK_END)) {
+    let updated = match (current.find(start_mark), current.find(end_mark)) {
         (Some(start), Some(end)) if start < end => {
-            format!("{}{MARK_START}\n{section}{}", &current[..start], &current[end..])
+            format!("{}{start_mark}\n{section}{}", &current[..start], &current[end..])
         }
         _ => {
             let separator = if current.is_empty() || current.ends_with("\n\n") {
@@ -905,7 +907,7 @@ fn write_section(doc: &Path, section: &str) -> anyhow::Result<()> {
             } else {
                 "\n\n"
             };
-            format!("{current}{separator}{MARK_START}\n{section}{MARK_END}\n")
+            format!("{current}{separator}{start_mark}\n{section}{end_mark}\n")
         }
     };
     std::fs::write(doc, updated).with_context(|| format!("writing {}", doc.display()))
@@ -919,7 +921,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// The current time in UTC as `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let t = berth_manager::format_rfc3339(std::time::SystemTime::now());
     format!("{} {} UTC", &t[..10], &t[11..16])
 }
@@ -968,8 +970,8 @@ Transfer/sec:     28.00MB
         let dir = std::env::temp_dir().join(format!("berth-bench-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let doc = dir.join("B.md");
-        write_section(&doc, "one\n")?;
-        write_section(&doc, "two\n")?;
+        write_section(&doc, MARK_START, MARK_END, "one\n")?;
+        write_section(&doc, MARK_START, MARK_END, "two\n")?;
         let text = std::fs::read_to_string(&doc)?;
         std::fs::remove_dir_all(&dir)?;
         assert!(text.starts_with("# Benchmarks"));

@@ -1,8 +1,12 @@
 //! `cargo xtask <task>`: berth's project tasks.
 //!
-//! - `images`: build the tool images from this workspace and import them
-//!   into the engine (no registry needed).
-//! - `test [args]`: build the images, run `cargo test --workspace [args]`,
+//! - `images [--real]`: build the tool images from this workspace and
+//!   import them into the engine (no registry needed); with `--real`, also
+//!   the real apps' images (`berth_testkit::real_app_image`: a debootstrapped
+//!   Debian base, then JupyterLab, Streamlit, Dash and Shiny), each cached
+//!   by a hash of its inputs, with the time each step took.
+//! - `test [args]`: build the images (the real apps' too), run
+//!   `cargo test --workspace [args]`,
 //!   check that the tests left no container or volume behind, and remove
 //!   the test images again (`--keep-images` keeps them as a cache).
 //! - `demo`: build the images and run the demo (for now the manager-only
@@ -11,19 +15,38 @@
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
 mod bench;
+mod bench_launch;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use berth_manager::docker::DockerManager;
 
 fn main() -> ExitCode {
+    // Image builds report their progress through `tracing`; show it
+    // (RUST_LOG overrides, e.g. RUST_LOG=warn for a quiet build).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,berth_testkit=info,berth_manager::docker::build=info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <images|test|demo|bench> [args]");
+        eprintln!("usage: cargo xtask <images [--real]|test|demo|bench> [args]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
-        "images" => images().map(|_| ()),
+        "images" => match rest {
+            [] => images(false).map(|_| ()),
+            [flag] if flag == "--real" => images(true).map(|_| ()),
+            _ => {
+                eprintln!("usage: cargo xtask images [--real]");
+                return ExitCode::from(2);
+            }
+        },
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench::run(rest),
@@ -52,15 +75,46 @@ async fn connect() -> anyhow::Result<DockerManager> {
         .context("connecting to the Docker engine (DOCKER_HOST or /var/run/docker.sock)")
 }
 
-/// Builds every tool image; returns their references.
-fn images() -> anyhow::Result<Vec<String>> {
+/// Builds every tool image, and with `real` the real apps' images too;
+/// returns their references.
+fn images(real: bool) -> anyhow::Result<Vec<String>> {
     runtime()?.block_on(async {
         let docker = connect().await?;
         let started = std::time::Instant::now();
         let test_tool = berth_testkit::test_tool_image(&docker).await.context("building the test tool image")?;
         println!("{test_tool}  (built or found in {:.1?})", started.elapsed());
-        Ok(vec![test_tool])
+        let mut built = vec![test_tool];
+        if real {
+            built.extend(real_images(&docker).await?);
+        }
+        Ok(built)
     })
+}
+
+/// Builds (or finds) the real apps' images layer by layer, printing how
+/// long each layer took, so a first build shows where its time goes.
+async fn real_images(docker: &DockerManager) -> anyhow::Result<Vec<String>> {
+    let all = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    let rootfs = berth_testkit::real_rootfs().await.context("making the Debian root filesystem")?;
+    println!("{}  (made or found in {:.1?})", rootfs.display(), started.elapsed());
+    let mut built = Vec::new();
+    let started = std::time::Instant::now();
+    let base = berth_testkit::real_base_image(docker).await.context("importing the Debian base image")?;
+    println!("{base}  (imported or found in {:.1?})", started.elapsed());
+    built.push(base);
+    let started = std::time::Instant::now();
+    let python = berth_testkit::real_python_image(docker).await.context("building the Python layer")?;
+    println!("{python}  (built or found in {:.1?})", started.elapsed());
+    built.push(python);
+    for app in berth_testkit::RealApp::ALL {
+        let started = std::time::Instant::now();
+        let image = berth_testkit::real_app_image(docker, app).await.with_context(|| format!("building {app}"))?;
+        println!("{image}  (built or found in {:.1?}; port {})", started.elapsed(), app.port());
+        built.push(image);
+    }
+    println!("real app images ready in {:.1?}", all.elapsed());
+    Ok(built)
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
@@ -70,7 +124,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let docker = rt.block_on(connect());
     let docker = match docker {
         Ok(d) => {
-            images()?;
+            // One cached step for every image, so no test pays for a build.
+            images(true)?;
             Some(d)
         }
         Err(e) if berth_testkit::docker_required() => {

@@ -105,6 +105,18 @@ pub enum Error {
         message: String,
     },
 
+    /// An image build failed: a step failed, the engine refused the
+    /// Dockerfile, or the build stalled.
+    #[error("building image {image:?} failed: {message}\nlast build output:\n{log_tail}")]
+    BuildFailed {
+        /// The `repo:tag` being built.
+        image: String,
+        /// The engine's (or the stall's) message.
+        message: String,
+        /// The last lines the build printed.
+        log_tail: String,
+    },
+
     /// The container carries no port label, so its HTTP port is unknown.
     #[error("container {name:?} has no port label {label:?}")]
     NoPortLabel {

@@ -25,6 +25,14 @@
 //! # Ok(()) }
 //! ```
 
+mod real;
+
+pub use real::{
+    BASE_PACKAGES, DEBIAN_SUITE, DEBOOTSTRAP_VARIANT, DEFAULT_DEBIAN_MIRROR, ENV_DEBIAN_MIRROR, HOST_CA_DIR,
+    REAL_BASE_REPO, REAL_PYTHON_REPO, RealApp, real_app_image, real_base_image, real_images_dir, real_python_image,
+    real_rootfs,
+};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -65,6 +73,15 @@ pub enum Error {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Making an image outside the engine's builder failed (debootstrap,
+    /// the root filesystem's set-up, packing it).
+    #[error("building image {image} failed: {detail}")]
+    ImageBuild {
+        /// The image (repository) being made.
+        image: String,
+        /// What failed, with the tool's last output.
+        detail: String,
     },
     /// The engine refused something.
     #[error(transparent)]

@@ -3,6 +3,7 @@
 //! This is the only module of the workspace that imports bollard; no
 //! bollard type appears in its public API.
 
+mod build;
 mod config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+pub use build::{BUILD_IDLE_TIMEOUT, BUILD_LOG_TAIL_LINES, BuiltImage, ImageBuild};
 pub use config::{DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles, parse_docker_host};
 
 use crate::error::{BoxError, Error, Result};
@@ -440,16 +442,30 @@ impl DockerManager {
             filters: Some(HashMap::from([("label".to_owned(), vec![filter])])),
             ..Default::default()
         };
-        let images = self.call("list images", key, self.docker.list_images(Some(opts))).await?;
+        let mut images = self.call("list images", key, self.docker.list_images(Some(opts))).await?;
         let mut removed = 0;
-        for image in images {
-            let opts = RemoveImageOptions { force: true, ..Default::default() };
-            match self.call("remove image", &image.id, self.docker.remove_image(&image.id, Some(opts), None)).await {
-                Ok(_) => removed += 1,
-                Err(e) => tracing::warn!(image = %image.id, error = %e, "could not remove image"),
+        // An image that others were built FROM cannot be removed (not even
+        // forced) before them; the list is in no particular order, so
+        // retry what failed while a pass makes progress.
+        loop {
+            let mut failed = Vec::new();
+            let before = removed;
+            for image in images {
+                let opts = RemoveImageOptions { force: true, ..Default::default() };
+                match self.call("remove image", &image.id, self.docker.remove_image(&image.id, Some(opts), None)).await
+                {
+                    Ok(_) | Err(Error::NotFound { .. }) => removed += 1,
+                    Err(e) => failed.push((image, e)),
+                }
             }
+            if failed.is_empty() || removed == before {
+                for (image, e) in &failed {
+                    tracing::warn!(image = %image.id, error = %e, "could not remove image");
+                }
+                return Ok(removed);
+            }
+            images = failed.into_iter().map(|(image, _)| image).collect();
         }
-        Ok(removed)
     }
 
     /// Removes every container and volume carrying label `key=value`,
