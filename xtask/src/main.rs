@@ -9,8 +9,10 @@
 //!   `cargo test --workspace [args]`,
 //!   check that the tests left no container or volume behind, and remove
 //!   the test images again (`--keep-images` keeps them as a cache).
-//! - `demo`: build the images and run the demo (for now the manager-only
-//!   example against the test tool).
+//! - `demo [--listen ADDR] [--no-real]`: build the demo tool images and the
+//!   real tools (JupyterLab, Streamlit, Dash, Shiny; `--no-real` skips
+//!   them), write a server config and registry under `target/demo/`, and
+//!   run `berth serve` with them.
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
@@ -209,6 +211,19 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
                 .unwrap_or_default();
             t.insert("default_files".into(), files.into());
         }
+        // The real tools (JupyterLab, Streamlit, Dash, Shiny), built here
+        // from Debian and PyPI, unless --no-real.
+        if !args.iter().any(|a| a == "--no-real") {
+            let started = std::time::Instant::now();
+            let real: toml::Table = berth_testkit::real_tools_registry(&docker)
+                .await
+                .context("building the real tools (cargo xtask demo --no-real skips them)")?
+                .parse()
+                .context("parsing the real tools registry")?;
+            let real_tools = real.get("tools").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+            println!("{} real tools ({:.1?})", real_tools.len(), started.elapsed());
+            tools.extend(real_tools);
+        }
         anyhow::Ok(())
     })?;
     let dir = root.join("target/demo");
@@ -216,7 +231,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     std::fs::write(dir.join("tools.toml"), toml::to_string(&registry)?)?;
     let config = format!(
         "# Written by cargo xtask demo.\nlisten = \"{listen}\"\ndata_dir = \"state\"\ntools = \"tools.toml\"\n\n\
-         [proxy]\nlogs_path = \"docker-logs\"\n\n[fleet]\nmemory_budget_mb = 2048\nidle_timeout_secs = 3600\n\n\
+         [proxy]\nlogs_path = \"docker-logs\"\n\n[fleet]\nmemory_budget_mb = 6144\nidle_timeout_secs = 3600\n\n\
          [engine]\nendpoints = \"published\"\n\n[data]\ndir = {data:?}\n",
         data = root.join("demo/data").display().to_string()
     );

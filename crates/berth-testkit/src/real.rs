@@ -182,6 +182,41 @@ pub async fn real_app_image(manager: &DockerManager, app: RealApp) -> Result<Str
     Ok(reference)
 }
 
+/// The registry of real tools a server here can run: the entries of
+/// `demo/real-tools.toml` with a `local` app, each with `image` set to that
+/// app's locally built image (built when missing) and the build-only
+/// `local` key removed; entries without `local` (images only a registry
+/// has) are left out. Returns the registry as TOML text, for a server's
+/// `tools` file.
+///
+/// # Errors
+///
+/// As [`real_app_image`]; [`Error::ImageBuild`] when the file does not
+/// parse or names an unknown app.
+pub async fn real_tools_registry(manager: &DockerManager) -> Result<String, Error> {
+    let path = crate::workspace_root().join("demo/real-tools.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })?;
+    let bad = |detail: String| Error::ImageBuild { image: "real tools registry".into(), detail };
+    let mut registry: toml::Table = text.parse().map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let tools = registry
+        .get_mut("tools")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or_else(|| bad(format!("{} has no [[tools]]", path.display())))?;
+    let mut kept = Vec::new();
+    for tool in tools.drain(..) {
+        let toml::Value::Table(mut tool) = tool else { continue };
+        let Some(local) = tool.remove("local") else { continue };
+        let name = local.as_str().unwrap_or_default().to_owned();
+        let app = RealApp::from_name(&name).ok_or_else(|| bad(format!("unknown local app {name:?}")))?;
+        let image = real_app_image(manager, app).await?;
+        tool.insert("image".into(), toml::Value::String(image));
+        kept.push(toml::Value::Table(tool));
+    }
+    *tools = kept;
+    toml::to_string(&registry).map_err(|e| bad(format!("writing the registry: {e}")))
+}
+
 /// The Python layer `berth-real/python:<hash>` (Debian's python3 with a
 /// venv at `/opt/venv` on `PATH`), built when missing.
 ///
