@@ -43,6 +43,7 @@ pub mod api;
 mod auth;
 mod host;
 mod launches;
+pub mod layers;
 pub mod metrics;
 mod service;
 pub mod template;

@@ -49,6 +49,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest start timeout of any tool (or the server's default).
+fn longest_start(config: &Config, registry: &berth_axum::api::ToolRegistry) -> Duration {
+    let default = Duration::from_secs(config.proxy.start_timeout_secs);
+    registry.tools.iter().filter_map(|t| t.start_timeout_secs).map(Duration::from_secs).fold(default, Duration::max)
+}
+
 /// Where tools are served, for the start-up line.
 fn tools_at(config: &Config) -> String {
     let urls = config.public_urls();
@@ -140,6 +146,7 @@ struct Built {
 
 async fn build(config: &Config) -> anyhow::Result<Built> {
     let registry = config.registry()?;
+    let longest_start = longest_start(config, &registry);
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let mode = match config.engine.endpoints.as_deref() {
         Some("bridge") => EndpointMode::BridgeIp,
@@ -245,6 +252,10 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
             "the web app is off: [web] enabled = false, or api.token is set without [web] enabled = true"
         ),
     }
+    // tower-http's standard layers on berth's own routes only, never on the
+    // proxied path. The timeout leaves room for the longest `?wait=true`.
+    let app =
+        berth_axum::layers::standard_layers(app, longest_start + berth_axum::api::WAIT_GRACE + Duration::from_secs(30));
     let app = match config.routing_choice() {
         RoutingChoice::Host => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
         RoutingChoice::Path => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
