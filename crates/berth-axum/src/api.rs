@@ -174,15 +174,16 @@ pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
 
 async fn bearer(State(state): State<ApiState>, headers: HeaderMap, mut req: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let sent = headers.contains_key(header::AUTHORIZATION);
         if bearer_matches(&headers, token) {
             // The service acts for everyone: a user identity set by the
             // host app's authentication does not narrow it.
             req.extensions_mut().remove::<Identity>();
             req.extensions_mut().insert(ServiceCaller);
-        } else if sent || req.extensions().get::<Identity>().is_none() {
+        } else if req.extensions().get::<Identity>().is_none() {
             return ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()).into_response();
         }
+        // A logged-in user stays that user whatever else `Authorization`
+        // holds (an auth proxy's own credentials, say).
     }
     next.run(req).await
 }

@@ -100,10 +100,13 @@ async fn the_service_launches_for_users_and_limits_hold_per_user() {
     let bob = as_(&app, Identity::new("bob"));
     let root = as_(&app, Identity::new("root").with_admin(true));
 
-    // A logged-in user needs no token; a wrong token is refused even then.
+    // A logged-in user needs no token, and stays that user with another
+    // one (an auth proxy's credentials); without a login a token is needed.
     let (status, _) = call(&ann, "GET", "/api/v1/containers", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = call(&ann, "GET", "/api/v1/containers", None, Some("wrong")).await;
+    let (status, _) = call(&ann, "POST", "/api/v1/containers/x/links", None, Some("wrong")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "ann, not the service");
+    let (status, _) = call(&app, "GET", "/api/v1/containers", None, Some("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = call(&app, "GET", "/api/v1/containers", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

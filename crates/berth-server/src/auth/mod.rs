@@ -383,7 +383,13 @@ pub async fn identity_middleware(State(auth): State<Arc<Auth>>, mut req: Request
         }
         None if open => {}
         // The API's bearer check decides for callers with a token.
-        None if api && auth.api_token.is_some() && req.headers().contains_key(header::AUTHORIZATION) => {}
+        None if api
+            && auth.api_token.is_some()
+            && req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("Bearer ")) => {}
         None if api => {
             let body = serde_json::json!({"error": "log in, or give the service's bearer token"});
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();

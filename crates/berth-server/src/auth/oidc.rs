@@ -154,13 +154,12 @@ impl Oidc {
         &self.issuer
     }
 
-    /// A client from the provider's metadata: cached, discovered when
-    /// missing, older than an hour, or `refresh` and older than 10 s.
-    async fn client(&self, refresh: bool) -> Result<Client, LoginError> {
+    /// A client from the provider's metadata: cached, discovered again
+    /// when older than `max_age`. When that fails, the old metadata serves
+    /// if `keep_old`.
+    async fn client(&self, max_age: Duration, keep_old: bool) -> Result<Client, LoginError> {
         let mut cached = self.metadata.lock().await;
-        let stale = cached
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() > METADATA_TTL || (refresh && at.elapsed() > Duration::from_secs(10)));
+        let stale = cached.as_ref().is_none_or(|(_, at)| at.elapsed() > max_age);
         if stale {
             let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| LoginError::Unavailable(e.to_string()))?;
             match CoreProviderMetadata::discover_async(issuer, &self.http).await {
@@ -168,8 +167,7 @@ impl Oidc {
                 Err(e) => {
                     let message = super::error_chain(&e);
                     tracing::warn!(issuer = %self.issuer, error = %message, "OpenID Connect discovery failed");
-                    // Old metadata is better than none while the provider is away.
-                    if cached.is_none() || !refresh {
+                    if cached.is_none() || !keep_old {
                         return Err(LoginError::Unavailable(message));
                     }
                 }
@@ -193,7 +191,9 @@ impl Oidc {
     ///
     /// [`LoginError::Unavailable`] when the provider cannot be reached.
     pub async fn start(&self, next: String) -> Result<(String, Flow), LoginError> {
-        let client = self.client(false).await?;
+        // Asked again unless asked just now, so that a provider that went
+        // away is a 503 page here, not a browser's connection error there.
+        let client = self.client(Duration::from_secs(30), false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request =
             client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
@@ -230,7 +230,7 @@ impl Oidc {
                 return Err(LoginError::Refused("this login was completed already (a replayed state)".into()));
             }
         }
-        let client = self.client(false).await?;
+        let client = self.client(METADATA_TTL, true).await?;
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| LoginError::Unavailable(format!("the provider has no token endpoint: {e}")))?
@@ -249,7 +249,7 @@ impl Oidc {
             Ok(claims) => claims.clone(),
             Err(first) => {
                 // The provider may have rotated its keys: fetch them once more.
-                let fresh = self.client(true).await?;
+                let fresh = self.client(Duration::from_secs(10), true).await?;
                 match id_token.claims(&fresh.id_token_verifier(), &nonce) {
                     Ok(claims) => claims.clone(),
                     Err(_) => {
