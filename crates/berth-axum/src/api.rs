@@ -1117,8 +1117,14 @@ async fn links(
     service: Option<Extension<ServiceCaller>>,
     hand_off: Option<Extension<Arc<dyn HandOff>>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // No form of another site can send JSON (or nothing with no type).
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if content_type.is_some_and(|t| !t.starts_with("application/json")) {
+        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON (application/json), or no body".into()));
+    }
     let Some(Extension(hand_off)) = hand_off else {
         return Err(ApiError(StatusCode::NOT_FOUND, "this server issues no hand-off links".into()));
     };
@@ -1285,6 +1291,7 @@ pub fn openapi_document() -> Value {
             "/api/v1/containers/{name}/links": {"parameters": [name_param.clone()], "post": {"summary": "A short-lived, single-use hand-off link giving a browser a session for the container's owner, limited to this container (service token or admin)",
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LinkRequest"}}}},
                 "responses": {"201": resp("link", json!({"$ref": "#/components/schemas/Link"})), "400": resp("bad ttl, or the container has no owner", error.clone()),
+                    "415": resp("a body that is not JSON", error.clone()),
                     "403": resp("not the service or an admin", error.clone()), "404": resp("missing, or this server issues no links", error.clone())}}},
             "/api/v1/volumes": {"get": {"summary": "Persistent volumes (an owner sees their own), with the containers mounting them",
                 "responses": {"200": resp("volumes", json!({"type": "object", "properties": {"volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}}}))}}},

@@ -198,7 +198,7 @@ async fn index(State(state): State<WebState>, headers: HeaderMap, w: Who) -> Res
         if limits.is_empty() { String::new() } else { format!("<p class=limits>Limits: {}.</p>", limits.join("; ")) };
     let signed_in = match me {
         Some(i) => format!(
-            "<p class=who>Signed in as <b>{user}</b>{admin}{only} · <form class=inline method=post action=/auth/logout>{hidden}<button>Log out</button></form></p>",
+            "<div class=who>Signed in as <b>{user}</b>{admin}{only} · <form class=inline method=post action=/auth/logout>{hidden}<button>Log out</button></form></div>",
             user = esc(&i.user),
             admin = if i.admin { " (admin)" } else { "" },
             only = i.only.as_ref().map(|o| format!(", for {} only", esc(&o.join(", ")))).unwrap_or_default(),

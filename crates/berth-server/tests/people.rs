@@ -329,7 +329,10 @@ fn leak(s: String) -> &'static str {
 
 /// The test provider: Authlib's OpenID Connect server on `port`.
 fn start_provider(dir: &Path, port: u16, redirect: &str) -> Option<(ChildGuard, std::path::PathBuf)> {
-    let python = support::on_path(&["/usr/bin/python3", "python3"])?;
+    let Some(python) = support::on_path(&["/usr/bin/python3", "python3"]) else {
+        missing("oidc_login_in_chromium", "python3", "apt-get install python3 python3-authlib python3-flask");
+        return None;
+    };
     let check = Command::new(&python).args(["-c", "import authlib, flask"]).status();
     if !check.is_ok_and(|s| s.success()) {
         missing(
