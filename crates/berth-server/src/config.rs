@@ -639,7 +639,7 @@ impl Config {
         if berth_manager::LabelScheme::new(config.root_label.clone()).root().is_empty() {
             return Err(invalid("root_label", "is empty".into()));
         }
-        config.check_auth(path)?;
+        config.check_auth(path, text)?;
         if let Some(file) = &config.auth.key_file {
             if file.is_relative() {
                 config.auth.key_file = Some(base.join(file));
@@ -648,10 +648,13 @@ impl Config {
         if let Some(oidc) = config.auth.oidc.as_mut() {
             if let Some(file) = oidc.client_secret_file.take() {
                 let file = if file.is_relative() { base.join(file) } else { file };
-                let secret = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "auth.oidc.client_secret_file",
-                    message: format!("cannot read {}: {e}", file.display()),
+                let secret = std::fs::read_to_string(&file).map_err(|e| {
+                    invalid_at(
+                        path,
+                        text,
+                        "auth.oidc.client_secret_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
                 })?;
                 oidc.client_secret = Some(secret.trim().to_owned());
             }
@@ -664,8 +667,8 @@ impl Config {
 
     /// Checks `[auth]`: each mode's section present and sensible, none of
     /// another mode's.
-    fn check_auth(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+    fn check_auth(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| invalid_at(path, text, key, message);
         let auth = &self.auth;
         if auth.session_ttl_secs == 0 || auth.session_ttl_secs > 366 * 24 * 3600 {
             return Err(invalid("auth.session_ttl_secs", "must be 1 s to a year".into()));
