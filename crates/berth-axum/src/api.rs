@@ -4,7 +4,11 @@
 //! what the caller can do (400 invalid, 401 token, 403 not allowed, 404
 //! missing, 409 conflict, 422 image unavailable, 429 limit, 503 engine
 //! down). When a
-//! bearer token is configured every route but `/healthz` requires it.
+//! bearer token is configured every route but `/healthz` requires it,
+//! except for requests the host application's authentication already gave
+//! an [`Identity`] (a logged-in user). A caller with the token is the
+//! service: it sees everything, may launch on behalf of a user (`owner`)
+//! and ask for hand-off links ([`HandOff`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,6 +88,7 @@ pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S
         .route("/api/v1/containers/{name}/logs", get(logs))
         .route("/api/v1/containers/{name}/history", get(history))
         .route("/api/v1/containers/{name}/events", get(events))
+        .route("/api/v1/containers/{name}/links", post(links))
         .route("/api/v1/volumes", get(volumes))
         .route("/api/v1/volumes/{name}", axum::routing::delete(remove_volume))
         .route("/api/v1/purge", post(purge))
@@ -152,17 +157,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-async fn bearer(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+/// Marks a request that carried the API's bearer token: the service
+/// behind it may act for any user.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceCaller;
+
+/// Whether `headers` carry `token` as a bearer token (compared in constant
+/// time: the token is a secret).
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
+}
+
+async fn bearer(State(state): State<ApiState>, headers: HeaderMap, mut req: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        // Constant-time comparison: the token is a secret.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
-        if !ok {
+        if bearer_matches(&headers, token) {
+            // The service acts for everyone: a user identity set by the
+            // host app's authentication does not narrow it.
+            req.extensions_mut().remove::<Identity>();
+            req.extensions_mut().insert(ServiceCaller);
+        } else if req.extensions().get::<Identity>().is_none() {
             return ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()).into_response();
         }
+        // A logged-in user stays that user whatever else `Authorization`
+        // holds (an auth proxy's own credentials, say).
     }
     next.run(req).await
 }
@@ -247,6 +268,10 @@ pub struct LaunchRequest {
     /// Return the input document instead of launching.
     #[serde(default)]
     pub dry_run: bool,
+    /// Launch on behalf of this user (the container's owner): only for the
+    /// service (the bearer token) and admins.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A persistent volume of an image launch.
@@ -519,13 +544,14 @@ async fn launch_unrecorded(
     if let Some(owner) = owner {
         spec = spec.label(state.owner_label.clone(), owner.to_owned());
     }
+    let what = berth_fleet::LaunchAs { tool: tool_name, tool_max_per_user: tool.max_per_user };
     let outcome = match tool.input_mode {
-        InputDelivery::Env => state.fleet.launch(spec.input_env(document), tool_name).await?,
+        InputDelivery::Env => state.fleet.launch_as(spec.input_env(document), what).await?,
         InputDelivery::File => {
             let path = tool.input_path.clone().unwrap_or_else(|| berth_manager::DEFAULT_INPUT_PATH.to_owned());
-            state.fleet.launch(spec.input_file(document, path), tool_name).await?
+            state.fleet.launch_as(spec.input_file(document, path), what).await?
         }
-        InputDelivery::Url => state.fleet.launch_staged(spec, document, Vec::new(), tool_name).await?,
+        InputDelivery::Url => state.fleet.launch_staged_as(spec, document, Vec::new(), what).await?,
     };
     if let LaunchOutcome::Launched { evicted, .. } = &outcome {
         state.metrics.launched(evicted.len());
@@ -547,19 +573,54 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
+/// The owner a launch by `user` (or the service) asking for `request`
+/// gets: the request's `owner` when the caller may launch for others (the
+/// service, an admin), else the caller.
+///
+/// # Errors
+///
+/// 403 for an `owner` from someone else, or a caller limited to some
+/// containers (a hand-off link's session); 400 for an owner name that is
+/// empty, too long or has control characters.
+pub fn launch_owner(
+    user: Option<&Identity>,
+    service: bool,
+    request: &LaunchRequest,
+) -> Result<Option<String>, ApiError> {
+    if user.is_some_and(|u| u.only.is_some()) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "this session may use its containers only, not launch".into()));
+    }
+    let Some(owner) = &request.owner else { return Ok(user.map(|u| u.user.clone())) };
+    if !(service || user.is_some_and(|u| u.admin)) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the service token or an admin may launch for another user".into(),
+        ));
+    }
+    if owner.is_empty() || owner.len() > 255 || owner.chars().any(char::is_control) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "owner must be 1 to 255 characters, none a control character".into(),
+        ));
+    }
+    Ok(Some(owner.clone()))
+}
+
 async fn launch(
     State(state): State<ApiState>,
     wait: Result<Query<WaitQuery>, QueryRejection>,
     user: Option<Extension<Identity>>,
+    service: Option<Extension<ServiceCaller>>,
     request: Result<Json<LaunchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Query(wait) = wait?;
     let Json(request) = request?;
+    let owner = launch_owner(user.as_ref().map(|Extension(u)| u), service.is_some(), &request)?;
     if request.dry_run {
         let tool = resolve_tool(&state, &request)?;
         return Ok(Json(json!({"input": input_document(&state, &tool, &request)})).into_response());
     }
-    let outcome = launch_tool(&state, &request, user.as_ref().map(|Extension(u)| u.user.as_str())).await?;
+    let outcome = launch_tool(&state, &request, owner.as_deref()).await?;
     let existing = matches!(outcome, LaunchOutcome::Existing(_));
     let mut body = describe(&state, outcome.info());
     if let (Some(obj), LaunchOutcome::Launched { evicted, .. }) = (body.as_object_mut(), &outcome) {
@@ -674,15 +735,16 @@ pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
 
 /// Non-admin callers only see their own containers.
 fn visible(state: &ApiState, user: &Option<Extension<Identity>>, info: &ContainerInfo) -> bool {
-    may_see(state, user.as_ref().map(|Extension(u)| u), &info.labels)
+    may_see(state, user.as_ref().map(|Extension(u)| u), &info.name, &info.labels)
 }
 
-/// Whether `user` may see a container with `labels`: always without a user
-/// (no identity layer) or for admins, else only their own.
-fn may_see(state: &ApiState, user: Option<&Identity>, labels: &BTreeMap<String, String>) -> bool {
+/// Whether `user` may see container `name` with `labels`: always without a
+/// user (no identity layer), else as [`Identity::may_see`] (admins all,
+/// others their own; a limited identity only its containers).
+pub fn may_see(state: &ApiState, user: Option<&Identity>, name: &str, labels: &BTreeMap<String, String>) -> bool {
     match user {
-        Some(u) if !u.admin => labels.get(&state.owner_label) == Some(&u.user),
-        _ => true,
+        Some(u) => u.may_see(name, labels.get(&state.owner_label).map(String::as_str)),
+        None => true,
     }
 }
 
@@ -953,12 +1015,12 @@ impl Watch {
     /// Whether the viewer may see the container the route table knows.
     async fn may_see_known(&self) -> bool {
         match &self.viewer {
-            Some(v) if !v.admin => self
+            Some(v) if !v.admin || v.only.is_some() => self
                 .state
                 .table
                 .labels_or_fetch(&self.name)
                 .await
-                .is_some_and(|labels| may_see(&self.state, Some(v), &labels)),
+                .is_some_and(|labels| may_see(&self.state, Some(v), &self.name, &labels)),
             _ => true,
         }
     }
@@ -968,6 +1030,8 @@ impl Watch {
 /// anyone without an identity layer).
 fn may_see_volume(state: &ApiState, user: Option<&Identity>, volume: &berth_manager::VolumeInfo) -> bool {
     match user {
+        // A session limited to some containers sees no volumes.
+        Some(u) if u.only.is_some() => false,
         Some(u) if !u.admin => volume.owner(state.fleet.manager().label_scheme()) == Some(u.user.as_str()),
         _ => true,
     }
@@ -988,7 +1052,7 @@ async fn volumes(State(state): State<ApiState>, user: Option<Extension<Identity>
             let used_by: Vec<&str> = containers
                 .iter()
                 .filter(|c| c.persistent_volumes.contains(&v.name))
-                .filter(|c| may_see(&state, user, &c.labels))
+                .filter(|c| may_see(&state, user, &c.name, &c.labels))
                 .map(|c| c.name.as_str())
                 .collect();
             json!({"name": v.name, "owner": v.owner(manager.label_scheme()), "used_by": used_by})
@@ -1017,6 +1081,82 @@ async fn remove_volume(
     }
 }
 
+/// Issues hand-off links: short-lived, single-use URLs that give a browser
+/// a session for a user limited to one container, then send it there.
+/// The host application provides it as a request extension
+/// (`Extension(Arc<dyn HandOff>)`); without one, `.../links` answers 404.
+#[async_trait::async_trait]
+pub trait HandOff: Send + Sync + 'static {
+    /// A link for `user` to `container`, valid for `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// A message for a 500 (e.g. the session store failed).
+    async fn link(&self, user: &str, container: &str, ttl: Duration) -> Result<String, String>;
+}
+
+/// Longest validity of a hand-off link.
+pub const MAX_LINK_TTL: Duration = Duration::from_secs(3600);
+/// Validity of a hand-off link that asks for none.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(60);
+
+/// The body of `POST /api/v1/containers/{name}/links` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    /// Seconds the link is valid (default 60, at most 3600).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /api/v1/containers/{name}/links`: a hand-off link for the
+/// container's owner (the service and admins only).
+async fn links(
+    State(state): State<ApiState>,
+    user: Option<Extension<Identity>>,
+    service: Option<Extension<ServiceCaller>>,
+    hand_off: Option<Extension<Arc<dyn HandOff>>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // No form of another site can send JSON (or nothing with no type).
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if content_type.is_some_and(|t| !t.starts_with("application/json")) {
+        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON (application/json), or no body".into()));
+    }
+    let Some(Extension(hand_off)) = hand_off else {
+        return Err(ApiError(StatusCode::NOT_FOUND, "this server issues no hand-off links".into()));
+    };
+    let user = user.as_ref().map(|Extension(u)| u);
+    if service.is_none() && !user.is_some_and(|u| u.admin && u.only.is_none()) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "only the service token or an admin may ask for links".into()));
+    }
+    let request: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LinkRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not a link request: {e}")))?
+    };
+    let ttl = request.ttl_secs.map_or(DEFAULT_LINK_TTL, Duration::from_secs);
+    if ttl.is_zero() || ttl > MAX_LINK_TTL {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("ttl_secs must be 1 to {}", MAX_LINK_TTL.as_secs())));
+    }
+    let info = state.fleet.manager().inspect(&name).await?;
+    let Some(owner) = info.labels.get(&state.owner_label) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{name} has no owner to hand it to (launch it with owner)"),
+        ));
+    };
+    let url = hand_off.link(owner, &name, ttl).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"url": url, "user": owner, "container": name, "expires_in_secs": ttl.as_secs()})),
+    )
+        .into_response())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
@@ -1034,7 +1174,7 @@ async fn purge(
     req: Result<Json<PurgeRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = req?;
-    if matches!(&user, Some(Extension(u)) if !u.admin) {
+    if matches!(&user, Some(Extension(u)) if !u.admin || u.only.is_some()) {
         return Err(ApiError(StatusCode::FORBIDDEN, "only admins may purge".into()));
     }
     let removed = match (req.label, req.idle_secs) {
@@ -1102,7 +1242,12 @@ pub fn openapi_document() -> Value {
                     "start_timeout_secs": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_START_TIMEOUT_SECS},
                     "strip_prefix": {"type": "boolean"}, "routing": {"type": "string", "enum": ["path", "host"]},
                     "files": {"type": "array", "items": {"type": "string"}},
-                    "parameters": {"type": "object"}, "dry_run": {"type": "boolean"}}},
+                    "parameters": {"type": "object"}, "dry_run": {"type": "boolean"},
+                    "owner": {"type": "string", "minLength": 1, "maxLength": 255, "description": "launch on behalf of this user (service token or admin only)"}}},
+                "LinkRequest": {"type": "object", "additionalProperties": false,
+                    "properties": {"ttl_secs": {"type": "integer", "minimum": 1, "maximum": MAX_LINK_TTL.as_secs()}}},
+                "Link": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "user": {"type": "string"},
+                    "container": {"type": "string"}, "expires_in_secs": {"type": "integer"}}},
                 "PurgeRequest": {"type": "object", "additionalProperties": false,
                     "description": "label (with an optional value), or idle_secs",
                     "oneOf": [{"required": ["label"]}, {"required": ["idle_secs"]}],
@@ -1121,7 +1266,7 @@ pub fn openapi_document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LaunchRequest"}}}},
                     "responses": {"200": resp("existing, ready, or dry run", json!({"type": "object"})),
                         "202": resp("launched", json!({"$ref": "#/components/schemas/Container"})),
-                        "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed", error.clone()), "409": resp("exists with another spec", error.clone()),
+                        "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed, or owner given by a user who may not launch for others", error.clone()), "409": resp("exists with another spec", error.clone()),
                         "415": resp("not JSON", error.clone()),
                         "422": resp("body not a LaunchRequest, or image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
                         "502": resp("?wait=true: failed (exited, unreachable), with failure.reason and failure.logs", json!({"type": "object"})),
@@ -1143,6 +1288,11 @@ pub fn openapi_document() -> Value {
                 "parameters": [name_param.clone(),
                     {"name": "launch", "in": "query", "description": "a launch ticket: report a failed launch only if it is this one", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": resp("invalid name", error.clone())}}},
+            "/api/v1/containers/{name}/links": {"parameters": [name_param.clone()], "post": {"summary": "A short-lived, single-use hand-off link giving a browser a session for the container's owner, limited to this container (service token or admin)",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LinkRequest"}}}},
+                "responses": {"201": resp("link", json!({"$ref": "#/components/schemas/Link"})), "400": resp("bad ttl, or the container has no owner", error.clone()),
+                    "415": resp("a body that is not JSON", error.clone()),
+                    "403": resp("not the service or an admin", error.clone()), "404": resp("missing, or this server issues no links", error.clone())}}},
             "/api/v1/volumes": {"get": {"summary": "Persistent volumes (an owner sees their own), with the containers mounting them",
                 "responses": {"200": resp("volumes", json!({"type": "object", "properties": {"volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}}}))}}},
             "/api/v1/volumes/{name}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],

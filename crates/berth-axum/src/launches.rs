@@ -94,7 +94,7 @@ impl Launches {
     pub fn get(&self, name: &str, viewer: Option<&Identity>) -> Option<LaunchRecord> {
         let record = self.lock().get(name).cloned()?;
         match viewer {
-            Some(v) if !v.admin && record.owner.as_deref() != Some(v.user.as_str()) => None,
+            Some(v) if !v.may_see(name, record.owner.as_deref()) => None,
             _ => Some(record),
         }
     }
@@ -196,8 +196,8 @@ mod tests {
         launches.finish("v", second, Some((429, "limit".into())));
         let record = launches.get("v", None).unwrap();
         assert!(matches!(record.state, LaunchState::Failed { status: 429, .. }));
-        let bob = Identity { user: "bob".into(), admin: false };
-        let alice = Identity { user: "alice".into(), admin: false };
+        let bob = Identity::new("bob");
+        let alice = Identity::new("alice");
         assert_eq!(launches.get("v", Some(&bob)), None);
         assert!(launches.get("v", Some(&alice)).is_some());
         // A dropped guard forgets an unfinished launch.

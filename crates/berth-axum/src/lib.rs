@@ -39,6 +39,9 @@
 //! # }
 //! ```
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit.
+#![recursion_limit = "256"]
+
 pub mod api;
 mod auth;
 mod host;

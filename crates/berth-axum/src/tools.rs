@@ -127,6 +127,10 @@ pub struct ToolDef {
     /// label are reserved and refused at launch).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Most containers of this tool one user has at once (none when
+    /// absent), beside the server's own per-user limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_user: Option<usize>,
 }
 
 pub(crate) fn default_port() -> u16 {
@@ -168,6 +172,7 @@ impl ToolDef {
             strip_prefix: None,
             routing: None,
             labels: BTreeMap::new(),
+            max_per_user: None,
         }
     }
 

@@ -193,7 +193,7 @@ async fn api_over(
 fn as_user(app: &Router, user: &'static str, admin: bool) -> Router {
     app.clone().layer(axum::middleware::from_fn(
         move |mut req: Request<Body>, next: axum::middleware::Next| async move {
-            req.extensions_mut().insert(Identity { user: user.into(), admin });
+            req.extensions_mut().insert(Identity::new(user).with_admin(admin));
             next.run(req).await
         },
     ))

@@ -106,7 +106,7 @@ async fn a_tool_definition_on_docker() {
     let app = api_router(state).merge(berth_axum::proxy_router(proxy, "/docker"));
     let ann = app.clone().layer(axum::middleware::from_fn(
         |mut req: Request<Body>, next: axum::middleware::Next| async move {
-            req.extensions_mut().insert(Identity { user: "ann".into(), admin: false });
+            req.extensions_mut().insert(Identity::new("ann"));
             next.run(req).await
         },
     ));

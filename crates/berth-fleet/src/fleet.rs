@@ -21,6 +21,14 @@ pub struct FleetConfig {
     pub max_containers: Option<usize>,
     /// Most containers of one tool at once; `None` means no limit.
     pub max_per_tool: Option<usize>,
+    /// Most containers one user (the owner label's value) has at once;
+    /// `None` means no limit. Containers without an owner do not count.
+    pub max_per_user: Option<usize>,
+    /// Label naming a container's owner, for `max_per_user` and per-tool
+    /// per-user limits ([`LaunchAs::tool_max_per_user`]); the same label
+    /// the launching layer puts on containers (default
+    /// [`DEFAULT_OWNER_LABEL`]).
+    pub owner_label: String,
     /// Containers with no proxied activity for this long are removed by
     /// the culler (never one younger than this); `None` disables culling.
     pub idle_timeout: Option<Duration>,
@@ -37,11 +45,35 @@ impl Default for FleetConfig {
             memory_budget_mb: None,
             max_containers: None,
             max_per_tool: None,
+            max_per_user: None,
+            owner_label: DEFAULT_OWNER_LABEL.to_owned(),
             idle_timeout: None,
             cull_interval: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(10),
         }
     }
+}
+
+/// Default label naming a container's owner.
+pub const DEFAULT_OWNER_LABEL: &str = "berth-owner";
+
+/// What a launch counts as under the fleet's limits. Its owner is the
+/// value of the spec's owner label ([`FleetConfig::owner_label`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaunchAs<'a> {
+    /// The tool launched (per-tool limits; a label on the container).
+    pub tool: Option<&'a str>,
+    /// The tool's own limit of containers per user, beside the fleet's
+    /// [`FleetConfig::max_per_user`].
+    pub tool_max_per_user: Option<usize>,
+}
+
+/// A launch between its decision and its container.
+#[derive(Debug, Clone)]
+struct InFlight {
+    mem_mb: u64,
+    tool: Option<String>,
+    owner: Option<String>,
 }
 
 /// Resources a container owns outside the engine (staged input files,
@@ -127,7 +159,7 @@ pub struct Fleet {
     /// Serializes budget and limit decisions.
     decisions: tokio::sync::Mutex<()>,
     /// Reservations of launches between decision and creation.
-    in_flight: Mutex<HashMap<String, (u64, Option<String>)>>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
     /// One lock per name being launched, so same-name launches queue.
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Signalled whenever a launch in flight ends (its reservation becomes
@@ -236,7 +268,18 @@ impl Fleet {
     /// [`Error::LimitReached`] for the container limits; the manager's
     /// errors for the launch itself.
     pub async fn launch(&self, spec: ContainerSpec, tool: Option<&str>) -> Result<LaunchOutcome> {
-        self.launch_inner(spec, tool, None).await
+        self.launch_inner(spec, LaunchAs { tool, tool_max_per_user: None }, None).await
+    }
+
+    /// As [`Fleet::launch`], counted as `what` (its tool, and that tool's
+    /// per-user limit).
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::launch`]; [`Error::LimitReached`] names the per-user
+    /// limits too.
+    pub async fn launch_as(&self, spec: ContainerSpec, what: LaunchAs<'_>) -> Result<LaunchOutcome> {
+        self.launch_inner(spec, what, None).await
     }
 
     /// Launches `spec` with its input delivered in mode `url`: each of
@@ -256,15 +299,32 @@ impl Fleet {
         files: Vec<crate::staging::StagedFile>,
         tool: Option<&str>,
     ) -> Result<LaunchOutcome> {
-        self.launch_inner(spec, tool, Some((document, files))).await
+        self.launch_inner(spec, LaunchAs { tool, tool_max_per_user: None }, Some((document, files))).await
+    }
+
+    /// As [`Fleet::launch_staged`], counted as `what`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::launch_staged`].
+    #[cfg(feature = "staging")]
+    pub async fn launch_staged_as(
+        &self,
+        spec: ContainerSpec,
+        document: serde_json::Value,
+        files: Vec<crate::staging::StagedFile>,
+        what: LaunchAs<'_>,
+    ) -> Result<LaunchOutcome> {
+        self.launch_inner(spec, what, Some((document, files))).await
     }
 
     async fn launch_inner(
         &self,
         mut spec: ContainerSpec,
-        tool: Option<&str>,
+        what: LaunchAs<'_>,
         staged: Option<Staged>,
     ) -> Result<LaunchOutcome> {
+        let tool = what.tool;
         spec.validate()?;
         let hash = spec_hash(&spec, tool, staged.as_ref());
         spec.labels.insert(self.spec_label(), hash.clone());
@@ -274,7 +334,7 @@ impl Fleet {
         let lock = self.name_lock(&spec.name);
         let result = {
             let _same_name = lock.lock().await;
-            self.launch_locked(spec, tool, &hash, staged).await
+            self.launch_locked(spec, what, &hash, staged).await
         };
         self.release_name_lock_by_key(&lock);
         result
@@ -283,7 +343,7 @@ impl Fleet {
     async fn launch_locked(
         &self,
         mut spec: ContainerSpec,
-        tool: Option<&str>,
+        what: LaunchAs<'_>,
         hash: &str,
         staged: Option<Staged>,
     ) -> Result<LaunchOutcome> {
@@ -300,7 +360,7 @@ impl Fleet {
             }
         }
         let spec = &spec;
-        let evicted = match self.decide(spec, tool).await {
+        let evicted = match self.decide(spec, what).await {
             Ok(evicted) => evicted,
             Err(e) => {
                 if staged_any {
@@ -382,12 +442,12 @@ impl Fleet {
     /// When the budget can only be met once launches in flight have become
     /// containers (which can then be evicted), the decision waits for them
     /// instead of overshooting.
-    async fn decide(&self, spec: &ContainerSpec, tool: Option<&str>) -> Result<Vec<String>> {
+    async fn decide(&self, spec: &ContainerSpec, what: LaunchAs<'_>) -> Result<Vec<String>> {
         let mut evicted = Vec::new();
         loop {
             let decision = self.decisions.lock().await;
             let listed = self.manager.list(&ListFilter::all()).await?;
-            let in_flight: Vec<(String, (u64, Option<String>))> = self
+            let in_flight: Vec<(String, InFlight)> = self
                 .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -396,14 +456,14 @@ impl Fleet {
                 .collect();
             let existing: Vec<ContainerInfo> =
                 listed.into_iter().filter(|c| !in_flight.iter().any(|(n, _)| *n == c.name)).collect();
-            self.check_limits(spec, tool, &existing, &in_flight)?;
+            self.check_limits(spec, what, &existing, &in_flight)?;
 
             if let Some(budget) = self.config.memory_budget_mb {
                 // Saturating: reservations of foreign containers are whatever
                 // their engine reports.
                 let used_existing =
                     existing.iter().map(|c| c.mem_reservation_mb.unwrap_or(0)).fold(0u64, u64::saturating_add);
-                let reserved = in_flight.iter().map(|(_, (mb, _))| *mb).fold(0u64, u64::saturating_add);
+                let reserved = in_flight.iter().map(|(_, f)| f.mem_mb).fold(0u64, u64::saturating_add);
                 let total = used_existing.saturating_add(reserved).saturating_add(spec.mem_reservation_mb);
                 if total > budget {
                     let overshoot = total - budget;
@@ -452,10 +512,14 @@ impl Fleet {
                     }
                 }
             }
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(spec.name.clone(), (spec.mem_reservation_mb, tool.map(str::to_owned)));
+            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                spec.name.clone(),
+                InFlight {
+                    mem_mb: spec.mem_reservation_mb,
+                    tool: what.tool.map(str::to_owned),
+                    owner: spec.labels.get(&self.config.owner_label).cloned(),
+                },
+            );
             return Ok(evicted);
         }
     }
@@ -463,10 +527,11 @@ impl Fleet {
     fn check_limits(
         &self,
         spec: &ContainerSpec,
-        tool: Option<&str>,
+        what: LaunchAs<'_>,
         existing: &[ContainerInfo],
-        in_flight: &[(String, (u64, Option<String>))],
+        in_flight: &[(String, InFlight)],
     ) -> Result<()> {
+        let tool = what.tool;
         if let Some(limit) = self.config.max_containers {
             if existing.len() + in_flight.len() >= limit {
                 return Err(Error::LimitReached { name: spec.name.clone(), what: "containers in total".into(), limit });
@@ -476,11 +541,45 @@ impl Fleet {
             let tool_label = self.tool_label();
             let same_tool =
                 existing.iter().filter(|c| c.labels.get(&tool_label).map(String::as_str) == Some(tool)).count()
-                    + in_flight.iter().filter(|(_, (_, t))| t.as_deref() == Some(tool)).count();
+                    + in_flight.iter().filter(|(_, f)| f.tool.as_deref() == Some(tool)).count();
             if same_tool >= limit {
                 return Err(Error::LimitReached {
                     name: spec.name.clone(),
                     what: format!("containers of tool {tool:?}"),
+                    limit,
+                });
+            }
+        }
+        let owner_label = &self.config.owner_label;
+        let Some(owner) = spec.labels.get(owner_label) else { return Ok(()) };
+        let owned = |c: &ContainerInfo| c.labels.get(owner_label) == Some(owner);
+        let tool_label = self.tool_label();
+        if let Some(limit) = self.config.max_per_user {
+            let count = existing.iter().filter(|c| owned(c)).count()
+                + in_flight.iter().filter(|(_, f)| f.owner.as_ref() == Some(owner)).count();
+            if count >= limit {
+                return Err(Error::LimitReached {
+                    name: spec.name.clone(),
+                    what: format!("containers per user (max_per_user; {owner} has {count})"),
+                    limit,
+                });
+            }
+        }
+        if let (Some(limit), Some(tool)) = (what.tool_max_per_user, tool) {
+            let count = existing
+                .iter()
+                .filter(|c| owned(c) && c.labels.get(&tool_label).map(String::as_str) == Some(tool))
+                .count()
+                + in_flight
+                    .iter()
+                    .filter(|(_, f)| f.owner.as_ref() == Some(owner) && f.tool.as_deref() == Some(tool))
+                    .count();
+            if count >= limit {
+                return Err(Error::LimitReached {
+                    name: spec.name.clone(),
+                    what: format!(
+                        "containers of tool {tool:?} per user (the tool's max_per_user; {owner} has {count})"
+                    ),
                     limit,
                 });
             }

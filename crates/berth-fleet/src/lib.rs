@@ -45,6 +45,6 @@ mod staging;
 
 pub use activity::{ActivityStore, MemoryActivityStore};
 pub use error::{Error, Result};
-pub use fleet::{ContainerResources, Fleet, FleetConfig, LaunchOutcome, RecoveryReport};
+pub use fleet::{ContainerResources, DEFAULT_OWNER_LABEL, Fleet, FleetConfig, LaunchAs, LaunchOutcome, RecoveryReport};
 #[cfg(feature = "staging")]
 pub use staging::{StagedFile, Stager};

@@ -20,6 +20,11 @@
 //! [`HistoryConfig::retention`]; [`mark_launched`](HistoryStore::mark_launched)
 //! of a reused name starts it afresh.
 //!
+//! The same database keeps berth's login sessions and single-use tokens
+//! ([`save_session`](HistoryStore::save_session),
+//! [`take_single_use`](HistoryStore::take_single_use)), so that they survive
+//! a restart.
+//!
 //! The database is one file in WAL mode with `synchronous=NORMAL`: a crash
 //! of berth loses nothing committed, a power loss at most the last batches.
 //! Times are stored as integer nanoseconds since the Unix epoch.
@@ -70,10 +75,12 @@
 mod error;
 mod queries;
 mod schema;
+mod sessions;
 mod store;
 mod time;
 mod types;
 
 pub use error::{Error, Result};
+pub use sessions::{SINGLE_USE_MEMORY, TakeOutcome};
 pub use store::HistoryStore;
 pub use types::{HistoryConfig, HistoryEntry, HistoryQuery, HistoryStats, PruneStats};

@@ -35,6 +35,25 @@ const MIGRATIONS: &[&str] = &[
         removed_ns       INTEGER
     ) WITHOUT ROWID;
     ",
+    // Version 2: login sessions and single-use tokens (hand-off links) of
+    // berth's server, kept here so that they survive a restart. Keys are
+    // whatever the caller gives (berth gives hashes of the secrets).
+    "
+    CREATE TABLE sessions (
+        id         TEXT    PRIMARY KEY NOT NULL,
+        data       TEXT    NOT NULL,
+        expires_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_expiry ON sessions (expires_ns);
+
+    CREATE TABLE single_use (
+        id         TEXT    PRIMARY KEY NOT NULL,
+        data       TEXT    NOT NULL,
+        expires_ns INTEGER NOT NULL,
+        used_ns    INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX single_use_by_expiry ON single_use (expires_ns);
+    ",
 ];
 
 /// The schema version this crate writes.

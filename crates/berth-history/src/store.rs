@@ -128,7 +128,7 @@ impl HistoryStore {
 
     /// Runs `work` on the worker thread and returns its answer; SQLite
     /// errors get `context`.
-    async fn call<T: Send + 'static>(
+    pub(crate) async fn call<T: Send + 'static>(
         &self,
         context: impl FnOnce() -> String + Send + 'static,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,

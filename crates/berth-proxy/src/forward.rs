@@ -53,6 +53,10 @@ pub struct ClientAddr(pub SocketAddr);
 /// berth's hooks, stripped from clients' requests.
 pub const X_BERTH_USER: &str = "x-berth-user";
 
+/// Header carrying the authenticated user's groups (comma-separated) to a
+/// container; set only by berth's hooks, stripped from clients' requests.
+pub const X_BERTH_GROUPS: &str = "x-berth-groups";
+
 /// Settings of a [`Proxy`].
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -64,7 +68,7 @@ pub struct ProxyConfig {
     /// session cookie).
     pub strip_cookies: Vec<String>,
     /// Request headers never forwarded as the client sent them (default:
-    /// `X-Berth-User`, which only berth's hooks may set).
+    /// `X-Berth-User` and `X-Berth-Groups`, which only berth's hooks may set).
     pub strip_headers: Vec<HeaderName>,
     /// Trust and extend incoming `X-Forwarded-*` headers (only behind a
     /// trusted front proxy); otherwise they are replaced.
@@ -95,7 +99,7 @@ impl Default for ProxyConfig {
             routing: Routing::Path(PathRouting::default()),
             waiting_page: WaitingPage::default(),
             strip_cookies: Vec::new(),
-            strip_headers: vec![HeaderName::from_static(X_BERTH_USER)],
+            strip_headers: vec![HeaderName::from_static(X_BERTH_USER), HeaderName::from_static(X_BERTH_GROUPS)],
             trust_forwarded_headers: false,
             forwarded_proto: "http".to_owned(),
             connect_timeout: Duration::from_secs(5),
@@ -201,15 +205,21 @@ impl<H: ProxyHooks> Proxy<H> {
             RouteDecision::InvalidName(name) => full(inner.hooks.not_found_page(&name, json)),
             RouteDecision::Redirect(location) => full(pages::redirect(&location)),
             RouteDecision::Logs(name) => {
+                if let Some(resp) = inner.hooks.intercept(&parts, &name) {
+                    return full(resp);
+                }
                 if let Err(d) = inner.hooks.authorize(&parts, &name).await {
-                    return full(pages::error(d.status, &d.message));
+                    return full(inner.hooks.denied_page(&parts, &name, &d, json));
                 }
                 self.logs(&name, json).await
             }
             RouteDecision::Forward(route) => {
+                if let Some(resp) = inner.hooks.intercept(&parts, &route.container) {
+                    return full(resp);
+                }
                 let ctx = match inner.hooks.authorize(&parts, &route.container).await {
                     Ok(ctx) => ctx,
-                    Err(d) => return full(pages::error(d.status, &d.message)),
+                    Err(d) => return full(inner.hooks.denied_page(&parts, &route.container, &d, json)),
                 };
                 match inner.table.lookup(&route.container).await {
                     Lookup::Ready(upstream) => match elsewhere(&upstream, &route) {

@@ -40,6 +40,34 @@ pub trait ProxyHooks: Send + Sync + 'static {
     /// lookup, so a denied client learns nothing about the container.
     async fn authorize(&self, request: &http::request::Parts, container: &str) -> Result<Self::Ctx, Denied>;
 
+    /// A response berth gives itself instead of authorizing and forwarding
+    /// a request for `container`: e.g. the step of a login that sets a
+    /// session cookie on a container's own host. Runs first, for every
+    /// request the proxy routes (logs sub-path included); `None` (the
+    /// default) lets the request go on.
+    fn intercept(&self, _request: &http::request::Parts, _container: &str) -> Option<Response<Full<Bytes>>> {
+        None
+    }
+
+    /// The answer to a request [`authorize`](Self::authorize) refused. By
+    /// default a 404 is exactly the not-found page of a missing container
+    /// (so someone else's container looks missing), anything else a plain
+    /// page with the status and message. Hooks may send a browser to a
+    /// login page instead of a bare 401.
+    fn denied_page(
+        &self,
+        _request: &http::request::Parts,
+        container: &str,
+        denied: &Denied,
+        json: bool,
+    ) -> Response<Full<Bytes>> {
+        if denied.status == http::StatusCode::NOT_FOUND {
+            self.not_found_page(container, json)
+        } else {
+            pages::error(denied.status, &denied.message)
+        }
+    }
+
     /// Adjusts the request sent upstream, after berth set its own headers
     /// (`X-Forwarded-*`, stripped cookies, hop-by-hop removal).
     fn rewrite_upstream(&self, _ctx: &Self::Ctx, _route: &Route, _request: &mut http::request::Parts) {}

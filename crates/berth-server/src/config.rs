@@ -23,6 +23,7 @@
 //! memory_budget_mb = 4096
 //! max_containers = 50
 //! max_per_tool = 10
+//! max_per_user = 3                  # per logged-in user (a tool may set its own max_per_user)
 //! idle_timeout_secs = 3600
 //!
 //! [api]
@@ -40,6 +41,29 @@
 //!
 //! [web]
 //! enabled = true                    # the web app at /; off by default when api.token is set
+//!                                   # (with auth.mode = "none"), on with a login mode
+//!
+//! [auth]                            # who is asking (docs/USERS.md)
+//! mode = "none"                     # none | header | oidc
+//! admins = ["alice"]                # users who see and manage every container
+//! admin_groups = ["berth-admins"]   # members of these groups too
+//! session_ttl_secs = 43200          # sessions (oidc logins, hand-off links) end after this
+//! cookie_name = "berth_session"
+//! secure_cookies = true             # default: proxy.public_url is https
+//! key_file = "session.key"          # cookie key; default <data_dir>/session.key, made when missing
+//!
+//! [auth.header]                     # mode = "header": a trusted auth proxy sets these
+//! trusted_proxies = ["127.0.0.1/32", "::1/128"]   # required; others sending the headers are refused
+//! user_header = "X-Forwarded-User"
+//! groups_header = "X-Forwarded-Groups"            # comma-separated
+//!
+//! [auth.oidc]                       # mode = "oidc": berth is an OpenID Connect relying party
+//! issuer = "https://login.example.org/realms/berth"
+//! client_id = "berth"
+//! client_secret = "..."             # or client_secret_file = "oidc-secret"
+//! scopes = ["profile", "email"]     # besides openid
+//! user_claim = "preferred_username" # or sub, email, or any string claim
+//! groups_claim = "groups"
 //! ```
 
 use std::net::SocketAddr;
@@ -183,6 +207,9 @@ pub struct FleetSection {
     /// Most containers per tool.
     #[serde(default)]
     pub max_per_tool: Option<usize>,
+    /// Most containers one user has at once (a login mode's users).
+    #[serde(default)]
+    pub max_per_user: Option<usize>,
     /// Idle seconds before a container is culled.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
@@ -237,13 +264,15 @@ pub struct StagingSection {
     pub any_peer: bool,
 }
 
-/// The web app at `/` (launch, kill, logs, upload). It has no login of its
-/// own: anyone who reaches it can do what it offers.
+/// The web app at `/` (launch, kill, logs, upload). With `auth.mode =
+/// "none"` it has no login: anyone who reaches it can do what it offers;
+/// with a login mode each user sees their own containers.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSection {
-    /// Whether to serve it. When absent: on, unless `api.token` is set (a
-    /// token protects the API; an open web app beside it would bypass it).
+    /// Whether to serve it. When absent: on, unless `api.token` is set
+    /// without a login mode (a token protects the API; an open web app
+    /// beside it would bypass it).
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -295,6 +324,138 @@ pub struct Config {
     /// The web app.
     #[serde(default)]
     pub web: WebSection,
+    /// Who is asking: no login, a trusted auth proxy, or OpenID Connect.
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// How berth knows who is asking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Nobody logs in; everyone sees everything (the demo, on loopback).
+    #[default]
+    None,
+    /// A trusted authenticating reverse proxy sets identity headers.
+    Header,
+    /// berth logs people in with an OpenID Connect provider.
+    Oidc,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `none`, `header` or `oidc`.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Users who are admins.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Groups whose members are admins.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// How long a session lasts, in seconds.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// Name of berth's session cookie.
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// Whether cookies carry `Secure`; default: `proxy.public_url` is https.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
+    /// The file holding the cookie key (made when missing).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Mode `header`.
+    #[serde(default)]
+    pub header: Option<HeaderAuthSection>,
+    /// Mode `oidc`.
+    #[serde(default)]
+    pub oidc: Option<OidcSection>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::None,
+            admins: Vec::new(),
+            admin_groups: Vec::new(),
+            session_ttl_secs: default_session_ttl(),
+            cookie_name: default_cookie_name(),
+            secure_cookies: None,
+            key_file: None,
+            header: None,
+            oidc: None,
+        }
+    }
+}
+
+fn default_session_ttl() -> u64 {
+    12 * 3600
+}
+
+fn default_cookie_name() -> String {
+    "berth_session".to_owned()
+}
+
+/// `[auth.header]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderAuthSection {
+    /// Networks (CIDR) of the proxies whose identity headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header naming the user.
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+    /// Header listing the user's groups, comma-separated.
+    #[serde(default = "default_groups_header")]
+    pub groups_header: String,
+}
+
+fn default_user_header() -> String {
+    "X-Forwarded-User".to_owned()
+}
+
+fn default_groups_header() -> String {
+    "X-Forwarded-Groups".to_owned()
+}
+
+/// `[auth.oidc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's issuer URL (discovery at `/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// berth's client id at the provider.
+    pub client_id: String,
+    /// berth's client secret.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// A file holding the client secret instead.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim naming the user.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim listing the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
+}
+
+fn default_user_claim() -> String {
+    "preferred_username".to_owned()
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
 }
 
 fn default_listen() -> SocketAddr {
@@ -478,10 +639,127 @@ impl Config {
         if berth_manager::LabelScheme::new(config.root_label.clone()).root().is_empty() {
             return Err(invalid("root_label", "is empty".into()));
         }
+        config.check_auth(path, text)?;
+        if let Some(file) = &config.auth.key_file {
+            if file.is_relative() {
+                config.auth.key_file = Some(base.join(file));
+            }
+        }
+        if let Some(oidc) = config.auth.oidc.as_mut() {
+            if let Some(file) = oidc.client_secret_file.take() {
+                let file = if file.is_relative() { base.join(file) } else { file };
+                let secret = std::fs::read_to_string(&file).map_err(|e| {
+                    invalid_at(
+                        path,
+                        text,
+                        "auth.oidc.client_secret_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                oidc.client_secret = Some(secret.trim().to_owned());
+            }
+        }
         if config.api.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err(invalid("api.token", "is shorter than 8 characters".into()));
         }
         Ok(config)
+    }
+
+    /// Checks `[auth]`: each mode's section present and sensible, none of
+    /// another mode's.
+    fn check_auth(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| invalid_at(path, text, key, message);
+        let auth = &self.auth;
+        if auth.session_ttl_secs == 0 || auth.session_ttl_secs > 366 * 24 * 3600 {
+            return Err(invalid("auth.session_ttl_secs", "must be 1 s to a year".into()));
+        }
+        let cookie_ok = !auth.cookie_name.is_empty()
+            && auth.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !cookie_ok {
+            return Err(invalid(
+                "auth.cookie_name",
+                format!("{:?} is not a cookie name (letters, digits, - _ .)", auth.cookie_name),
+            ));
+        }
+        if auth.header.is_some() && auth.mode != AuthMode::Header {
+            return Err(invalid("auth.header", "applies only with auth.mode = \"header\"".into()));
+        }
+        if auth.oidc.is_some() && auth.mode != AuthMode::Oidc {
+            return Err(invalid("auth.oidc", "applies only with auth.mode = \"oidc\"".into()));
+        }
+        match auth.mode {
+            AuthMode::None => {
+                if !auth.admins.is_empty() || !auth.admin_groups.is_empty() {
+                    return Err(invalid(
+                        "auth.admins",
+                        "mean nothing with auth.mode = \"none\" (everyone sees everything)".into(),
+                    ));
+                }
+            }
+            AuthMode::Header => {
+                let Some(header) = &auth.header else {
+                    return Err(invalid(
+                        "auth.header",
+                        "is required with auth.mode = \"header\" (at least trusted_proxies)".into(),
+                    ));
+                };
+                if header.trusted_proxies.is_empty() {
+                    return Err(invalid(
+                        "auth.header.trusted_proxies",
+                        "is empty: name the networks of your authenticating proxy".into(),
+                    ));
+                }
+                for (key, name) in [
+                    ("auth.header.user_header", &header.user_header),
+                    ("auth.header.groups_header", &header.groups_header),
+                ] {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(invalid(key, format!("{name:?} is not a header name")));
+                    }
+                }
+            }
+            AuthMode::Oidc => {
+                let Some(oidc) = &auth.oidc else {
+                    return Err(invalid(
+                        "auth.oidc",
+                        "is required with auth.mode = \"oidc\" (issuer and client_id)".into(),
+                    ));
+                };
+                let url_ok = (oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://"))
+                    && oidc
+                        .issuer
+                        .split_once("://")
+                        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+                if !url_ok {
+                    return Err(invalid("auth.oidc.issuer", format!("{:?} is not an http(s) URL", oidc.issuer)));
+                }
+                if oidc.client_id.trim().is_empty() {
+                    return Err(invalid("auth.oidc.client_id", "is empty".into()));
+                }
+                if oidc.client_secret.is_some() && oidc.client_secret_file.is_some() {
+                    return Err(invalid(
+                        "auth.oidc.client_secret",
+                        "give client_secret or client_secret_file, not both".into(),
+                    ));
+                }
+                if oidc.user_claim.is_empty() {
+                    return Err(invalid("auth.oidc.user_claim", "is empty".into()));
+                }
+                if self.proxy.public_url.is_none() && self.listen.ip().is_unspecified() {
+                    return Err(invalid(
+                        "proxy.public_url",
+                        "is required with auth.mode = \"oidc\" on an unspecified address: the provider redirects browsers back to it".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether cookies carry `Secure` (`auth.secure_cookies`, else whether
+    /// the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.auth.secure_cookies.unwrap_or_else(|| self.public_urls().base.starts_with("https://"))
     }
 
     /// Which routings are on.
@@ -528,7 +806,7 @@ impl Config {
 
     /// Whether the web app is served (see [`WebSection::enabled`]).
     pub fn web_enabled(&self) -> bool {
-        self.web.enabled.unwrap_or(self.api.token.is_none())
+        self.web.enabled.unwrap_or(self.api.token.is_none() || self.auth.mode != AuthMode::None)
     }
 
     /// The tool registry the config points at (empty without `tools`).
@@ -617,6 +895,50 @@ mod tests {
         assert!(!parse("[api]\ntoken = \"0123456789\"\n"));
         assert!(parse("[api]\ntoken = \"0123456789\"\n[web]\nenabled = true\n"));
         assert!(!parse("[web]\nenabled = false\n"));
+    }
+
+    #[test]
+    fn auth_sections_are_checked_naming_the_key() {
+        let parse = |text: &str| Config::parse(Path::new("b.toml"), text).map_err(|e| e.to_string());
+        let c = parse("").unwrap();
+        assert_eq!((c.auth.mode, c.secure_cookies()), (AuthMode::None, false));
+        let header = "[auth]\nmode = \"header\"\nadmin_groups = [\"ops\"]\n[auth.header]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n";
+        let c = parse(header).unwrap();
+        let h = c.auth.header.as_ref().unwrap();
+        assert_eq!((h.trusted_proxies.len(), h.user_header.as_str()), (2, "X-Forwarded-User"));
+        assert!(c.web_enabled(), "a login mode turns the web app on");
+        let oidc = "[proxy]\npublic_url = \"https://b.example\"\n[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"berth\"\n";
+        let c = parse(oidc).unwrap();
+        assert!(c.secure_cookies());
+        assert_eq!(c.auth.oidc.as_ref().unwrap().user_claim, "preferred_username");
+        for (text, key) in [
+            ("[auth]\nmode = \"ldap\"\n", "auth.mode"),
+            ("[auth]\nmode = \"header\"\n", "auth.header"),
+            ("[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = []\n", "auth.header.trusted_proxies"),
+            (
+                "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"localhost\"]\n",
+                "auth.header.trusted_proxies",
+            ),
+            (
+                "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"10.0.0.0/8\"]\nuser_header = \"a b\"\n",
+                "auth.header.user_header",
+            ),
+            ("[auth]\nmode = \"oidc\"\n", "auth.oidc"),
+            ("[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"idp\"\nclient_id = \"b\"\n", "auth.oidc.issuer"),
+            ("[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"https://i\"\n", "client_id"),
+            (
+                "[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"https://i\"\nclient_id = \"b\"\nclient_secret_file = \"/nonexistent/s\"\n",
+                "auth.oidc.client_secret_file",
+            ),
+            ("[auth.oidc]\nissuer = \"https://i\"\nclient_id = \"b\"\n", "auth.oidc"),
+            ("[auth]\nadmins = [\"a\"]\n", "auth.admins"),
+            ("[auth]\ncookie_name = \"a;b\"\n", "auth.cookie_name"),
+            ("[auth]\nsession_ttl_secs = 0\n", "auth.session_ttl_secs"),
+            ("[auth]\nmode = \"oidc\"\nkeyfile = \"x\"\n", "keyfile"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -12,12 +12,12 @@ use berth_history::{HistoryConfig, HistoryStore};
 use berth_manager::LabelScheme;
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
 use berth_proxy::{
-    ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig,
-    WaitingPage,
+    ActivityRecorder, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig, WaitingPage,
 };
 use berth_staging::{LocalDirStore, StagingService, StagingUrls, TokenRegistry};
 
-use crate::config::{Config, RoutingChoice};
+use crate::auth::{Auth, ServerHooks};
+use crate::config::{AuthMode, Config, RoutingChoice};
 
 /// Builds the server from `config` and serves until the process ends.
 ///
@@ -133,6 +133,21 @@ fn staging_bind(public_base: &str) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
+/// Deletes expired sessions and long-expired single-use tokens every hour.
+fn spawn_session_pruner(history: Arc<HistoryStore>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            ticks.tick().await;
+            match history.prune_sessions(std::time::SystemTime::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "pruned expired sessions and tokens"),
+                Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
+            }
+        }
+    });
+}
+
 /// The main app, the staging-only app and the staging base URL.
 /// What [`build`] makes.
 struct Built {
@@ -180,10 +195,13 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     };
     let stager = Arc::new(Stager::new(staging.clone(), StagingUrls::new(&public_base)));
 
+    let owner_label = berth_axum::DEFAULT_OWNER_LABEL.to_owned();
     let fleet_config = FleetConfig {
         memory_budget_mb: config.fleet.memory_budget_mb,
         max_containers: config.fleet.max_containers,
         max_per_tool: config.fleet.max_per_tool,
+        max_per_user: config.fleet.max_per_user,
+        owner_label: owner_label.clone(),
         idle_timeout: config.fleet.idle_timeout_secs.map(Duration::from_secs),
         ..FleetConfig::default()
     };
@@ -195,20 +213,45 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     let table_config =
         TableConfig { start_timeout: Duration::from_secs(config.proxy.start_timeout_secs), ..TableConfig::default() };
     let table = RouteTable::start(manager, table_config).await?;
+    let auth = Arc::new(Auth::new(config, history.clone(), table.clone(), &owner_label).context("setting up [auth]")?);
+    spawn_session_pruner(history.clone());
+    if auth.mode() == AuthMode::None && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "auth.mode is \"none\" on a non-loopback address: anyone who reaches it can launch, use and remove every \
+             container; set [auth] mode = \"header\" or \"oidc\" (docs/USERS.md)"
+        );
+    }
     let routing = routing(config);
     // The please-wait page follows the launch from the web app's event
     // stream under path routing (the proxy polls instead for container
     // hosts, which belong to their tools). Without the web app it polls.
     let events_url = config.web_enabled().then(|| crate::web::EVENTS_URL.to_owned());
+    // berth's own cookies never reach a container (on container hosts
+    // too: a host's session cookie has the same name).
+    let mut strip_cookies = config.proxy.strip_cookies.clone();
+    strip_cookies.extend(
+        [config.auth.cookie_name.as_str(), crate::auth::CSRF_COOKIE, crate::auth::FLOW_COOKIE].map(str::to_owned),
+    );
+    let public_https = config.public_urls().base.starts_with("https://");
     let proxy_config = ProxyConfig {
         routing,
-        strip_cookies: config.proxy.strip_cookies.clone(),
+        strip_cookies,
+        forwarded_proto: if public_https { "https" } else { "http" }.to_owned(),
         waiting_page: WaitingPage { events_url, ..WaitingPage::default() },
         ..ProxyConfig::default()
     };
     let metrics = Arc::new(berth_axum::metrics::Metrics::new());
     let recorder = ActivityRecorder::spawn(berth_proxy::TeeSink(history.clone(), metrics.clone()), 65_536);
-    let proxy = Proxy::with_hooks(table.clone(), proxy_config, AllowAll, recorder.clone());
+    let hooks = match auth.mode() {
+        AuthMode::None => ServerHooks::Open,
+        _ => ServerHooks::Owners(berth_axum::OwnerHooks::new(
+            crate::auth::ProxyIdentify(auth.clone()),
+            table.clone(),
+            owner_label.clone(),
+        )),
+    };
+    let proxy = Proxy::with_hooks(table.clone(), proxy_config, hooks, recorder.clone());
 
     let api = ApiState {
         fleet,
@@ -217,7 +260,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         registry: Arc::new(registry),
         token: config.api.token.clone(),
         urls: config.public_urls(),
-        owner_label: berth_axum::DEFAULT_OWNER_LABEL.to_owned(),
+        owner_label,
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
         metrics,
         activity: recorder,
@@ -234,6 +277,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
             data: config.data.dir.clone(),
             data_base: format!("{}/_berth/data", public_base.trim_end_matches('/')),
             max_upload: 256 * 1024 * 1024,
+            auth: auth.clone(),
         })
     });
     // Data files have no token: only the containers' listener, with its
@@ -245,13 +289,21 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     } else {
         staging_app.layer(axum::middleware::from_fn_with_state(peers, crate::peers::only_containers))
     };
-    let mut app: Router = api_router(api).merge(berth_axum::staging_router(staging));
+    let mut api = api_router(api);
+    if auth.mode() != AuthMode::None {
+        let links: Arc<dyn berth_axum::api::HandOff> = Arc::new(crate::auth::Links(auth.clone()));
+        api = api.layer(axum::Extension(links));
+    }
+    let mut app: Router = api.merge(berth_axum::staging_router(staging)).merge(crate::auth::auth_router(auth.clone()));
     match web {
         Some(web) => app = app.merge(web),
         None => tracing::info!(
             "the web app is off: [web] enabled = false, or api.token is set without [web] enabled = true"
         ),
     }
+    // Who is asking, for berth's own routes; the proxy's hooks identify
+    // proxied requests themselves.
+    let app = app.layer(axum::middleware::from_fn_with_state(auth.clone(), crate::auth::identity_middleware));
     // tower-http's standard layers on berth's own routes only, never on the
     // proxied path. The timeout leaves room for the longest `?wait=true`.
     let app =

@@ -38,3 +38,12 @@ pub async fn mock_api(warmup: Duration) -> ApiState {
         images: berth_axum::api::ImagePolicy::default(),
     }
 }
+
+/// The server's auth for `api`, configured by the `[auth]` table text
+/// `auth_toml` (empty: mode `none`), its key and sessions under `dir`.
+pub async fn auth(dir: &std::path::Path, api: &ApiState, auth_toml: &str) -> Arc<crate::auth::Auth> {
+    let text = format!("data_dir = {:?}\n{auth_toml}", dir.join("state").display().to_string());
+    let config = crate::config::Config::parse(&dir.join("berth.toml"), &text).expect("config");
+    let store = Arc::new(berth_history::HistoryStore::in_memory().expect("history"));
+    Arc::new(crate::auth::Auth::new(&config, store, api.table.clone(), &api.owner_label).expect("auth"))
+}

@@ -5,14 +5,23 @@
 //! data files. A launch from the form goes on in the background while
 //! the browser waits on `/ui/wait/{name}`, a please-wait page that follows
 //! the launch-progress stream `/ui/events/{name}` and then opens the tool.
+//!
+//! With a login mode each person sees and manages their own containers
+//! (admins all; someone else's is exactly a missing one), launches as
+//! themselves, and sees their limits. Every form carries a CSRF token (an
+//! HMAC of the browser's `berth_csrf` cookie and the user), checked on
+//! submission, beside the session cookie's `SameSite=Lax`.
 
 use std::path::PathBuf;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{Form, Multipart, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
+use berth_axum::Identity;
 use berth_axum::api::{ApiState, LaunchRequest, input_document, launch_recorded};
 use berth_history::HistoryQuery;
 use berth_manager::{ListFilter, LogOptions};
@@ -36,6 +45,28 @@ pub struct WebState {
     pub data_base: String,
     /// Largest upload in bytes.
     pub max_upload: usize,
+    /// Who is asking, CSRF tokens.
+    pub auth: Arc<crate::auth::Auth>,
+}
+
+/// The caller, as the identity middleware found them.
+type Who = Option<Extension<Identity>>;
+
+fn who(w: &Who) -> Option<&Identity> {
+    w.as_ref().map(|Extension(i)| i)
+}
+
+/// Whether the caller may see container `name` (everyone may without a
+/// login mode).
+async fn may_see(state: &WebState, who: Option<&Identity>, name: &str) -> bool {
+    let Some(who) = who else { return true };
+    let labels = state.api.table.labels_or_fetch(name).await.unwrap_or_default();
+    who.may_see(name, labels.get(&state.api.owner_label).map(String::as_str))
+}
+
+/// The page for a container the caller may not see, or that is missing.
+fn no_such(name: &str) -> Response {
+    error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"))
 }
 
 /// The web app's routes.
@@ -61,7 +92,8 @@ pub fn valid_file_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
+/// A page of the web app: `title` (escaped) and `body` (HTML).
+pub(crate) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}}\
@@ -86,8 +118,22 @@ fn data_files(state: &WebState) -> Vec<String> {
     names
 }
 
-async fn index(State(state): State<WebState>) -> Response {
-    let containers = state.api.fleet.manager().list(&ListFilter::all()).await.unwrap_or_default();
+async fn index(State(state): State<WebState>, headers: HeaderMap, w: Who) -> Response {
+    let me = who(&w);
+    let (nonce, set_cookie) = crate::auth::csrf_nonce(&state.auth, &headers);
+    let user = me.map_or("", |i| i.user.as_str());
+    let csrf = crate::auth::csrf_token(&state.auth, &nonce, user);
+    let hidden = format!("<input type=hidden name=csrf value=\"{csrf}\">");
+    let containers: Vec<_> = state
+        .api
+        .fleet
+        .manager()
+        .list(&ListFilter::all())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| me.is_none_or(|i| i.may_see(&c.name, c.labels.get(&state.api.owner_label).map(String::as_str))))
+        .collect();
     let mut rows = String::new();
     for c in &containers {
         let d = berth_axum::api::describe(&state.api, c);
@@ -95,7 +141,7 @@ async fn index(State(state): State<WebState>) -> Response {
         rows.push_str(&format!(
             "<tr><td><a href=\"{path}\">{name}</a></td><td>{tool}</td><td>{status}</td><td>{ready}</td>\
              <td><a href=\"/ui/logs/{name}\">logs</a> <a href=\"/ui/history/{name}\">history</a> \
-             <form class=inline method=post action=\"/ui/kill/{name}\"><button>kill</button></form></td></tr>",
+             <form class=inline method=post action=\"/ui/kill/{name}\">{hidden}<button>kill</button></form></td></tr>",
             path = esc(d["path"].as_str().unwrap_or("")),
             tool = esc(d["tool"].as_str().unwrap_or("-")),
             status = esc(d["status"].as_str().unwrap_or("?")),
@@ -125,7 +171,7 @@ async fn index(State(state): State<WebState>) -> Response {
         let params = serde_json::to_string_pretty(&tool.default_parameters).unwrap_or_else(|_| "{}".into());
         tools.push_str(&format!(
             "<div class=tool><h3>{name}</h3><p>{desc}</p><p><small>image {image}, port {port}, {mb} MiB</small></p>\
-             <form method=post action=/ui/launch><input type=hidden name=tool value=\"{name}\">\
+             <form method=post action=/ui/launch>{hidden}<input type=hidden name=tool value=\"{name}\">\
              <p>Name <input name=name required pattern=\"[a-z0-9][a-z0-9\\-]{{0,61}}[a-z0-9]\" title=\"2 to 63 of a-z, 0-9 and -, not starting or ending with -\" placeholder=my-{name}></p>\
              <p>Data files: {checkboxes}</p><p>Other file URLs (one a line)<br><textarea name=urls rows=2></textarea></p>\
              <p>Parameters (JSON)<br><textarea name=parameters rows=4>{params}</textarea></p>\
@@ -138,21 +184,64 @@ async fn index(State(state): State<WebState>) -> Response {
             params = esc(&params),
         ));
     }
+    let mut limits = Vec::new();
+    if let (Some(me), Some(max)) = (me, state.api.fleet.config().max_per_user) {
+        let mine = containers.iter().filter(|c| c.labels.get(&state.api.owner_label) == Some(&me.user)).count();
+        limits.push(format!("you run {mine} of at most {max} containers (max_per_user)"));
+    }
+    if me.is_some() {
+        for tool in state.api.registry.tools.iter().filter(|t| t.max_per_user.is_some()) {
+            limits.push(format!("{}: at most {} per user", esc(&tool.name), tool.max_per_user.unwrap_or_default()));
+        }
+    }
+    let limits =
+        if limits.is_empty() { String::new() } else { format!("<p class=limits>Limits: {}.</p>", limits.join("; ")) };
+    let signed_in = match me {
+        Some(i) => format!(
+            "<div class=who>Signed in as <b>{user}</b>{admin}{only} · <form class=inline method=post action=/auth/logout>{hidden}<button>Log out</button></form></div>",
+            user = esc(&i.user),
+            admin = if i.admin { " (admin)" } else { "" },
+            only = i.only.as_ref().map(|o| format!(", for {} only", esc(&o.join(", ")))).unwrap_or_default(),
+        ),
+        None => String::new(),
+    };
     let body = format!(
-        "<h2>Running</h2><table><tr><th>name</th><th>tool</th><th>status</th><th>ready</th><th></th></tr>{rows}</table>\
+        "{signed_in}{limits}<h2>Running</h2><table><tr><th>name</th><th>tool</th><th>status</th><th>ready</th><th></th></tr>{rows}</table>\
          <h2>Launch</h2>{tools}\
-         <h2>Upload a data file</h2><form method=post action=/ui/upload enctype=multipart/form-data>\
+         <h2>Upload a data file</h2><form method=post action=/ui/upload enctype=multipart/form-data>{hidden}\
          <input type=file name=file required> <button>Upload</button></form>"
     );
-    page("tools", &body).into_response()
+    let mut resp = page("tools", &body).into_response();
+    if let Some(set) = set_cookie {
+        resp.headers_mut().insert(header::SET_COOKIE, set);
+    }
+    resp
+}
+
+/// Whether the form's CSRF token is right for this browser and caller.
+fn csrf_ok(state: &WebState, headers: &HeaderMap, me: Option<&Identity>, token: &str) -> bool {
+    crate::auth::csrf_ok(&state.auth, headers, me.map_or("", |i| i.user.as_str()), token)
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
     (status, page("error", &format!("<p>{}</p><p><a href=\"/\">back</a></p>", esc(message)))).into_response()
 }
 
-async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, String)>>) -> Response {
+async fn launch(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    w: Who,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
     let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let me = who(&w);
+    if !csrf_ok(&state, &headers, me, &get("csrf")) {
+        return crate::auth::csrf_refused();
+    }
+    if me.is_some_and(|i| i.only.is_some()) {
+        return error_page(StatusCode::FORBIDDEN, "this session may use its containers only, not launch");
+    }
+    let owner = me.map(|i| i.user.clone());
     let mut files: Vec<String> = form.iter().filter(|(k, _)| k == "file").map(|(_, v)| v.clone()).collect();
     files.extend(get("urls").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
     let parameters: serde_json::Value = match serde_json::from_str(get("parameters").trim()) {
@@ -183,11 +272,11 @@ async fn launch(State(state): State<WebState>, Form(form): Form<Vec<(String, Str
     // The launch goes on in the background while the browser follows it
     // on the wait page; recorded first, so that page never sees a gap, and
     // by ticket, so that page reports this launch's outcome.
-    let ticket = state.api.launches.start(&request.name, None);
+    let ticket = state.api.launches.start(&request.name, owner.as_deref());
     let api = state.api.clone();
     let name = request.name.clone();
     tokio::spawn(async move {
-        if let Err(e) = launch_recorded(&api, &request, None, ticket).await {
+        if let Err(e) = launch_recorded(&api, &request, owner.as_deref(), ticket).await {
             tracing::info!(name = %request.name, error = %e.1, "launch from the web app failed");
         }
     });
@@ -205,13 +294,14 @@ struct Following {
 /// (`/ui/events/{name}`); once the route table has an outcome it sends the
 /// browser to the tool (or to the proxy's failure page), and when the
 /// followed launch failed before there was a container it says why.
-async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q): Query<Following>) -> Response {
+async fn wait(State(state): State<WebState>, w: Who, Path(name): Path<String>, Query(q): Query<Following>) -> Response {
     use berth_axum::api::{LaunchRecord, LaunchState, LaunchTicket};
     if berth_manager::validate_name(&name).is_err() {
-        return error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"));
+        return no_such(&name);
     }
+    let me = who(&w);
     let ticket = q.launch.map(LaunchTicket::from_id);
-    let record = state.api.launches.get(&name, None);
+    let record = state.api.launches.get(&name, me);
     if let Some(LaunchRecord { ticket: t, state: LaunchState::Failed { status, message, .. }, .. }) = &record {
         if ticket == Some(*t) {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -227,12 +317,23 @@ async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q):
         berth_proxy::pages::waiting(&page, &name, false).map(axum::body::Body::new)
     };
     let in_flight = matches!(&record, Some(LaunchRecord { state: LaunchState::InFlight, .. }));
-    match state.api.table.lookup(&name).await {
+    // Someone else's container is exactly a missing one.
+    let lookup = if may_see(&state, me, &name).await {
+        state.api.table.lookup(&name).await
+    } else {
+        berth_proxy::Lookup::Missing
+    };
+    let visible = lookup != berth_proxy::Lookup::Missing;
+    match lookup {
         berth_proxy::Lookup::Starting => waiting(),
         berth_proxy::Lookup::Missing if in_flight => waiting(),
         // Ready, failed (the proxy shows why) or missing (it says so).
         _ => {
-            let labels = state.api.table.labels_or_fetch(&name).await.unwrap_or_default();
+            let labels = if visible {
+                state.api.table.labels_or_fetch(&name).await.unwrap_or_default()
+            } else {
+                Default::default()
+            };
             let hints = berth_manager::RouteHints::from_labels(state.api.fleet.manager().label_scheme(), &labels);
             match state.api.urls.placed(&name, &hints) {
                 // Under path routing the path keeps the browser on this host;
@@ -245,14 +346,37 @@ async fn wait(State(state): State<WebState>, Path(name): Path<String>, Query(q):
     }
 }
 
-async fn kill(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+/// The kill button's form.
+#[derive(Debug, Default, serde::Deserialize)]
+struct KillForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn kill(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    w: Who,
+    Path(name): Path<String>,
+    Form(form): Form<KillForm>,
+) -> Response {
+    let me = who(&w);
+    if !csrf_ok(&state, &headers, me, &form.csrf) {
+        return crate::auth::csrf_refused();
+    }
+    if !may_see(&state, me, &name).await {
+        return no_such(&name);
+    }
     match state.api.fleet.kill(&name).await {
         Ok(()) => Redirect::to("/").into_response(),
         Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
     }
 }
 
-async fn logs(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+async fn logs(State(state): State<WebState>, w: Who, Path(name): Path<String>) -> Response {
+    if !may_see(&state, who(&w), &name).await {
+        return no_such(&name);
+    }
     match state.api.fleet.manager().logs(&name, LogOptions { tail: Some(2000), since: None }).await {
         Ok(lines) => {
             let text: String = lines.into_iter().map(|l| l.line + "\n").collect();
@@ -264,15 +388,23 @@ async fn logs(State(state): State<WebState>, Path(name): Path<String>) -> Respon
 
 /// Launch progress for the please-wait page (the API's stream, which may
 /// sit behind a bearer token a browser does not have).
-async fn events(State(state): State<WebState>, Path(name): Path<String>, Query(q): Query<Following>) -> Response {
+async fn events(
+    State(state): State<WebState>,
+    w: Who,
+    Path(name): Path<String>,
+    Query(q): Query<Following>,
+) -> Response {
     if berth_manager::validate_name(&name).is_err() {
-        return error_page(StatusCode::NOT_FOUND, &format!("there is no tool named {name:?}"));
+        return no_such(&name);
     }
     let ticket = q.launch.map(berth_axum::api::LaunchTicket::from_id);
-    berth_axum::api::launch_events(state.api, name, None, ticket)
+    berth_axum::api::launch_events(state.api, name, who(&w).cloned(), ticket)
 }
 
-async fn history(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+async fn history(State(state): State<WebState>, w: Who, Path(name): Path<String>) -> Response {
+    if !may_see(&state, who(&w), &name).await {
+        return no_such(&name);
+    }
     let Some(store) = &state.api.history else {
         return error_page(StatusCode::NOT_FOUND, "no history is recorded");
     };
@@ -294,7 +426,15 @@ async fn history(State(state): State<WebState>, Path(name): Path<String>) -> Res
     .into_response()
 }
 
-async fn upload(State(state): State<WebState>, mut multipart: Multipart) -> Response {
+async fn upload(State(state): State<WebState>, headers: HeaderMap, w: Who, mut multipart: Multipart) -> Response {
+    // The form's first field is its CSRF token.
+    let token = match multipart.next_field().await {
+        Ok(Some(field)) if field.name() == Some("csrf") => field.text().await.unwrap_or_default(),
+        _ => String::new(),
+    };
+    if !csrf_ok(&state, &headers, who(&w), &token) {
+        return crate::auth::csrf_refused();
+    }
     while let Ok(Some(mut field)) = multipart.next_field().await {
         let Some(name) = field.file_name().map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_owned()) else {
             continue;
@@ -342,16 +482,31 @@ mod tests {
         let api = crate::testutil::mock_api(Duration::ZERO).await;
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("data/a.csv"), "x,y\n1,2\n").unwrap();
+        let auth = crate::testutil::auth(dir, &api, "").await;
         web_router(WebState {
             api,
             uploads: dir.join("uploads"),
             data: Some(dir.join("data")),
             data_base: "http://gw:8001/_berth/data".into(),
             max_upload: 1024 * 1024,
+            auth,
         })
     }
 
-    async fn send(app: &Router, req: http::Request<Body>) -> (StatusCode, String, Option<String>) {
+    /// The CSRF cookie and token of the browser these tests play.
+    const COOKIE: &str = "berth_csrf=00000000000000000000000000000000000000000000000000000000000000aa";
+
+    async fn token(app: &Router) -> String {
+        let req = http::Request::get("/").header(header::COOKIE, COOKIE).body(Body::empty()).unwrap();
+        let html = send(app, req).await.1;
+        let at = html.find("name=csrf value=\"").unwrap() + "name=csrf value=\"".len();
+        html[at..at + 64].to_owned()
+    }
+
+    async fn send(app: &Router, mut req: http::Request<Body>) -> (StatusCode, String, Option<String>) {
+        if !req.headers().contains_key(header::COOKIE) {
+            req.headers_mut().insert(header::COOKIE, COOKIE.parse().unwrap());
+        }
         let resp = app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
@@ -374,6 +529,14 @@ mod tests {
     async fn list_launch_show_kill_upload() {
         let dir = std::env::temp_dir().join(format!("berth-web-{}", std::process::id()));
         let app = app(&dir).await;
+        let csrf = token(&app).await;
+        let form = |path: &str, body: &str| form(path, &format!("csrf={csrf}&{body}"));
+        // Without the token (or with another browser's cookie) forms are refused.
+        let (status, _, _) = send(&app, super::tests::form("/ui/kill/v1", "")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let mut other = form("/ui/kill/v1", "");
+        other.headers_mut().insert(header::COOKIE, "berth_csrf=11".parse().unwrap());
+        assert_eq!(send(&app, other).await.0, StatusCode::FORBIDDEN);
         let (status, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("views &lt;things&gt;") && html.contains("a.csv") && html.contains(" checked"), "{html}");
@@ -440,7 +603,7 @@ mod tests {
 
         let boundary = "XyZ";
         let multipart = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mine.csv\"\r\nContent-Type: text/csv\r\n\r\na,b\n3,4\n\r\n--{boundary}--\r\n"
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mine.csv\"\r\nContent-Type: text/csv\r\n\r\na,b\n3,4\n\r\n--{boundary}--\r\n"
         );
         let req = http::Request::post("/ui/upload")
             .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
@@ -452,7 +615,7 @@ mod tests {
         let (_, html, _) = send(&app, http::Request::get("/").body(Body::empty()).unwrap()).await;
         assert!(html.contains("mine.csv"));
         let bad = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\".hidden\"\r\n\r\nx\r\n--{boundary}--\r\n"
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\".hidden\"\r\n\r\nx\r\n--{boundary}--\r\n"
         );
         let req = http::Request::post("/ui/upload")
             .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))

@@ -142,7 +142,7 @@ async fn login(State(portal): State<Portal>, Form(form): Form<LoginForm>) -> Res
         return (StatusCode::UNAUTHORIZED, "wrong user or password").into_response();
     }
     let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    let identity = Identity { admin: form.user == "admin", user: form.user };
+    let identity = Identity::new(form.user.clone()).with_admin(form.user == "admin");
     if let Ok(mut sessions) = portal.sessions.lock() {
         sessions.insert(token.clone(), identity);
     }
