@@ -214,7 +214,7 @@ mod interaction {
     use super::*;
     use berth_manager::{
         Capabilities, ContainerInfo, ContainerState, Endpoint, EventStreamBox, LabelScheme, LogLine, LogOptions,
-        LogStreamBox, VolumeInfo,
+        LogStreamBox, NodeInfo, VolumeInfo,
     };
     use std::collections::BTreeMap;
 
@@ -236,6 +236,7 @@ mod interaction {
             async fn prune_volumes(&self) -> berth_manager::Result<Vec<String>>;
             async fn persistent_volumes(&self) -> berth_manager::Result<Vec<VolumeInfo>>;
             async fn remove_persistent_volume(&self, name: &str) -> berth_manager::Result<()>;
+            async fn nodes(&self) -> berth_manager::Result<Vec<NodeInfo>>;
         }
     }
 
@@ -253,6 +254,8 @@ mod interaction {
             mem_reservation_mb: Some(mb),
             volumes: vec![],
             persistent_volumes: vec![],
+            node: None,
+            message: None,
         }
     }
 

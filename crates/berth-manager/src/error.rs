@@ -160,6 +160,42 @@ pub enum Error {
         state: String,
     },
 
+    /// No node can run the container now: its placement constraints match
+    /// no ready node, or no such node has room for its reservation. The
+    /// launch left nothing behind.
+    #[error("no node can run container {name:?}: {reason}")]
+    Unschedulable {
+        /// Container name.
+        name: String,
+        /// The scheduler's explanation (`no suitable node (insufficient
+        /// resources on 2 nodes)`, ...).
+        reason: String,
+        /// True when nodes meeting the constraints exist but lack free
+        /// resources, so removing containers there may help; false when no
+        /// ready node meets the constraints at all.
+        insufficient_resources: bool,
+    },
+
+    /// The container's node is down or unreachable: its logs and endpoint
+    /// went with it.
+    #[error("container {name:?} is on node {node:?}, which is down")]
+    NodeDown {
+        /// Container name.
+        name: String,
+        /// The node's host name (or id).
+        node: String,
+    },
+
+    /// The engine cannot manage swarm services: swarm mode is inactive, or
+    /// it is a worker rather than a manager.
+    #[error("container engine at {endpoint} cannot manage swarm services: {reason}")]
+    NotSwarmManager {
+        /// Where the engine is.
+        endpoint: String,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
+
     /// An I/O error outside the engine (a mock server socket, a local file).
     #[error("i/o error while {context}")]
     Io {

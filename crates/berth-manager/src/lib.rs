@@ -51,6 +51,7 @@
 
 mod error;
 mod manager;
+mod placement;
 mod spec;
 mod time;
 mod types;
@@ -61,9 +62,12 @@ pub mod conformance;
 pub mod docker;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "swarm")]
+pub mod swarm;
 
 pub use error::{BoxError, Error, Result};
 pub use manager::{Capabilities, ContainerManager, ContainerManagerExt, EventStreamBox, LogStreamBox};
+pub use placement::{Constraint, NodeInfo, Placement};
 pub use spec::{
     ContainerSpec, DEFAULT_CONTAINER_PORT, DEFAULT_CPUS, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH,
     ENV_INPUT_JSON_URL, ENV_STARTUP_DELAY_MS, Input, InputMode, MAX_ENV_INPUT_BYTES, MAX_FILE_INPUT_BYTES,
@@ -79,4 +83,6 @@ pub use types::{
 #[cfg(feature = "docker")]
 pub use docker::{DockerConfig, DockerManager, EndpointMode, EngineHost};
 #[cfg(feature = "mock")]
-pub use mock::{MOCK_TOOL_IMAGE, MOCK_TOOL_PROGRAM, MockConfig, MockEngine, MockManager};
+pub use mock::{MOCK_NODE_ID, MOCK_TOOL_IMAGE, MOCK_TOOL_PROGRAM, MockConfig, MockEngine, MockManager};
+#[cfg(feature = "swarm")]
+pub use swarm::{ImageResolution, SwarmConfig, SwarmEndpoints, SwarmManager};

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use crate::error::{Error, Result};
+use crate::placement::NodeInfo;
 use crate::spec::ContainerSpec;
 use crate::types::{
     ContainerEvent, ContainerInfo, ContainerState, Endpoint, LabelScheme, ListFilter, LogLine, LogOptions, VolumeInfo,
@@ -22,17 +23,57 @@ pub type EventStreamBox = BoxStream<'static, Result<ContainerEvent>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// Short name of the backend (`docker`, `mock`).
+    /// Short name of the backend (`docker`, `swarm`, `mock`).
     pub backend: &'static str,
     /// True when containers outlive the process that launched them, so a
-    /// new manager finds them again (Docker: yes; mock: no).
+    /// new manager finds them again (Docker, Swarm: yes; mock: no).
     pub survives_restart: bool,
+    /// True when containers may land on any of several nodes
+    /// ([`ContainerManager::nodes`] may list more than one, and
+    /// [`ContainerInfo::node`] says where each runs).
+    pub cluster: bool,
+    /// Largest input document mode `file` delivers, in bytes: the spec's
+    /// own limit ([`MAX_FILE_INPUT_BYTES`](crate::MAX_FILE_INPUT_BYTES))
+    /// or less when the backend's transport is smaller (Swarm configs).
+    pub max_file_input_bytes: usize,
+    /// True when [`ContainerManager::list_volumes`] and
+    /// [`ContainerManager::prune_volumes`] see only the volumes on the node
+    /// the manager talks to (a cluster's other nodes keep theirs out of
+    /// reach), and [`ContainerInfo::volumes`] is known only for containers
+    /// on that node.
+    pub node_local_volumes: bool,
 }
 
 impl Capabilities {
-    /// Capabilities with the given backend name and restart survival.
+    /// Capabilities of a single-engine backend with the given name and
+    /// restart survival: one node, the spec's file-input limit, volumes all
+    /// in view.
     pub const fn new(backend: &'static str, survives_restart: bool) -> Self {
-        Capabilities { backend, survives_restart }
+        Capabilities {
+            backend,
+            survives_restart,
+            cluster: false,
+            max_file_input_bytes: crate::spec::MAX_FILE_INPUT_BYTES,
+            node_local_volumes: false,
+        }
+    }
+
+    /// The same, for a backend whose containers spread over several nodes.
+    pub const fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The same, with a smaller limit on mode-`file` documents.
+    pub const fn with_max_file_input_bytes(mut self, bytes: usize) -> Self {
+        self.max_file_input_bytes = bytes;
+        self
+    }
+
+    /// The same, with volumes listed only on the manager's own node.
+    pub const fn with_node_local_volumes(mut self, node_local: bool) -> Self {
+        self.node_local_volumes = node_local;
+        self
     }
 }
 
@@ -151,6 +192,15 @@ pub trait ContainerManager: Send + Sync {
     /// [`Error::NotFound`] when no persistent volume of this manager has
     /// that name; [`Error::VolumeInUse`] while a container mounts it.
     async fn remove_persistent_volume(&self, name: &str) -> Result<()>;
+
+    /// The nodes containers can run on, sorted by id: the engine itself
+    /// for a single engine, every node of a cluster (ready or not, so a
+    /// caller sees which are down).
+    ///
+    /// # Errors
+    ///
+    /// Transport errors only.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>>;
 }
 
 /// Conveniences built only on [`ContainerManager`]'s required methods;
@@ -254,6 +304,9 @@ macro_rules! forward_manager {
             async fn remove_persistent_volume(&self, name: &str) -> Result<()> {
                 (**self).remove_persistent_volume(name).await
             }
+            async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+                (**self).nodes().await
+            }
         }
     };
 }
@@ -355,4 +408,22 @@ pub(crate) fn port_from_labels(
         Ok(p) if p != 0 => Ok(p),
         _ => Err(Error::PortMisconfigured { name: name.to_owned(), value: value.clone() }),
     }
+}
+
+/// Checks that one of `nodes` can take a container with `spec`'s placement
+/// (single-engine backends: their one node).
+pub(crate) fn check_placement(spec: &ContainerSpec, nodes: &[NodeInfo]) -> Result<()> {
+    if spec.placement.constraints.is_empty() || nodes.iter().any(|n| n.accepts(&spec.placement)) {
+        return Ok(());
+    }
+    Err(Error::Unschedulable {
+        name: spec.name.clone(),
+        reason: format!(
+            "no node satisfies the placement constraints {:?} ({} node{} checked)",
+            spec.placement.constraints,
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" }
+        ),
+        insufficient_resources: false,
+    })
 }

@@ -26,6 +26,7 @@ use crate::manager::{
     Capabilities, ContainerManager, EventStreamBox, LogStreamBox, check_persistent_volume, container_labels,
     persistent_volume_labels, port_from_labels, validate_for,
 };
+use crate::placement::NodeInfo;
 use crate::spec::{
     ContainerSpec, DEFAULT_INPUT_PATH, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode,
 };
@@ -157,7 +158,12 @@ struct EngineState {
     volume_data: HashMap<String, BTreeMap<String, Bytes>>,
     images: BTreeSet<String>,
     next_id: u64,
+    /// The engine's nodes; one unless a test adds more.
+    nodes: Vec<NodeInfo>,
 }
+
+/// Id of the one node a new [`MockEngine`] has.
+pub const MOCK_NODE_ID: &str = "mock-node";
 
 /// An in-process stand-in for a container engine, shareable by several
 /// [`MockManager`]s with different root labels.
@@ -183,7 +189,78 @@ impl MockEngine {
         let (events, _) = broadcast::channel(1024);
         let engine = MockEngine { state: Arc::default(), events };
         engine.add_image(MOCK_TOOL_IMAGE);
+        engine.lock().nodes.push(NodeInfo::new(MOCK_NODE_ID, "mock"));
         engine
+    }
+
+    /// Adds a node (or replaces the one with its id): a mock cluster. New
+    /// containers go to the ready, schedulable node that meets their
+    /// constraints and has room for their reservation (when its
+    /// `memory_mb` is set), the least busy first, as a scheduler would.
+    pub fn add_node(&self, node: NodeInfo) {
+        let mut state = self.lock();
+        state.nodes.retain(|n| n.id != node.id);
+        state.nodes.push(node);
+        state.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    /// Removes the node `id` from the engine (its containers stay, as lost
+    /// ones do).
+    pub fn remove_node(&self, id: &str) {
+        self.lock().nodes.retain(|n| n.id != id);
+    }
+
+    /// Marks node `id` up or down. Going down loses its running
+    /// containers: they die (state `dead`, no exit code, a message naming
+    /// the node) and their endpoints and logs are gone, as on a cluster
+    /// whose node stopped answering.
+    pub fn set_node_ready(&self, id: &str, ready: bool) {
+        let lost: Vec<Arc<ContainerCell>> = {
+            let mut state = self.lock();
+            let Some(node) = state.nodes.iter_mut().find(|n| n.id == id) else { return };
+            node.ready = ready;
+            if ready {
+                return;
+            }
+            state.containers.values().filter(|c| c.node == id).cloned().collect()
+        };
+        for cell in lost {
+            cell.lose_node();
+        }
+    }
+
+    /// Picks the node for a new container, or says why there is none.
+    fn place(&self, spec: &ContainerSpec) -> Result<String> {
+        let state = self.lock();
+        let eligible: Vec<&NodeInfo> = state.nodes.iter().filter(|n| n.accepts(&spec.placement)).collect();
+        let load = |node: &NodeInfo| -> (u64, usize) {
+            let on: Vec<&Arc<ContainerCell>> = state
+                .containers
+                .values()
+                .filter(|c| c.node == node.id && c.state() == ContainerState::Running)
+                .collect();
+            (on.iter().map(|c| c.mem_reservation_mb).sum(), on.len())
+        };
+        let with_room: Vec<&&NodeInfo> = eligible
+            .iter()
+            .filter(|n| n.memory_mb == 0 || load(n).0 + spec.mem_reservation_mb <= n.memory_mb)
+            .collect();
+        match with_room.iter().min_by_key(|n| (load(n).1, n.id.clone())) {
+            Some(n) => Ok(n.id.clone()),
+            None if eligible.is_empty() => Err(Error::Unschedulable {
+                name: spec.name.clone(),
+                reason: format!(
+                    "no suitable node (scheduling constraints not satisfied on {} nodes)",
+                    state.nodes.len()
+                ),
+                insufficient_resources: false,
+            }),
+            None => Err(Error::Unschedulable {
+                name: spec.name.clone(),
+                reason: format!("no suitable node (insufficient resources on {} nodes)", eligible.len()),
+                insufficient_resources: true,
+            }),
+        }
     }
 
     /// Makes `image` available (a missing tag means `:latest`).
@@ -355,6 +432,9 @@ struct ContainerCell {
     log_version: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     engine_events: broadcast::Sender<EngineEvent>,
+    /// The node it runs on.
+    node: String,
+    mem_reservation_mb: u64,
 }
 
 impl std::fmt::Debug for ContainerCell {
@@ -394,6 +474,8 @@ struct RunState {
     addr: Option<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
     exit_code: Option<i64>,
+    /// Set when its node went down while it ran.
+    lost: bool,
 }
 
 #[derive(Default)]
@@ -434,13 +516,39 @@ impl ContainerCell {
     }
 
     fn state(&self) -> ContainerState {
-        if self.lock_run().exit_code.is_some() { ContainerState::Exited } else { ContainerState::Running }
+        let run = self.lock_run();
+        if run.lost {
+            ContainerState::Dead
+        } else if run.exit_code.is_some() {
+            ContainerState::Exited
+        } else {
+            ContainerState::Running
+        }
+    }
+
+    /// Its node went down: the process is gone without an exit code.
+    fn lose_node(&self) {
+        let mut run = self.lock_run();
+        if run.exit_code.is_some() || run.lost {
+            return;
+        }
+        run.lost = true;
+        run.addr = None;
+        drop(run);
+        self.stop.send_replace(true);
+        self.lock_logs().closed = true;
+        self.log_version.send_modify(|v| *v += 1);
+        self.emit(&self.engine_events, EventKind::Died, None);
+    }
+
+    fn node_down(&self) -> Option<Error> {
+        self.lock_run().lost.then(|| Error::NodeDown { name: self.name.clone(), node: self.node.clone() })
     }
 
     /// Stops the server and records the exit; a second exit is ignored.
     fn exit(&self, code: i64) {
         let mut run = self.lock_run();
-        if run.exit_code.is_some() {
+        if run.exit_code.is_some() || run.lost {
             return;
         }
         run.exit_code = Some(code);
@@ -466,7 +574,13 @@ impl ContainerCell {
             name: self.name.clone(),
             image: self.image.clone(),
             labels: (*self.labels).clone(),
-            state: if run.exit_code.is_some() { ContainerState::Exited } else { ContainerState::Running },
+            state: if run.lost {
+                ContainerState::Dead
+            } else if run.exit_code.is_some() {
+                ContainerState::Exited
+            } else {
+                ContainerState::Running
+            },
             exit_code: run.exit_code,
             created: self.created,
             started: Some(self.started),
@@ -474,6 +588,8 @@ impl ContainerCell {
             mem_reservation_mb: self.labels.get(&scheme.mem_key()).and_then(|v| v.parse().ok()),
             volumes: self.volumes.clone(),
             persistent_volumes: self.mounts.iter().map(|(_, v)| v.clone()).collect(),
+            node: Some(self.node.clone()),
+            message: run.lost.then(|| format!("node {} is down", self.node)),
         }
     }
 }
@@ -485,7 +601,7 @@ impl ContainerManager for MockManager {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new("mock", false)
+        Capabilities::new("mock", false).with_cluster(self.engine.lock().nodes.len() > 1)
     }
 
     async fn launch(&self, spec: &ContainerSpec) -> Result<ContainerInfo> {
@@ -493,6 +609,7 @@ impl ContainerManager for MockManager {
         validate_for(scheme, spec)?;
         let image = spec.normalized_image();
         let labels = container_labels(scheme, spec);
+        let node = self.engine.place(spec)?;
 
         let mut env = spec.env.clone();
         let mut files = BTreeMap::new();
@@ -575,6 +692,8 @@ impl ContainerManager for MockManager {
                 log_version: watch::Sender::new(0),
                 stop: watch::Sender::new(false),
                 engine_events: self.engine.events.clone(),
+                node,
+                mem_reservation_mb: spec.mem_reservation_mb,
             });
             state.containers.insert(spec.name.clone(), cell.clone());
             cell
@@ -612,12 +731,18 @@ impl ContainerManager for MockManager {
 
     async fn logs(&self, name: &str, options: LogOptions) -> Result<Vec<LogLine>> {
         let cell = self.managed(name)?;
+        if let Some(e) = cell.node_down() {
+            return Err(e);
+        }
         let logs = cell.lock_logs();
         Ok(select_lines(&logs.lines, options))
     }
 
     async fn follow_logs(&self, name: &str, options: LogOptions) -> Result<LogStreamBox> {
         let cell = self.managed(name)?;
+        if let Some(e) = cell.node_down() {
+            return Err(e);
+        }
         let mut version = cell.log_version.subscribe();
         let first = {
             let logs = cell.lock_logs();
@@ -675,6 +800,9 @@ impl ContainerManager for MockManager {
         // The port label is checked first, as with Docker, so a container
         // adopted with a broken label fails the same way on both backends.
         port_from_labels(&self.config.labels, name, &cell.labels)?;
+        if let Some(e) = cell.node_down() {
+            return Err(e);
+        }
         let run = cell.lock_run();
         match (run.addr, run.exit_code) {
             (Some(addr), None) => Ok(Endpoint { addr }),
@@ -741,6 +869,10 @@ impl ContainerManager for MockManager {
             .filter(|v| v.labels.contains_key(scheme.root()) && v.is_persistent(scheme))
             .cloned()
             .collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        Ok(self.engine.lock().nodes.clone())
     }
 
     async fn remove_persistent_volume(&self, name: &str) -> Result<()> {

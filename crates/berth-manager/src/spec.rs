@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::placement::Placement;
 
 /// Default HTTP port a tool listens on inside its container.
 pub const DEFAULT_CONTAINER_PORT: u16 = 80;
@@ -174,6 +175,11 @@ pub struct ContainerSpec {
     /// stripping, routing), kept in its labels.
     #[serde(default, skip_serializing_if = "RouteHints::is_default")]
     pub hints: RouteHints,
+    /// Where the container may run (constraints, spread preferences), in
+    /// Docker Swarm's constraint language; single engines match the
+    /// constraints against their one node.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
 }
 
 /// A named volume that outlives its container: created on first use,
@@ -425,7 +431,20 @@ impl ContainerSpec {
             shm_size_mb: None,
             volumes: Vec::new(),
             hints: RouteHints::default(),
+            placement: Placement::default(),
         }
+    }
+
+    /// Adds a placement constraint (`node.labels.gpu==yes`, see [`Placement`]).
+    pub fn constraint(mut self, constraint: impl Into<String>) -> Self {
+        self.placement.constraints.push(constraint.into());
+        self
+    }
+
+    /// Adds a spread preference (`node.labels.zone`, see [`Placement`]).
+    pub fn spread(mut self, descriptor: impl Into<String>) -> Self {
+        self.placement.preferences.push(descriptor.into());
+        self
     }
 
     /// Replaces the image's `CMD`.
@@ -633,6 +652,7 @@ impl ContainerSpec {
             }
         }
         self.hints.validate(name)?;
+        self.placement.validate().map_err(|reason| Error::invalid(name, reason))?;
         if let Some(input) = &self.input {
             let size = input_size(&input.document);
             let limit = match &input.mode {
@@ -884,6 +904,8 @@ mod tests {
             (spec().hints(RouteHints { ready_status: vec![99], ..Default::default() }), "ready_status 99"),
             (spec().hints(RouteHints { start_timeout_secs: Some(0), ..Default::default() }), "start_timeout_secs"),
             (spec().hints(RouteHints { public_url: Some("ftp://x".into()), ..Default::default() }), "public_url"),
+            (spec().constraint("node.labels.gpu"), "no == or != operator"),
+            (spec().spread("zone"), "spread descriptor"),
         ];
         for (spec, needle) in cases {
             let err = spec.validate().unwrap_err().to_string();
@@ -927,7 +949,7 @@ mod tests {
         // Specs without the new fields serialize as before, so the fleet's
         // spec hashes of running containers stay the same.
         let v = serde_json::to_value(spec()).unwrap();
-        for key in ["command", "entrypoint", "volumes", "hints", "mem_limit_mb", "shm_size_mb", "user"] {
+        for key in ["command", "entrypoint", "volumes", "hints", "mem_limit_mb", "shm_size_mb", "user", "placement"] {
             assert!(v.get(key).is_none(), "{key} serialized: {v}");
         }
     }

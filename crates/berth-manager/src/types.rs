@@ -174,6 +174,16 @@ pub struct ContainerInfo {
     pub volumes: Vec<String>,
     /// Names of the persistent volumes it mounts (kept when it is removed).
     pub persistent_volumes: Vec<String>,
+    /// Id of the node it runs on (see
+    /// [`ContainerManager::nodes`](crate::ContainerManager::nodes)); `None`
+    /// on a single engine, whose one node runs everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The engine's word on the state, when it has one: why a container
+    /// failed (`task: non-zero exit (7)`, `node n2 is down`) or waits
+    /// (`no suitable node (insufficient resources on 3 nodes)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where a container's HTTP server can be reached from berth.

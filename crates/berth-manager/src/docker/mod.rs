@@ -31,9 +31,10 @@ pub use config::{DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPol
 
 use crate::error::{BoxError, Error, Result};
 use crate::manager::{
-    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, check_persistent_volume, container_labels,
-    persistent_volume_labels, persistent_volumes_from_labels, port_from_labels, validate_for,
+    Capabilities, ContainerManager, EventStreamBox, LogStreamBox, check_persistent_volume, check_placement,
+    container_labels, persistent_volume_labels, persistent_volumes_from_labels, port_from_labels, validate_for,
 };
+use crate::placement::{NodeInfo, labels_from_list};
 use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
 use crate::time::{parse_rfc3339, unix_secs};
 use crate::types::{
@@ -198,6 +199,11 @@ impl DockerManager {
         Ok(DockerManager { docker, config })
     }
 
+    /// The bollard client, for the swarm backend beside this module.
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &DockerConfig {
         &self.config
@@ -211,7 +217,7 @@ impl DockerManager {
 
     /// Runs one engine call under the configured timeout and classifies
     /// its error.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         operation: &'static str,
         subject: &str,
@@ -225,7 +231,7 @@ impl DockerManager {
     }
 
     /// Turns a bollard error into this crate's error.
-    fn classify(&self, operation: &'static str, subject: &str, e: BollardError) -> Error {
+    pub(crate) fn classify(&self, operation: &'static str, subject: &str, e: BollardError) -> Error {
         match e {
             BollardError::DockerResponseServerError { status_code, message } => {
                 let lower = message.to_ascii_lowercase();
@@ -324,6 +330,8 @@ impl DockerManager {
             started: state.and_then(|s| s.started_at.as_deref()).and_then(parse_rfc3339),
             volumes,
             persistent_volumes,
+            node: None,
+            message: state.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),
         }
     }
 
@@ -360,6 +368,8 @@ impl DockerManager {
                 .filter(|n| !persistent_volumes.contains(n))
                 .collect(),
             persistent_volumes,
+            node: None,
+            message: None,
         }
     }
 
@@ -514,7 +524,7 @@ impl DockerManager {
         Ok(values)
     }
 
-    async fn remove_volumes_matching(&self, label_filter: &str) -> Result<usize> {
+    pub(crate) async fn remove_volumes_matching(&self, label_filter: &str) -> Result<usize> {
         let opts =
             ListVolumesOptions { filters: Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])])) };
         let list = self.call("list volumes", label_filter, self.docker.list_volumes(Some(opts))).await?;
@@ -529,7 +539,7 @@ impl DockerManager {
 
     /// Removes a volume, retrying briefly while the engine still sees it in
     /// use by a container being removed. Returns whether it is gone.
-    async fn remove_volume(&self, name: &str) -> bool {
+    pub(crate) async fn remove_volume(&self, name: &str) -> bool {
         for attempt in 0..20 {
             let opts = RemoveVolumeOptions { force: true };
             match self.call("remove volume", name, self.docker.remove_volume(name, Some(opts))).await {
@@ -617,7 +627,7 @@ impl DockerManager {
             .collect())
     }
 
-    async fn resolve_host(&self) -> Result<IpAddr> {
+    pub(crate) async fn resolve_host(&self) -> Result<IpAddr> {
         let EngineHost::Tcp { host, .. } = &self.config.host else {
             return Ok(IpAddr::from([127, 0, 0, 1]));
         };
@@ -701,7 +711,7 @@ impl DockerManager {
     }
 }
 
-fn mib_to_bytes(mb: u64) -> i64 {
+pub(crate) fn mib_to_bytes(mb: u64) -> i64 {
     i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
 }
 
@@ -762,7 +772,7 @@ fn parse_log_chunk(bytes: &[u8], stream: LogStream, out: &mut Vec<LogLine>) {
     }
 }
 
-fn log_lines(item: bollard::container::LogOutput) -> Vec<LogLine> {
+pub(crate) fn log_lines(item: bollard::container::LogOutput) -> Vec<LogLine> {
     use bollard::container::LogOutput;
     let mut out = Vec::new();
     match item {
@@ -776,7 +786,7 @@ fn log_lines(item: bollard::container::LogOutput) -> Vec<LogLine> {
 }
 
 /// The engine's log query for `options`: both streams, with timestamps.
-fn logs_options(options: LogOptions, follow: bool) -> LogsOptions {
+pub(crate) fn logs_options(options: LogOptions, follow: bool) -> LogsOptions {
     LogsOptions {
         stdout: true,
         stderr: true,
@@ -825,6 +835,9 @@ impl ContainerManager for DockerManager {
     async fn launch(&self, spec: &ContainerSpec) -> Result<ContainerInfo> {
         let scheme = &self.config.labels;
         validate_for(scheme, spec)?;
+        if !spec.placement.constraints.is_empty() {
+            check_placement(spec, &self.nodes().await?)?;
+        }
         let image = spec.normalized_image();
         self.ensure_image(&image).await?;
 
@@ -1166,6 +1179,18 @@ impl ContainerManager for DockerManager {
             Err(Error::Engine { status: 409, .. }) => Err(Error::VolumeInUse { volume: name.to_owned() }),
             Err(e) => Err(e),
         }
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let info = self.call("info", "engine", self.docker.info()).await?;
+        let mut node = NodeInfo::new(info.id.unwrap_or_default(), info.name.unwrap_or_default());
+        node.os = info.os_type.unwrap_or_else(|| "linux".to_owned());
+        node.arch = info.architecture.unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+        node.engine_labels = labels_from_list(&info.labels.unwrap_or_default());
+        node.memory_mb = info.mem_total.and_then(|b| u64::try_from(b).ok()).unwrap_or(0) / (1024 * 1024);
+        node.cpus = info.ncpu.unwrap_or(0) as f64;
+        node.addr = Some(self.resolve_host().await?);
+        Ok(vec![node])
     }
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {

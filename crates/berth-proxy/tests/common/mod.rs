@@ -238,6 +238,10 @@ impl<M: ContainerManager> ContainerManager for CountingManager<M> {
         self.tick();
         self.inner.persistent_volumes().await
     }
+    async fn nodes(&self) -> berth_manager::Result<Vec<berth_manager::NodeInfo>> {
+        self.tick();
+        self.inner.nodes().await
+    }
     async fn remove_persistent_volume(&self, name: &str) -> berth_manager::Result<()> {
         self.tick_name(name);
         self.inner.remove_persistent_volume(name).await
