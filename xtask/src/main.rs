@@ -148,7 +148,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     println!("cargo test --workspace took {:.1?}", started.elapsed());
     if let Some(docker) = docker {
         rt.block_on(async {
-            let left = docker.label_values(berth_testkit::RUN_LABEL).await?;
+            let left = berth_testkit::run_label_values(&docker).await?;
             let live: Vec<_> = left
                 .iter()
                 .filter(|v| {
@@ -159,7 +159,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             // Runs of processes that have ended but left objects behind are
             // a test bug: sweep them, and fail so the bug gets fixed.
             for value in &left {
-                docker.sweep_label(berth_testkit::RUN_LABEL, value).await?;
+                berth_testkit::sweep_run(&docker, value).await?;
             }
             if !keep_images {
                 let n = docker.remove_images_with_label(berth_testkit::IMAGE_LABEL, None).await?;

@@ -10,6 +10,10 @@
 //!   statically, put it alone in a root filesystem tar and import it as an
 //!   image through the engine's API (no registry, no Dockerfile), cached by a
 //!   hash of its sources.
+//! - [`swarm::swarm_or_skip`]: a single-node swarm on the test engine,
+//!   made only when swarm mode is inactive and left by the last test
+//!   process using it; [`cluster::TestCluster`]: a multi-node swarm of
+//!   extra Docker daemons in network namespaces the test creates.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,6 +43,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
 use sha2::{Digest, Sha256};
+
+pub mod cluster;
+pub mod swarm;
 
 /// Environment variable that turns "no Docker engine" into a test failure.
 pub const ENV_REQUIRE_DOCKER: &str = "BERTH_REQUIRE_DOCKER";
@@ -181,10 +188,12 @@ impl TestRun {
         format!("t{}-{suffix}", self.id)
     }
 
-    /// Removes everything carrying the run's label now.
+    /// Removes everything carrying the run's label now: swarm services
+    /// and configs first (their containers go with them), then containers
+    /// and volumes.
     pub async fn cleanup(&self) {
         match DockerManager::connect(self.config.clone()).await {
-            Ok(m) => match m.sweep_label(RUN_LABEL, &self.id).await {
+            Ok(m) => match sweep_all(&m, &self.id).await {
                 Ok((0, 0)) => {}
                 Ok((c, v)) => tracing::debug!(run = %self.id, containers = c, volumes = v, "test run cleaned up"),
                 Err(e) => tracing::warn!(run = %self.id, error = %e, "test run clean-up failed"),
@@ -218,12 +227,41 @@ impl TestRun {
     }
 }
 
+/// Removes the swarm services and configs, then the containers and
+/// volumes, of run `run`; the numbers of containers and volumes removed.
+async fn sweep_all(manager: &DockerManager, run: &str) -> berth_manager::Result<(usize, usize)> {
+    swarm::sweep_run(manager, run).await;
+    manager.sweep_label(RUN_LABEL, run).await
+}
+
+/// The test-run label values on anything in the engine: containers,
+/// volumes, and (on a swarm manager) services and configs.
+///
+/// # Errors
+///
+/// Transport errors.
+pub async fn run_label_values(manager: &DockerManager) -> berth_manager::Result<std::collections::BTreeSet<String>> {
+    let mut values = manager.label_values(RUN_LABEL).await?;
+    values.extend(swarm::run_values(manager).await);
+    Ok(values)
+}
+
+/// Removes everything of test run `run` (swarm services and configs,
+/// containers, volumes).
+///
+/// # Errors
+///
+/// Transport errors.
+pub async fn sweep_run(manager: &DockerManager, run: &str) -> berth_manager::Result<(usize, usize)> {
+    sweep_all(manager, run).await
+}
+
 async fn sweep_dead_runs(manager: &DockerManager) -> Result<(), Error> {
-    for value in manager.label_values(RUN_LABEL).await? {
+    for value in run_label_values(manager).await? {
         let pid = value.split('x').next().unwrap_or_default();
         let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
         if !alive {
-            let (c, v) = manager.sweep_label(RUN_LABEL, &value).await?;
+            let (c, v) = sweep_all(manager, &value).await?;
             tracing::info!(run = %value, containers = c, volumes = v, "removed leftovers of a dead test run");
         }
     }
