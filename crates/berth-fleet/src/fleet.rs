@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use berth_manager::{ContainerInfo, ContainerManager, ContainerManagerExt, ContainerSpec, ContainerState, ListFilter};
+use berth_manager::{
+    ContainerInfo, ContainerManager, ContainerManagerExt, ContainerSpec, ContainerState, ListFilter, NodeInfo,
+};
 use sha2::{Digest, Sha256};
 
 use crate::activity::ActivityStore;
@@ -37,6 +39,18 @@ pub struct FleetConfig {
     /// Containers found in state `created` at recovery that are older than
     /// this are half-made launches of a crashed process, and are removed.
     pub orphan_grace: Duration,
+    /// Memory reservation allowed on each node, in MiB, for nodes without
+    /// a budget label of their own; `None`: no per-node budget (unless
+    /// [`node_budget_labels`](Self::node_budget_labels) finds one).
+    pub node_memory_budget_mb: Option<u64>,
+    /// Read each node's own budget from its node label
+    /// `<root>.mem_budget_mb` (MiB), over `node_memory_budget_mb`.
+    pub node_budget_labels: bool,
+    /// How many times a launch that no node had room for
+    /// ([`Unschedulable`](berth_manager::Error::Unschedulable) for lack of
+    /// resources) is retried, each time after evicting the least recently
+    /// used container on a node that meets its constraints.
+    pub unschedulable_retries: usize,
 }
 
 impl Default for FleetConfig {
@@ -50,6 +64,9 @@ impl Default for FleetConfig {
             idle_timeout: None,
             cull_interval: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(10),
+            node_memory_budget_mb: None,
+            node_budget_labels: false,
+            unschedulable_retries: 3,
         }
     }
 }
@@ -74,6 +91,8 @@ struct InFlight {
     mem_mb: u64,
     tool: Option<String>,
     owner: Option<String>,
+    /// The node it was sent to, under per-node budgets.
+    node: Option<String>,
 }
 
 /// Resources a container owns outside the engine (staged input files,
@@ -139,9 +158,21 @@ pub struct RecoveryReport {
 ///   back to creation time) until it fits; with nothing left to remove it
 ///   warns and starts anyway. Budget decisions are serialized and count
 ///   launches in flight, so concurrent launches never overshoot together.
+/// - Per-node budgets (a cluster backend: [`FleetConfig::node_memory_budget_mb`],
+///   node labels `<root>.mem_budget_mb`): the sum of reservations on each
+///   node stays within its budget. The fleet picks the node (the one meeting
+///   the spec's constraints with the most budget left) and pins the launch
+///   to it; when none has room it evicts the least recently used containers
+///   of the node where that makes room with the oldest victims.
+/// - A launch no node has room for ([`Unschedulable`](berth_manager::Error::Unschedulable)
+///   for lack of resources, e.g. a swarm task pending with "no suitable
+///   node") evicts the least recently used container on a node meeting its
+///   constraints and retries, up to [`FleetConfig::unschedulable_retries`]
+///   times; then, or when nothing can be evicted, it fails with that error.
 /// - Idempotent launch by name: concurrent launches of one name produce
 ///   one container; an existing name with a different spec is a
-///   [`Error::Conflict`].
+///   [`Error::Conflict`]; an existing one of the same spec that has
+///   stopped (exited, or lost with its node) is replaced.
 /// - Limits on containers in total and per tool.
 /// - Idle culling ([`Fleet::spawn_culler`], [`Fleet::purge_inactive`]) and
 ///   [`Fleet::purge_by_label`].
@@ -348,6 +379,19 @@ impl Fleet {
         staged: Option<Staged>,
     ) -> Result<LaunchOutcome> {
         match self.manager.inspect(&spec.name).await {
+            // A container of the same spec that has stopped (exited, or
+            // lost with its node) is replaced: a launch asks for a live one.
+            Ok(existing)
+                if matches!(existing.state, ContainerState::Exited | ContainerState::Dead)
+                    && existing.labels.get(&self.spec_label()).map(String::as_str) == Some(hash) =>
+            {
+                tracing::info!(name = %spec.name, state = %existing.state, reason = ?existing.message, "replacing a stopped container");
+                match self.kill(&spec.name).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
             Ok(existing) => return self.existing(existing, hash),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -359,9 +403,8 @@ impl Fleet {
                 return Err(e);
             }
         }
-        let spec = &spec;
-        let evicted = match self.decide(spec, what).await {
-            Ok(evicted) => evicted,
+        let (mut evicted, node) = match self.decide(&spec, what).await {
+            Ok(decided) => decided,
             Err(e) => {
                 if staged_any {
                     self.release_resources(&spec.name).await;
@@ -369,7 +412,27 @@ impl Fleet {
                 return Err(e);
             }
         };
-        let launched = self.manager.launch(spec).await;
+        // Under per-node budgets the fleet picked the node; the hash label
+        // was computed before, so the pin does not change the spec's identity.
+        if let Some(node) = &node {
+            spec.placement.constraints.push(format!("node.id=={node}"));
+        }
+        let spec = &spec;
+        let mut retries = 0;
+        let launched = loop {
+            let launched = self.manager.launch(spec).await;
+            if let Err(berth_manager::Error::Unschedulable { insufficient_resources: true, reason, .. }) = &launched {
+                if retries < self.config.unschedulable_retries {
+                    retries += 1;
+                    if let Some(victim) = self.evict_for_unschedulable(spec).await? {
+                        tracing::info!(name = %spec.name, %victim, %reason, "no node had room: evicted the least recently used container there, retrying");
+                        evicted.push(victim);
+                        continue;
+                    }
+                }
+            }
+            break launched;
+        };
         // On a conflict the staged resources under this name are the
         // winner's now: keep them.
         if staged_any && launched.as_ref().is_err_and(|e| !e.is_conflict()) {
@@ -442,7 +505,7 @@ impl Fleet {
     /// When the budget can only be met once launches in flight have become
     /// containers (which can then be evicted), the decision waits for them
     /// instead of overshooting.
-    async fn decide(&self, spec: &ContainerSpec, what: LaunchAs<'_>) -> Result<Vec<String>> {
+    async fn decide(&self, spec: &ContainerSpec, what: LaunchAs<'_>) -> Result<(Vec<String>, Option<String>)> {
         let mut evicted = Vec::new();
         loop {
             let decision = self.decisions.lock().await;
@@ -512,15 +575,160 @@ impl Fleet {
                     }
                 }
             }
+            let node = if self.per_node_budgets() {
+                let remaining: Vec<ContainerInfo> =
+                    existing.into_iter().filter(|c| !evicted.contains(&c.name)).collect();
+                self.choose_node(spec, &remaining, &in_flight, &mut evicted).await?
+            } else {
+                None
+            };
             self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(
                 spec.name.clone(),
                 InFlight {
                     mem_mb: spec.mem_reservation_mb,
                     tool: what.tool.map(str::to_owned),
                     owner: spec.labels.get(&self.config.owner_label).cloned(),
+                    node: node.clone(),
                 },
             );
-            return Ok(evicted);
+            return Ok((evicted, node));
+        }
+    }
+
+    fn per_node_budgets(&self) -> bool {
+        self.config.node_memory_budget_mb.is_some() || self.config.node_budget_labels
+    }
+
+    /// Label key of a node's own memory budget (MiB).
+    pub fn node_budget_label(&self) -> String {
+        format!("{}.mem_budget_mb", self.manager.label_scheme().root())
+    }
+
+    /// A node's memory budget, `None` for no limit.
+    fn node_budget(&self, node: &NodeInfo) -> Option<u64> {
+        let labelled = if self.config.node_budget_labels { node.labels.get(&self.node_budget_label()) } else { None };
+        labelled.and_then(|v| v.trim().parse().ok()).or(self.config.node_memory_budget_mb)
+    }
+
+    /// Per-node budgets: the node a launch goes to (the eligible node with
+    /// the most budget left), after evicting the least recently used
+    /// containers of the one node where that frees room soonest. `None`
+    /// lets the backend place it (no eligible node, or no way to make room:
+    /// then it starts anyway, as with the total budget).
+    async fn choose_node(
+        &self,
+        spec: &ContainerSpec,
+        existing: &[ContainerInfo],
+        in_flight: &[(String, InFlight)],
+        evicted: &mut Vec<String>,
+    ) -> Result<Option<String>> {
+        let nodes = self.manager.nodes().await?;
+        let single = nodes.len() == 1;
+        let eligible: Vec<&NodeInfo> = nodes.iter().filter(|n| n.accepts(&spec.placement)).collect();
+        let need = spec.mem_reservation_mb;
+        // Containers with no node run on a single engine's one node.
+        let on = |node: &NodeInfo, c: &ContainerInfo| match &c.node {
+            Some(n) => *n == node.id,
+            None => single,
+        };
+        let live = |c: &&ContainerInfo| matches!(c.state, ContainerState::Running | ContainerState::Created);
+        let used = |node: &NodeInfo| -> u64 {
+            let here = existing.iter().filter(live).filter(|c| on(node, c)).map(|c| c.mem_reservation_mb.unwrap_or(0));
+            let coming =
+                in_flight.iter().filter(|(_, f)| f.node.as_deref() == Some(node.id.as_str())).map(|(_, f)| f.mem_mb);
+            here.chain(coming).fold(0u64, u64::saturating_add)
+        };
+        let free = |node: &NodeInfo| self.node_budget(node).map_or(u64::MAX, |b| b.saturating_sub(used(node)));
+        if let Some(best) =
+            eligible.iter().filter(|n| free(n) >= need).max_by_key(|n| (free(n), std::cmp::Reverse(n.id.clone())))
+        {
+            return Ok(Some(best.id.clone()));
+        }
+        if eligible.is_empty() {
+            return Ok(None);
+        }
+        // No node has room: find, per node, the least recently used
+        // containers whose removal makes room there; take the node whose
+        // needed victims are the oldest (then the fewest).
+        let last = self.activity.last_activity_all().await?;
+        let mut best: Option<(SystemTime, usize, &NodeInfo, Vec<&ContainerInfo>)> = None;
+        for node in &eligible {
+            let Some(budget) = self.node_budget(node) else { continue };
+            if need > budget {
+                continue;
+            }
+            let mut candidates: Vec<&ContainerInfo> = existing
+                .iter()
+                .filter(live)
+                .filter(|c| on(node, c) && !in_flight.iter().any(|(n, _)| *n == c.name))
+                .collect();
+            candidates.sort_by_key(|c| (self.recency(c, &last), c.name.clone()));
+            let mut used_now = used(node);
+            let mut victims = Vec::new();
+            for c in candidates {
+                if used_now.saturating_add(need) <= budget {
+                    break;
+                }
+                used_now = used_now.saturating_sub(c.mem_reservation_mb.unwrap_or(0));
+                victims.push(c);
+            }
+            if used_now.saturating_add(need) > budget {
+                continue;
+            }
+            let newest = victims.iter().map(|c| self.recency(c, &last)).max().unwrap_or(SystemTime::UNIX_EPOCH);
+            if best.as_ref().is_none_or(|(t, n, _, _)| (newest, victims.len()) < (*t, *n)) {
+                best = Some((newest, victims.len(), node, victims));
+            }
+        }
+        let Some((_, _, node, victims)) = best else {
+            tracing::warn!(
+                name = %spec.name,
+                need_mb = need,
+                nodes = eligible.len(),
+                "per-node memory budget exceeded on every eligible node with nothing left to evict; starting anyway"
+            );
+            return Ok(None);
+        };
+        for victim in victims {
+            tracing::info!(
+                victim = %victim.name,
+                for_ = %spec.name,
+                node = %node.hostname,
+                "evicting the least recently used container on the node to fit its memory budget"
+            );
+            match self.kill(&victim.name).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            evicted.push(victim.name.clone());
+        }
+        Ok(Some(node.id.clone()))
+    }
+
+    /// After the backend found no node with room for `spec`: evicts the
+    /// least recently used container on a node that meets its constraints
+    /// (any container on a single engine); `None` when there is none.
+    async fn evict_for_unschedulable(&self, spec: &ContainerSpec) -> Result<Option<String>> {
+        let _decision = self.decisions.lock().await;
+        let nodes = self.manager.nodes().await?;
+        let eligible: HashSet<&str> =
+            nodes.iter().filter(|n| n.ready && n.accepts(&spec.placement)).map(|n| n.id.as_str()).collect();
+        let in_flight: HashSet<String> =
+            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let listed = self.manager.list(&ListFilter::all()).await?;
+        let last = self.activity.last_activity_all().await?;
+        let victim = listed
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
+            .filter(|c| c.name != spec.name && !in_flight.contains(&c.name))
+            .filter(|c| c.node.as_deref().is_none_or(|n| eligible.contains(n)))
+            .min_by_key(|c| (self.recency(c, &last), c.name.clone()));
+        let Some(victim) = victim else { return Ok(None) };
+        match self.kill(&victim.name).await {
+            Ok(()) => Ok(Some(victim.name.clone())),
+            Err(e) if e.is_not_found() => Ok(Some(victim.name.clone())),
+            Err(e) => Err(e),
         }
     }
 

@@ -482,7 +482,10 @@ pub async fn extra_directory_volumes(m: &dyn ContainerManager, fx: &Fixture) -> 
     let spec = fx.spec("vols").extra_directory("/data").extra_directory("/scratch/work");
     with_cleanup(m, std::slice::from_ref(&spec.name), async {
         let info = m.launch(&spec).await.ctx(C, "launch")?;
-        ensure!(C, info.volumes.len() == 2, "container has {} volumes", info.volumes.len());
+        // A backend that sees only its own node's volumes may not see
+        // these (the container runs on another node): it says so.
+        let visible = !(m.capabilities().node_local_volumes && info.volumes.is_empty());
+        ensure!(C, !visible || info.volumes.len() == 2, "container has {} volumes", info.volumes.len());
         let owned: Vec<_> = m
             .list_volumes()
             .await
@@ -490,7 +493,14 @@ pub async fn extra_directory_volumes(m: &dyn ContainerManager, fx: &Fixture) -> 
             .into_iter()
             .filter(|v| v.container.as_deref() == Some(spec.name.as_str()))
             .collect();
-        ensure!(C, owned.len() == 2, "{} volumes owned by {}", owned.len(), spec.name);
+        ensure!(C, owned.len() == if visible { 2 } else { 0 }, "{} volumes owned by {}", owned.len(), spec.name);
+        if visible {
+            let (addr, _) = wait_ready(m, fx, C, &spec.name).await?;
+            let (status, _) = http_request(addr, "PUT", "/file?path=/scratch/work/a.txt", Bytes::from_static(b"w"))
+                .await
+                .ctx(C, "write into an extra directory")?;
+            ensure!(C, status == 201, "writing into the extra directory answered {status}");
+        }
         m.remove(&spec.name).await.ctx(C, "remove")?;
         let left: Vec<_> = m
             .list_volumes()
@@ -859,6 +869,70 @@ pub async fn route_hints_in_labels(m: &dyn ContainerManager, fx: &Fixture) -> Ch
     .await
 }
 
+/// A constraint no node meets is `Unschedulable` (no free resources would
+/// help) and leaves nothing behind; a constraint naming a node the
+/// backend lists launches there.
+pub async fn placement_constraints(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "placement_constraints";
+    let nowhere = fx.spec("nowhere").constraint("node.labels.berth-conformance-nowhere==yes");
+    let r = m.launch(&nowhere).await;
+    ensure!(
+        C,
+        matches!(r, Err(Error::Unschedulable { insufficient_resources: false, .. })),
+        "an unsatisfiable constraint gave {r:?}"
+    );
+    let r = m.inspect(&nowhere.name).await;
+    ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "a refused launch left {r:?}");
+    let nodes = m.nodes().await.ctx(C, "nodes")?;
+    let Some(node) = nodes.iter().find(|n| n.ready && n.schedulable) else {
+        return Err(CheckFailure { check: C, message: format!("no ready node listed: {nodes:?}") });
+    };
+    let pinned = fx.spec("pinned").constraint(format!("node.id=={}", node.id)).spread("node.labels.zone");
+    with_cleanup(m, std::slice::from_ref(&pinned.name), async {
+        let info = m.launch(&pinned).await.ctx(C, "launch on a named node")?;
+        ensure!(C, info.node.as_ref().is_none_or(|n| *n == node.id), "landed on {:?}, not {}", info.node, node.id);
+        Ok(())
+    })
+    .await
+}
+
+/// The nodes are listed (one for a single engine), and a container's node
+/// is one of them.
+pub async fn nodes_listed(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "nodes_listed";
+    let nodes = m.nodes().await.ctx(C, "nodes")?;
+    ensure!(C, !nodes.is_empty(), "no nodes");
+    ensure!(C, m.capabilities().cluster || nodes.len() == 1, "a single-engine backend lists {} nodes", nodes.len());
+    let ids: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    ensure!(C, ids.len() == nodes.len(), "node ids repeat: {nodes:?}");
+    ensure!(C, nodes.windows(2).all(|w| w[0].id <= w[1].id), "nodes not sorted by id");
+    let spec = fx.spec("node");
+    with_cleanup(m, std::slice::from_ref(&spec.name), async {
+        let info = m.launch(&spec).await.ctx(C, "launch")?;
+        ensure!(C, info.node.as_deref().is_none_or(|n| ids.contains(n)), "runs on unlisted node {:?}", info.node);
+        Ok(())
+    })
+    .await
+}
+
+/// Mode `file` delivers a document up to the backend's declared limit
+/// ([`Capabilities::max_file_input_bytes`](crate::Capabilities)), checked
+/// with a document of almost the limit or 1 MiB, whichever is less, and
+/// refuses one over the limit with `InputTooLarge` before making anything.
+pub async fn file_input_limit(m: &dyn ContainerManager, fx: &Fixture) -> CheckResult {
+    const C: &str = "file_input_limit";
+    let limit = m.capabilities().max_file_input_bytes;
+    let over = json!({"blob": "x".repeat(limit)});
+    let spec = fx.spec("big-in").input_file(over, DEFAULT_INPUT_PATH);
+    let r = m.launch(&spec).await;
+    ensure!(C, matches!(r, Err(Error::InputTooLarge { mode: "file", .. })), "an over-limit document gave {r:?}");
+    let r = m.inspect(&spec.name).await;
+    ensure!(C, r.as_ref().err().is_some_and(Error::is_not_found), "a refused launch left {r:?}");
+    let size = limit.min(1024 * 1024) - 64;
+    let doc = json!({"blob": "y".repeat(size - 16)});
+    check_input(m, fx, C, fx.spec("big-ok").input_file(doc.clone(), DEFAULT_INPUT_PATH), &doc).await
+}
+
 /// Names of all checks, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
 pub const ALL_CHECKS: &[&str] = &[
     "launch_inspect_remove",
@@ -884,6 +958,9 @@ pub const ALL_CHECKS: &[&str] = &[
     "persistent_volumes_outlive_containers",
     "persistent_volume_owners",
     "route_hints_in_labels",
+    "placement_constraints",
+    "nodes_listed",
+    "file_input_limit",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$setup` is an
@@ -900,7 +977,7 @@ macro_rules! conformance_tests {
             bad_specs_rejected, missing_image, endpoint_serves_http,
             exited_container, purge_by_label, id_prefixes_are_not_names,
             process_settings, persistent_volumes_outlive_containers, persistent_volume_owners,
-            route_hints_in_labels);
+            route_hints_in_labels, placement_constraints, nodes_listed, file_input_limit);
     };
     (@each $setup:path; $($check:ident),+) => {
         #[test]

@@ -14,7 +14,10 @@
 //!   `--pidfile`, socket, config file (storage driver `vfs`) and cgroup
 //!   parent, started with `nsenter --net` (not `ip netns exec`, whose
 //!   fresh `/sys` mount hides the cgroup hierarchies dockerd needs) and
-//!   `unshare --uts`, so each node has its own host name;
+//!   `unshare --uts --pid --mount --fork --kill-child`: its own host name,
+//!   and a PID namespace of its own, so that killing the `unshare` process
+//!   kills the daemon, its containerd, shims and containers at once (a
+//!   node losing power), and its mounts vanish with its mount namespace;
 //! - a swarm: node 1 is the manager (advertising its namespace address,
 //!   heartbeat 1 s so a lost node is noticed within seconds), the others
 //!   join as workers; the test images are copied to every node with
@@ -67,6 +70,10 @@ pub struct ClusterNode {
     dir: PathBuf,
 }
 
+/// The `unshare` processes holding the nodes' daemons, by node index.
+#[derive(Debug, Default)]
+struct Daemons(std::sync::Mutex<Vec<Option<std::process::Child>>>);
+
 impl ClusterNode {
     /// Settings reaching this node's engine.
     pub fn docker_config(&self) -> DockerConfig {
@@ -75,10 +82,6 @@ impl ClusterNode {
 
     fn docker(&self) -> String {
         format!("docker -H unix://{}", self.socket.display())
-    }
-
-    fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("docker.pid")).ok()?.trim().parse().ok()
     }
 }
 
@@ -91,6 +94,7 @@ pub struct TestCluster {
     dir: PathBuf,
     subnet: u8,
     nodes: Vec<ClusterNode>,
+    daemons: Daemons,
     _exclusive: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
@@ -170,14 +174,15 @@ impl TestCluster {
         sh(&format!("{} node update --label-add {key}={value} {}", self.nodes[0].docker(), node.node_id)).map(|_| ())
     }
 
-    /// Stops node `i`'s daemon (SIGTERM, as a host shutting down would):
-    /// its containers stop and the managers soon see the node down.
-    ///
-    /// # Errors
-    ///
-    /// When the daemon does not exit within 30 s.
-    pub fn stop_node(&self, i: usize) -> Result<(), ClusterError> {
-        stop_daemon(&self.nodes[i])
+    /// Kills node `i`: its daemon and everything it ran die at once, as
+    /// when a host loses power; the managers see the node down within
+    /// seconds (heartbeat 1 s).
+    pub fn kill_node(&self, i: usize) {
+        let mut daemons = self.daemons.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Some(mut child)) = daemons.get_mut(i).map(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Waits until the manager reports node `i` in `state` (`ready`, `down`).
@@ -216,7 +221,14 @@ impl TestCluster {
         std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
             .map_err(|e| format!("writing owner.pid: {e}"))?;
         let subnet = free_subnet()?;
-        let mut cluster = TestCluster { id: id.clone(), dir: dir.clone(), subnet, nodes: Vec::new(), _exclusive: None };
+        let mut cluster = TestCluster {
+            id: id.clone(),
+            dir: dir.clone(),
+            subnet,
+            nodes: Vec::new(),
+            daemons: Daemons::default(),
+            _exclusive: None,
+        };
         // From here on, Drop cleans up whatever was made.
         cluster.build_network(n)?;
         for k in 1..=n {
@@ -292,13 +304,29 @@ impl TestCluster {
             d = d.display(),
             config = config.display()
         );
-        Command::new("setsid")
-            .args(["nsenter", &format!("--net=/run/netns/{}", node.netns), "unshare", "--uts", "sh", "-c", &script])
+        let child = Command::new("setsid")
+            .args([
+                "nsenter",
+                &format!("--net=/run/netns/{}", node.netns),
+                "unshare",
+                "--uts",
+                "--pid",
+                "--mount",
+                "--mount-proc",
+                "--fork",
+                "--kill-child=SIGKILL",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err)
             .spawn()
             .map_err(|e| format!("starting dockerd for {}: {e}", node.hostname))?;
+        // setsid and nsenter exec: this pid is unshare's.
+        record(&self.dir, "pids", &child.id().to_string());
+        self.daemons.0.lock().unwrap_or_else(|p| p.into_inner()).push(Some(child));
         Ok(())
     }
 
@@ -328,12 +356,10 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Stops every daemon and removes everything the cluster made.
+    /// Kills every node and removes everything the cluster made.
     fn teardown(&mut self) {
-        for node in &self.nodes {
-            if let Err(e) = stop_daemon(node) {
-                tracing::warn!(node = %node.hostname, error = %e, "could not stop a test daemon");
-            }
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
         }
         remove_state(&self.dir);
     }
@@ -417,21 +443,6 @@ fn pid_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-fn stop_daemon(node: &ClusterNode) -> Result<(), ClusterError> {
-    let Some(pid) = node.pid().filter(|p| pid_alive(*p)) else { return Ok(()) };
-    let _ = sh(&format!("kill -TERM {pid}"));
-    let started = Instant::now();
-    while pid_alive(pid) {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = sh(&format!("kill -KILL {pid}"));
-            return Err(format!("dockerd {pid} of {} ignored SIGTERM for 30 s; killed", node.hostname));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = std::fs::remove_file(node.dir.join("docker.pid"));
-    Ok(())
-}
-
 /// Removes what a cluster with state in `dir` made: processes started
 /// from its directory (daemons, their containerd and shims, by pid),
 /// mounts under it, its network namespaces and links, its cgroups and the
@@ -439,16 +450,13 @@ fn stop_daemon(node: &ClusterNode) -> Result<(), ClusterError> {
 fn remove_state(dir: &Path) {
     // With the trailing slash, so cluster 12 never matches cluster 123.
     let marker = format!("{}/", dir.to_string_lossy());
-    // Daemons first (their pid files), then anything else still running
-    // from this directory (containerd, shims), by pid.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let pidfile = e.path().join("docker.pid");
-            if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
-                if pid_alive(pid) {
-                    let _ = sh(&format!("kill -KILL {pid}"));
-                }
-            }
+    // The nodes' unshare processes (killing one kills its PID namespace),
+    // then anything else still running from this directory, by pid.
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("unshare") {
+            let _ = sh(&format!("kill -KILL {pid}"));
         }
     }
     for _ in 0..2 {

@@ -74,11 +74,12 @@ use crate::types::{
 };
 use state::{TaskView, exited_after_running, latest, node_is_down, node_name, task_view, unschedulable_reason};
 
-/// Largest input document mode `file` delivers on a swarm, in bytes: the
-/// size limit of a swarm config on Docker Engine 20.10 (500 KiB; newer
-/// engines allow 1000 KiB). Larger documents are refused with
-/// [`Error::InputTooLarge`]; use mode `url` for them.
-pub const MAX_CONFIG_BYTES: usize = 500 * 1024;
+/// Largest input document mode `file` delivers on a swarm, in bytes: a
+/// swarm config holds less than 1000 KiB ("config data must be larger
+/// than 0 and less than 1024000 bytes"). Larger documents are refused
+/// with [`Error::InputTooLarge`] before anything is made; use mode `url`
+/// for them.
+pub const MAX_CONFIG_BYTES: usize = 1000 * 1024 - 1;
 
 /// Label of the swarm's own on a task's container: the id of its service.
 const SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
@@ -107,6 +108,10 @@ pub struct SwarmManager {
     config: Arc<SwarmConfig>,
     /// The swarm node id of the engine berth talks to.
     local_node: Arc<str>,
+    /// Final states of services this manager (and its clones) removes, for
+    /// the event streams: a task that ended just before its service was
+    /// removed still owes its `died` event.
+    removals: tokio::sync::broadcast::Sender<(String, TaskView)>,
 }
 
 /// What [`SwarmManager::sweep_label`] removed.
@@ -176,7 +181,8 @@ impl SwarmManager {
             }
         }
         tracing::info!(engine = %endpoint, node = %local_node, "connected to swarm manager");
-        Ok(SwarmManager { engine, config: Arc::new(config), local_node })
+        let (removals, _) = tokio::sync::broadcast::channel(256);
+        Ok(SwarmManager { engine, config: Arc::new(config), local_node, removals })
     }
 
     /// The settings in use.
@@ -516,6 +522,49 @@ impl SwarmManager {
         }
     }
 
+    /// For each spread descriptor in turn, the constraint that sends a new
+    /// container to the label value (among ready nodes meeting the
+    /// placement so far) with the fewest of this manager's live containers.
+    async fn spread_constraints(&self, placement: &Placement) -> Result<Vec<String>> {
+        let descriptors = placement.spread_descriptors().unwrap_or_default();
+        if descriptors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nodes = self.nodes().await?;
+        let containers = self.list(&ListFilter::all()).await?;
+        let mut narrowed = placement.clone();
+        let mut out = Vec::new();
+        for descriptor in descriptors {
+            let value_of = |n: &NodeInfo| -> Option<String> {
+                match (descriptor.strip_prefix("node.labels."), descriptor.strip_prefix("engine.labels.")) {
+                    (Some(l), _) => n.labels.get(l).cloned(),
+                    (_, Some(l)) => n.engine_labels.get(l).cloned(),
+                    _ => None,
+                }
+            };
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for node in nodes.iter().filter(|n| n.accepts(&narrowed)) {
+                if let Some(v) = value_of(node) {
+                    counts.entry(v).or_insert(0);
+                }
+            }
+            for c in containers.iter().filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
+            {
+                let node = nodes.iter().find(|n| c.node.as_deref() == Some(n.id.as_str()));
+                if let Some(v) = node.and_then(value_of) {
+                    if let Some(count) = counts.get_mut(&v) {
+                        *count += 1;
+                    }
+                }
+            }
+            let Some((value, _)) = counts.into_iter().min_by_key(|(v, n)| (*n, v.clone())) else { continue };
+            let constraint = format!("{descriptor}=={value}");
+            narrowed.constraints.push(constraint.clone());
+            out.push(constraint);
+        }
+        Ok(out)
+    }
+
     /// Builds the service spec of a launch.
     fn service_spec(
         &self,
@@ -796,7 +845,9 @@ impl SwarmManager {
 
     /// Per-subscriber snapshot of this manager's services for the event
     /// stream: service id → (name, view).
-    async fn snapshot(&self) -> Result<HashMap<String, (String, TaskView)>> {
+    /// Also the last views of services in `known` that are gone, from
+    /// their tasks while the swarm still has them.
+    async fn snapshot(&self, known: &Snapshot) -> Result<(Snapshot, HashMap<String, TaskView>)> {
         let services = self.services_with(vec![self.scheme().root().to_owned()]).await?;
         let tasks = self.all_tasks().await?;
         let nodes = self.all_nodes().await?;
@@ -812,13 +863,17 @@ impl SwarmManager {
             let (Some(id), Some(name)) = (s.id.clone(), s.spec.as_ref().and_then(|x| x.name.clone())) else { continue };
             let task = latest(by_service.get(id.as_str()).into_iter().flatten().copied());
             let node = task.and_then(|t| t.node_id.as_deref()).and_then(|n| nodes.get(n).copied());
-            let mut view = task_view(task, node);
-            if view.state == ContainerState::Dead || view.state == ContainerState::Exited {
-                view.exit_code = task.and_then(|t| t.status.as_ref()?.container_status.as_ref()?.exit_code);
-            }
-            out.insert(id, (name, view));
+            out.insert(id, (name, task_view(task, node)));
         }
-        Ok(out)
+        let finals = known
+            .keys()
+            .filter(|id| !out.contains_key(*id))
+            .filter_map(|id| {
+                let task = latest(by_service.get(id.as_str()).into_iter().flatten().copied())?;
+                Some((id.clone(), task_view(Some(task), None)))
+            })
+            .collect();
+        Ok((out, finals))
     }
 }
 
@@ -920,6 +975,11 @@ impl ContainerManager for SwarmManager {
                     insufficient_resources: false,
                 });
             }
+        }
+        // Swarm spreads one service's tasks; each berth container is a
+        // service of its own, so spreading them is berth's job.
+        for constraint in self.spread_constraints(&placement).await? {
+            placement.constraints.push(constraint);
         }
         let (mut mounts, pins) = self.persistent_mounts(spec).await?;
         for pin in pins {
@@ -1112,8 +1172,10 @@ impl ContainerManager for SwarmManager {
     }
 
     async fn remove(&self, name: &str) -> Result<()> {
-        let service = self.service_named(name).await?;
+        let (service, task, node) = self.lookup(name).await?;
         let id = service.id.clone().unwrap_or_default();
+        // No subscriber is fine.
+        let _ = self.removals.send((id.clone(), task_view(task.as_ref(), node.as_ref())));
         self.destroy(&id, name, &Self::config_ids(&service)).await?;
         // Input configs of this name that no service mounts (a crash
         // between config and service) go too.
@@ -1188,7 +1250,8 @@ impl ContainerManager for SwarmManager {
             Ok(item) => item,
             Err(_) => None,
         };
-        let mut known = self.snapshot().await?;
+        let mut removals = self.removals.subscribe();
+        let (mut known, _) = self.snapshot(&Snapshot::new()).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let this = self.clone();
         let mut raw = futures_util::stream::iter(first).chain(raw);
@@ -1196,40 +1259,41 @@ impl ContainerManager for SwarmManager {
             let mut tick = tokio::time::interval(this.config.poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let removed = tokio::select! {
-                    _ = tick.tick() => None,
+                let mut settle = true;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    removal = removals.recv() => {
+                        // This process removes a service: its last state
+                        // first, so a death just before is not lost.
+                        let Ok((id, last)) = removal else { continue };
+                        let Some((name, _)) = known.get(&id).cloned() else { continue };
+                        let mut now = known.clone();
+                        now.insert(id, (name, last));
+                        for event in diff(&known, &now, &HashMap::new()) {
+                            if tx.send(Ok(event)).is_err() {
+                                return;
+                            }
+                        }
+                        known = now;
+                        continue;
+                    }
                     item = raw.next() => match item {
                         None => return,
                         Some(Err(e)) => {
                             let _ = tx.send(Err(this.engine.classify("events", "events", e)));
                             return;
                         }
-                        Some(Ok(msg)) => {
-                            let is_service = msg.typ.map(|t| t.to_string()) == Some("service".to_owned());
-                            let id = msg.actor.and_then(|a| a.id);
-                            (is_service && msg.action.as_deref() == Some("remove")).then_some(id).flatten()
-                        }
+                        // A removal is read at once, while the swarm still
+                        // has the service's tasks.
+                        Some(Ok(msg)) => settle = msg.action.as_deref() != Some("remove"),
                     },
-                };
-                if let Some(id) = removed {
-                    if let Some((name, _)) = known.remove(&id) {
-                        let event = ContainerEvent {
-                            kind: EventKind::Removed,
-                            name,
-                            id,
-                            time: SystemTime::now(),
-                            exit_code: None,
-                        };
-                        if tx.send(Ok(event)).is_err() {
-                            return;
-                        }
-                    }
-                    continue;
                 }
-                // Let a burst of engine events settle into one read.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let Ok(now) = this.snapshot().await else { continue };
-                for event in diff(&known, &now) {
+                if settle {
+                    // Let a burst of engine events settle into one read.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let Ok((now, finals)) = this.snapshot(&known).await else { continue };
+                for event in diff(&known, &now, &finals) {
                     if tx.send(Ok(event)).is_err() {
                         return;
                     }
@@ -1332,8 +1396,12 @@ impl ContainerManager for SwarmManager {
         Ok(())
     }
 
+    /// The swarm's nodes that meet the configured placement constraints
+    /// ([`SwarmConfig::placement`]): those berth's containers can run on.
     async fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        let mut nodes: Vec<NodeInfo> = self.all_nodes().await?.iter().map(node_info).collect();
+        let base = Placement { constraints: self.config.placement.constraints.clone(), preferences: Vec::new() };
+        let mut nodes: Vec<NodeInfo> =
+            self.all_nodes().await?.iter().map(node_info).filter(|n| base.matches(n)).collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
     }
@@ -1351,10 +1419,10 @@ impl SwarmManager {
 
 /// Events that turn `before` into `now`: starts, deaths (with exit codes),
 /// creations and removals of services.
-fn diff(
-    before: &HashMap<String, (String, TaskView)>,
-    now: &HashMap<String, (String, TaskView)>,
-) -> Vec<ContainerEvent> {
+/// Service id → (name, view), as an event stream last saw them.
+type Snapshot = HashMap<String, (String, TaskView)>;
+
+fn diff(before: &Snapshot, now: &Snapshot, finals: &HashMap<String, TaskView>) -> Vec<ContainerEvent> {
     let mut out = Vec::new();
     let event = |kind, name: &str, id: &str, exit_code| ContainerEvent {
         kind,
@@ -1388,6 +1456,15 @@ fn diff(
         before.iter().filter(|(id, _)| !now.contains_key(*id)).map(|(id, (name, _))| (id, name)).collect();
     gone.sort();
     for (id, name) in gone {
+        let was = before.get(id).map(|(_, v)| v);
+        if let Some(last) = finals.get(id).filter(|v| ended(v)) {
+            if !was.is_some_and(ended) {
+                if last.ran && !was.is_some_and(|p| p.state == ContainerState::Running) {
+                    out.push(event(EventKind::Started, name, id, None));
+                }
+                out.push(event(EventKind::Died, name, id, last.exit_code));
+            }
+        }
         out.push(event(EventKind::Removed, name, id, None));
     }
     out
@@ -1410,17 +1487,21 @@ mod tests {
     fn diffs_become_lifecycle_events() {
         let s = |v| HashMap::from([("id1".to_owned(), ("viz".to_owned(), v))]);
         let kinds = |evs: Vec<ContainerEvent>| evs.into_iter().map(|e| (e.kind, e.exit_code)).collect::<Vec<_>>();
-        let empty = HashMap::new();
-        assert_eq!(kinds(diff(&empty, &s(view(ContainerState::Created, None, false)))), [(EventKind::Created, None)]);
+        let d = |a: &Snapshot, b: &Snapshot| kinds(diff(a, b, &HashMap::new()));
+        let empty = Snapshot::new();
         let created = s(view(ContainerState::Created, None, false));
         let running = s(view(ContainerState::Running, None, true));
-        assert_eq!(kinds(diff(&created, &running)), [(EventKind::Started, None)]);
         let exited = s(view(ContainerState::Exited, Some(3), true));
-        assert_eq!(kinds(diff(&running, &exited)), [(EventKind::Died, Some(3))]);
+        assert_eq!(d(&empty, &created), [(EventKind::Created, None)]);
+        assert_eq!(d(&created, &running), [(EventKind::Started, None)]);
+        assert_eq!(d(&running, &exited), [(EventKind::Died, Some(3))]);
         // Between two reads it started and exited: both are owed.
-        assert_eq!(kinds(diff(&created, &exited)), [(EventKind::Started, None), (EventKind::Died, Some(3))]);
-        assert_eq!(kinds(diff(&exited, &exited)), []);
-        assert_eq!(kinds(diff(&exited, &empty)), [(EventKind::Removed, None)]);
+        assert_eq!(d(&created, &exited), [(EventKind::Started, None), (EventKind::Died, Some(3))]);
+        assert_eq!(d(&exited, &exited), []);
+        assert_eq!(d(&exited, &empty), [(EventKind::Removed, None)]);
+        // Gone while running, its last task says it had exited: died, then removed.
+        let finals = HashMap::from([("id1".to_owned(), view(ContainerState::Exited, Some(7), true))]);
+        assert_eq!(kinds(diff(&running, &empty, &finals)), [(EventKind::Died, Some(7)), (EventKind::Removed, None)]);
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! berth on a real multi-node Docker Swarm: three extra Docker daemons,
+//! each in a network namespace this test creates (see
+//! `berth_testkit::cluster`), the first the manager, the two others the
+//! only nodes berth may use (`node.labels.berth==yes`).
+//!
+//! One test, in phases sharing the cluster (building it takes a while):
+//! the whole conformance suite with every container on a remote node;
+//! spreading by constraints and preferences, with traffic to the nodes'
+//! namespace addresses only; the fleet's per-node budget; node loss.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_fleet::{Fleet, FleetConfig, LaunchOutcome, MemoryActivityStore};
+use berth_manager::conformance::{self, Fixture, http_get};
+use berth_manager::swarm::{SwarmConfig, SwarmManager};
+use berth_manager::{ContainerManager, ContainerSpec, ContainerState, EventKind, LabelScheme, ListFilter};
+use berth_testkit::cluster::TestCluster;
+use futures_util::StreamExt;
+
+fn swarm_config(cluster: &TestCluster, root: &str) -> SwarmConfig {
+    let mut config =
+        SwarmConfig::new(cluster.manager_config().labels(LabelScheme::new(root))).constraint("node.labels.berth==yes");
+    config.stop_grace = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(250);
+    config.unschedulable_grace = Duration::from_secs(2);
+    config
+}
+
+macro_rules! run_checks {
+    ($m:expr, $fx:expr; $($check:ident),+ $(,)?) => {{
+        let names: &[&str] = &[$(stringify!($check)),+];
+        assert_eq!(names, conformance::ALL_CHECKS, "the cluster runs every conformance check");
+        let mut failures = Vec::new();
+        $(
+            let started = Instant::now();
+            match conformance::$check($m, $fx).await {
+                Ok(()) => eprintln!("cluster conformance {} ok ({:.1?})", stringify!($check), started.elapsed()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        )+
+        failures
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_swarm() {
+    let Some(docker) = berth_testkit::docker_or_skip("swarm_cluster").await else { return };
+    let image = berth_testkit::test_tool_image(&docker).await.unwrap();
+    let started = Instant::now();
+    let Some(cluster) = TestCluster::start_or_skip("swarm_cluster", 3, std::slice::from_ref(&image)).await else {
+        return;
+    };
+    eprintln!("cluster of 3 nodes up in {:.1?}", started.elapsed());
+    for (i, zone) in [(1, "a"), (2, "b")] {
+        cluster.label_node(i, "berth", "yes").unwrap();
+        cluster.label_node(i, "zone", zone).unwrap();
+        cluster.label_node(i, "bc.mem_budget_mb", "96").unwrap();
+    }
+    let swarm = Arc::new(SwarmManager::connect(swarm_config(&cluster, "bc")).await.unwrap());
+    let workers: Vec<String> = cluster.nodes()[1..].iter().map(|n| n.node_id.clone()).collect();
+    let nodes = swarm.nodes().await.unwrap();
+    assert_eq!(nodes.iter().map(|n| n.id.clone()).collect::<std::collections::BTreeSet<_>>().len(), 2);
+    assert!(nodes.iter().all(|n| workers.contains(&n.id)), "only the labelled workers are berth's: {nodes:?}");
+
+    conformance_on_the_cluster(&swarm, &cluster, &image).await;
+    spreading(&swarm, &cluster, &image).await;
+    fleet_budgets_and_node_loss(&swarm, &cluster, &image).await;
+}
+
+/// Phase 1: every conformance check, with every container on a worker.
+async fn conformance_on_the_cluster(swarm: &Arc<SwarmManager>, cluster: &TestCluster, image: &str) {
+    let foreign = SwarmManager::connect(swarm_config(cluster, "bc-foreign")).await.unwrap();
+    let fixture = Fixture {
+        image: image.to_owned(),
+        foreign: Arc::new(foreign),
+        name_prefix: "cc".to_owned(),
+        labels: BTreeMap::new(),
+        // Containers on the nodes reach this process on the host's
+        // address on the test network.
+        host_from_container: cluster.host_addr().to_string(),
+        ready_timeout: Duration::from_secs(60),
+        program: "/berth-testtool".to_owned(),
+        guard: None,
+    };
+    let m: &dyn ContainerManager = swarm.as_ref();
+    let failures = run_checks!(m, &fixture;
+        launch_inspect_remove, duplicate_name_conflict, concurrent_same_name,
+        missing_is_not_found, list_filters, foreign_containers_invisible,
+        logs_contain_output, follow_logs_streams, events_lifecycle,
+        extra_directory_volumes, input_env, input_file, input_url,
+        bad_specs_rejected, missing_image, endpoint_serves_http,
+        exited_container, purge_by_label, id_prefixes_are_not_names,
+        process_settings, persistent_volumes_outlive_containers, persistent_volume_owners,
+        route_hints_in_labels, placement_constraints, nodes_listed, file_input_limit);
+    assert!(failures.is_empty(), "conformance on the cluster failed:\n{}", failures.join("\n"));
+    assert!(swarm.list(&ListFilter::all()).await.unwrap().is_empty(), "conformance left containers");
+}
+
+/// Phase 2: constraints send containers where they say, spread
+/// preferences spread them, and endpoints are the nodes' own addresses.
+async fn spreading(swarm: &Arc<SwarmManager>, cluster: &TestCluster, image: &str) {
+    let node_of_zone = |zone: &str| cluster.node(if zone == "a" { 1 } else { 2 }).clone();
+    for zone in ["a", "b"] {
+        let spec =
+            ContainerSpec::new(image, format!("zone-{zone}"), 16).constraint(format!("node.labels.zone=={zone}"));
+        let info = swarm.launch(&spec).await.unwrap();
+        let node = node_of_zone(zone);
+        assert_eq!(info.node.as_deref(), Some(node.node_id.as_str()), "zone {zone}");
+        let endpoint = swarm.endpoint(&spec.name).await.unwrap();
+        assert_eq!(endpoint.addr.ip(), std::net::IpAddr::V4(node.addr), "published on its node's address");
+        let (status, _) = http_get(endpoint.addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..4 {
+        let spec = ContainerSpec::new(image, format!("spread-{i}"), 16).spread("node.labels.zone");
+        let info = swarm.launch(&spec).await.unwrap();
+        *per_node.entry(info.node.unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2], "spread over the zones: {per_node:?}");
+    for c in swarm.list(&ListFilter::all()).await.unwrap() {
+        swarm.remove(&c.name).await.unwrap();
+    }
+}
+
+/// Phases 3 and 4: per-node budgets (96 MiB each), then a node stops.
+async fn fleet_budgets_and_node_loss(swarm: &Arc<SwarmManager>, cluster: &TestCluster, image: &str) {
+    let activity = Arc::new(MemoryActivityStore::new());
+    let config = FleetConfig { node_budget_labels: true, ..FleetConfig::default() };
+    let fleet = Fleet::new(swarm.clone(), activity, config);
+    let mut specs = BTreeMap::new();
+    for i in 0..6 {
+        let spec = ContainerSpec::new(image, format!("fleet-{i}"), 32);
+        fleet.launch(spec.clone(), None).await.unwrap();
+        specs.insert(spec.name.clone(), spec);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let placed = swarm.list(&ListFilter::all()).await.unwrap();
+    let count = |node: &str| placed.iter().filter(|c| c.node.as_deref() == Some(node)).count();
+    let (n2, n3) = (cluster.node(1).node_id.clone(), cluster.node(2).node_id.clone());
+    assert_eq!((count(&n2), count(&n3)), (3, 3), "96 MiB per node holds three of 32 MiB each");
+    // A seventh evicts the least recently used container, and takes its node.
+    let oldest = placed.iter().find(|c| c.name == "fleet-0").unwrap().node.clone().unwrap();
+    let outcome = fleet.launch(ContainerSpec::new(image, "fleet-6", 32), None).await.unwrap();
+    let LaunchOutcome::Launched { evicted, info } = outcome else { panic!("not launched") };
+    assert_eq!(evicted, ["fleet-0"]);
+    assert_eq!(info.node.as_deref(), Some(oldest.as_str()));
+    specs.remove("fleet-0");
+
+    // Node loss: the third node dies with its daemon and containers.
+    let victim = swarm.list(&ListFilter::all()).await.unwrap().into_iter().find(|c| c.node.as_deref() == Some(&n3));
+    let victim = victim.expect("a container on the third node");
+    let mut events = swarm.events().await.unwrap();
+    let stopped = Instant::now();
+    cluster.kill_node(2);
+    let down_after = cluster.wait_node_state(2, "down", Duration::from_secs(60)).unwrap();
+    eprintln!("node 3 killed; the manager saw it down after {:.1?}", stopped.elapsed().max(down_after));
+    let info = swarm.inspect(&victim.name).await.unwrap();
+    assert_eq!(info.state, ContainerState::Dead, "{info:?}");
+    let message = info.message.clone().unwrap_or_default();
+    assert!(message.contains("is down"), "a clear reason: {message:?}");
+    let r = swarm.endpoint(&victim.name).await;
+    assert!(matches!(r, Err(berth_manager::Error::NodeDown { .. })), "{r:?}");
+    let r = swarm.logs(&victim.name, Default::default()).await;
+    assert!(matches!(r, Err(berth_manager::Error::NodeDown { .. })), "{r:?}");
+    let died = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = events.next().await {
+            if let Ok(ev) = ev {
+                if ev.name == victim.name && ev.kind == EventKind::Died {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(died, Ok(true), "the event stream reports the lost container died");
+
+    // The same launch again goes to the node that is up (evicting there).
+    let spec = specs[&victim.name].clone();
+    let outcome = fleet.launch(spec, None).await.unwrap();
+    let LaunchOutcome::Launched { info, evicted } = outcome else { panic!("not relaunched") };
+    assert_eq!(info.node.as_deref(), Some(n2.as_str()));
+    assert_eq!(info.state, ContainerState::Running);
+    assert_eq!(evicted.len(), 1, "the up node was full: {evicted:?}");
+    let endpoint = swarm.endpoint(&info.name).await.unwrap();
+    assert_eq!(http_get(endpoint.addr, "/").await.unwrap().0, 200);
+
+    // Everything goes, the lost node's containers too; nothing stays registered.
+    for c in swarm.list(&ListFilter::all()).await.unwrap() {
+        fleet.kill(&c.name).await.unwrap();
+    }
+    assert!(swarm.list(&ListFilter::all()).await.unwrap().is_empty());
+}
