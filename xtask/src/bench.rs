@@ -1,5 +1,6 @@
-//! `cargo xtask bench <benchmark>`: berth's benchmarks: `proxy` (below)
-//! and `launch` (launch-to-ready of the real apps, in `bench_launch.rs`).
+//! `cargo xtask bench <benchmark>`: berth's benchmarks: `proxy` (below),
+//! `launch` (launch-to-ready of the real apps, in `bench_launch.rs`) and
+//! `swarm` (a swarm container against a plain one, in `bench_swarm.rs`).
 //!
 //! ```text
 //! cargo xtask bench proxy [--duration SECS] [--connections N]
@@ -59,13 +60,18 @@ const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connect
 /// Unknown benchmarks or arguments, and whatever makes the benchmark fail.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some((name, rest)) = args.split_first() else {
-        bail!("{USAGE}\n{}", crate::bench_launch::USAGE);
+        bail!("{USAGE}\n{}\n{}", crate::bench_launch::USAGE, crate::bench_swarm::USAGE);
     };
     match name.as_str() {
         "proxy" => proxy(&ProxyOptions::parse(rest)?, rest),
         "launch" => crate::bench_launch::run(rest),
+        "swarm" => crate::bench_swarm::run(rest),
         other => {
-            bail!("unknown benchmark {other:?}; benchmarks: proxy, launch\n{USAGE}\n{}", crate::bench_launch::USAGE)
+            bail!(
+                "unknown benchmark {other:?}; benchmarks: proxy, launch, swarm\n{USAGE}\n{}\n{}",
+                crate::bench_launch::USAGE,
+                crate::bench_swarm::USAGE
+            )
         }
     }
 }

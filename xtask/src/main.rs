@@ -13,11 +13,18 @@
 //!   real tools (JupyterLab, Streamlit, Dash, Shiny; `--no-real` skips
 //!   them), write a server config and registry under `target/demo/`, and
 //!   run `berth serve` with them.
+//! - `swarm-test [args]`: only the Docker Swarm tests (the conformance
+//!   suite and the proxy's Docker tests on a single-node swarm, the
+//!   multi-node swarm of extra daemons in network namespaces), with
+//!   `BERTH_REQUIRE_DOCKER=1` and `BERTH_REQUIRE_CLUSTER=1`, then the same
+//!   leftover check as `test`.
+//! - `bench proxy|launch|swarm`: the benchmarks (see `bench.rs`).
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
 mod bench;
 mod bench_launch;
+mod bench_swarm;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -37,7 +44,7 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <images [--real]|test|demo|bench> [args]");
+        eprintln!("usage: cargo xtask <images [--real]|test|swarm-test|demo|bench> [args]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
@@ -50,10 +57,11 @@ fn main() -> ExitCode {
             }
         },
         "test" => test(rest),
+        "swarm-test" => swarm_test(rest),
         "demo" => demo(rest),
         "bench" => bench::run(rest),
         other => {
-            eprintln!("unknown task {other:?}; tasks: images, test, demo, bench");
+            eprintln!("unknown task {other:?}; tasks: images, test, swarm-test, demo, bench");
             return ExitCode::from(2);
         }
     };
@@ -64,6 +72,60 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The Docker Swarm tests, required to run (no skipping), then the
+/// leftover check.
+fn swarm_test(args: &[String]) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let docker = rt.block_on(connect())?;
+    rt.block_on(berth_testkit::test_tool_image(&docker)).context("building the test tool image")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = std::time::Instant::now();
+    let status = Command::new(cargo)
+        .args([
+            "test",
+            "--no-fail-fast",
+            "-p",
+            "berth-manager",
+            "--test",
+            "conformance_swarm",
+            "--test",
+            "swarm_errors",
+        ])
+        .args(["-p", "berth-proxy", "--test", "proxy_docker", "-p", "berth-fleet", "--test", "swarm_cluster"])
+        .args(["--test", "fleet_nodes"])
+        .args(args)
+        .env(berth_testkit::ENV_REQUIRE_DOCKER, "1")
+        .env(berth_testkit::cluster::ENV_REQUIRE_CLUSTER, "1")
+        .status()
+        .context("running cargo test")?;
+    println!("the swarm tests took {:.1?}", started.elapsed());
+    rt.block_on(async {
+        // Only runs whose process has ended: other test processes on the
+        // same engine may still be running theirs.
+        let left: Vec<String> = berth_testkit::run_label_values(&docker)
+            .await?
+            .into_iter()
+            .filter(|v| {
+                let pid = v.split('x').next().unwrap_or_default();
+                !std::path::Path::new("/proc").join(pid).exists()
+            })
+            .collect();
+        for value in &left {
+            berth_testkit::sweep_run(&docker, value).await?;
+        }
+        if !left.is_empty() {
+            bail!(
+                "the swarm tests left services, containers or volumes behind (runs {left:?}); they have been removed"
+            );
+        }
+        anyhow::Ok(())
+    })?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -131,6 +131,15 @@ pub struct ToolDef {
     /// absent), beside the server's own per-user limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_user: Option<usize>,
+    /// Where the tool's containers may run, in Docker Swarm's constraint
+    /// language (`node.labels.gpu==yes`), on top of the engine's own
+    /// (`[engine.swarm] constraints`); a single engine matches them
+    /// against its one node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Labels to spread the tool's containers over (`node.labels.zone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<String>,
 }
 
 pub(crate) fn default_port() -> u16 {
@@ -173,6 +182,8 @@ impl ToolDef {
             routing: None,
             labels: BTreeMap::new(),
             max_per_user: None,
+            constraints: Vec::new(),
+            preferences: Vec::new(),
         }
     }
 
@@ -264,6 +275,8 @@ impl ToolDef {
         for (key, value) in &self.labels {
             spec = spec.label(key.clone(), value.clone());
         }
+        spec.placement =
+            berth_manager::Placement { constraints: self.constraints.clone(), preferences: self.preferences.clone() };
         // The probe asks for what the container receives. A tool that
         // keeps its prefix is served under its public path, not at `/`
         // (Jupyter with a base_url answers 404 there), and its ready_path

@@ -649,6 +649,9 @@ impl ContainerManager for SlowLogs {
     async fn remove_persistent_volume(&self, name: &str) -> berth_manager::Result<()> {
         self.0.remove_persistent_volume(name).await
     }
+    async fn nodes(&self) -> berth_manager::Result<Vec<berth_manager::NodeInfo>> {
+        self.0.nodes().await
+    }
 }
 
 #[tokio::test]

@@ -69,6 +69,26 @@ async fn multi_node_swarm() {
     conformance_on_the_cluster(&swarm, &cluster, &image).await;
     spreading(&swarm, &cluster, &image).await;
     fleet_budgets_and_node_loss(&swarm, &cluster, &image).await;
+    not_a_manager(&cluster).await;
+}
+
+/// Phase 5: a worker, and an engine whose swarm mode is inactive, are each
+/// refused within seconds with a specific error.
+async fn not_a_manager(cluster: &TestCluster) {
+    let connect = |i: usize| {
+        let mut config = SwarmConfig::new(cluster.node(i).docker_config());
+        config.engine.connect_timeout = Duration::from_secs(5);
+        SwarmManager::connect(config)
+    };
+    let started = Instant::now();
+    let r = connect(1).await;
+    let Err(berth_manager::Error::NotSwarmManager { reason, .. }) = &r else { panic!("a worker gave {r:?}") };
+    assert!(reason.contains("worker"), "{reason}");
+    cluster.leave_swarm(1).unwrap();
+    let r = connect(1).await;
+    let Err(berth_manager::Error::NotSwarmManager { reason, .. }) = &r else { panic!("a non-swarm engine gave {r:?}") };
+    assert!(reason.contains("inactive") && reason.contains("docker swarm init"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
 /// Phase 1: every conformance check, with every container on a worker.

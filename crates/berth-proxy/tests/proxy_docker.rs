@@ -1,7 +1,9 @@
 //! The proxy end to end against real Docker containers running the
 //! `berth-testtool` image: please-wait, websocket echo, server-sent
-//! events, failure pages, and no engine calls on the hot path. (Streaming
-//! 1 GiB each way is in `streaming_memory.rs`.)
+//! events, failure pages, and no engine calls on the hot path; each on a
+//! plain engine (`docker_*`) and on a single-node swarm (`swarm_*`, see
+//! `berth_testkit::swarm`). (Streaming 1 GiB each way is in
+//! `streaming_memory.rs`.)
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
 
@@ -21,17 +23,35 @@ use http_body_util::BodyExt;
 const HOST: &str = "app.example";
 
 struct Docker {
-    manager: Arc<CountingManager<berth_manager::DockerManager>>,
+    manager: Arc<CountingManager<Arc<dyn ContainerManager>>>,
     addr: std::net::SocketAddr,
     run: TestRun,
     image: String,
 }
 
-async fn setup(test: &str) -> Option<Docker> {
-    let docker = berth_testkit::docker_or_skip(test).await?;
-    let run = TestRun::start(&docker).await;
-    let image = berth_testkit::test_tool_image(&docker).await.expect("tool image");
-    let manager = Arc::new(CountingManager::new(docker));
+/// Which backend a test runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Docker,
+    Swarm,
+}
+
+async fn setup(test: &str, backend: Backend) -> Option<Docker> {
+    let (manager, run, image): (Arc<dyn ContainerManager>, TestRun, String) = match backend {
+        Backend::Docker => {
+            let docker = berth_testkit::docker_or_skip(test).await?;
+            let run = TestRun::start(&docker).await;
+            let image = berth_testkit::test_tool_image(&docker).await.expect("tool image");
+            (Arc::new(docker), run, image)
+        }
+        Backend::Swarm => {
+            let swarm = berth_testkit::swarm::swarm_or_skip(test).await?;
+            let run = TestRun::start(swarm.engine()).await;
+            let image = berth_testkit::test_tool_image(swarm.engine()).await.expect("tool image");
+            (Arc::new(swarm), run, image)
+        }
+    };
+    let manager = Arc::new(CountingManager::new(manager));
     let table = RouteTable::start(manager.clone(), TableConfig::default()).await.expect("route table");
     let recorder = ActivityRecorder::spawn(MemoryActivity::default(), 10_000);
     let proxy = Proxy::with_hooks(table, ProxyConfig::default(), berth_proxy::AllowAll, recorder);
@@ -50,9 +70,35 @@ impl Docker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_please_wait_then_tool_then_hot_path() {
-    let Some(d) = setup("docker_please_wait_then_tool_then_hot_path").await else { return };
+/// Defines `docker_<check>` and `swarm_<check>`, running `<check>` on each.
+macro_rules! on_both {
+    ($($check:ident),+ $(,)?) => {
+        mod docker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(d) = super::setup(concat!("docker_", stringify!($check)), super::Backend::Docker).await {
+                        super::$check(d).await;
+                    }
+                }
+            )+
+        }
+        mod swarm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(d) = super::setup(concat!("swarm_", stringify!($check)), super::Backend::Swarm).await {
+                        super::$check(d).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+on_both!(please_wait_then_tool_then_hot_path, websocket_and_sse, exit_shows_failure_page_and_removal_404);
+
+async fn please_wait_then_tool_then_hot_path(d: Docker) {
     let name = d.launch("wait", 1500).await;
     let root = format!("/docker/{name}/");
     let (status, _, body) = get(d.addr, HOST, &root).await;
@@ -75,9 +121,7 @@ async fn docker_please_wait_then_tool_then_hot_path() {
     assert_eq!(d.manager.calls_for(&name), before, "engine called on the hot path");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_websocket_and_sse() {
-    let Some(d) = setup("docker_websocket_and_sse").await else { return };
+async fn websocket_and_sse(d: Docker) {
     let name = d.launch("ws", 0).await;
     wait_not_503(d.addr, HOST, &format!("/docker/{name}/")).await;
 
@@ -116,9 +160,7 @@ async fn docker_websocket_and_sse() {
     assert!(String::from_utf8_lossy(&rest).contains("event 3"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_exit_shows_failure_page_and_removal_404() {
-    let Some(d) = setup("docker_exit_shows_failure_page_and_removal_404").await else { return };
+async fn exit_shows_failure_page_and_removal_404(d: Docker) {
     let name = d.launch("exit", 0).await;
     wait_not_503(d.addr, HOST, &format!("/docker/{name}/")).await;
     let _ = get(d.addr, HOST, &format!("/docker/{name}/say/goodbye-from-tool")).await;
@@ -174,4 +216,37 @@ async fn docker_created_but_never_started_fails() {
     };
     assert_eq!(failure.reason, berth_proxy::FailureReason::NeverStarted(Duration::from_secs(2)));
     assert!(started.elapsed() >= Duration::from_millis(1500), "failed before the timeout");
+}
+
+/// A swarm service whose task never gets a node (a launch that died while
+/// its task was pending) fails after the start timeout instead of waiting
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_pending_forever_fails() {
+    let Some(swarm) = berth_testkit::swarm::swarm_or_skip("swarm_pending_forever_fails").await else { return };
+    let run = TestRun::start(swarm.engine()).await;
+    let image = berth_testkit::test_tool_image(swarm.engine()).await.expect("tool image");
+    let manager = Arc::new(swarm);
+    let config = TableConfig { start_timeout: Duration::from_secs(2), ..TableConfig::default() };
+    let table = RouteTable::start(manager.clone(), config).await.expect("route table");
+    let name = run.name("pending");
+    let run_label = format!("{}={}", berth_testkit::RUN_LABEL, run.id());
+    let out = std::process::Command::new("docker")
+        .args(["service", "create", "--detach", "--name", &name, "--label", &run_label, "--label", "berth=true"])
+        .args(["--label", "berth.port=80", "--restart-condition", "none", "--endpoint-mode", "dnsrr"])
+        .args(["--constraint", "node.labels.berth-no-such-node==yes", &image])
+        .output()
+        .expect("docker CLI runs");
+    assert!(out.status.success(), "docker service create: {}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let failure = loop {
+        match table.lookup(&name).await {
+            berth_proxy::Lookup::Failed(f) => break f,
+            other => assert!(started.elapsed() < Duration::from_secs(20), "still {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failure.reason, berth_proxy::FailureReason::NeverStarted(Duration::from_secs(2)));
+    let info = manager.inspect(&name).await.unwrap();
+    assert!(info.message.as_deref().is_some_and(|m| m.contains("no suitable node")), "{:?}", info.message);
 }

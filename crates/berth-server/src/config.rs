@@ -7,7 +7,19 @@
 //! tools = "tools.toml"              # the tool registry, relative to this file
 //!
 //! [engine]
-//! endpoints = "auto"                # auto | bridge | published | host
+//! backend = "docker"                # docker (one engine) | swarm (services on a swarm manager)
+//! endpoints = "auto"                # docker: auto | bridge | published | host; swarm: published | network
+//!
+//! [engine.swarm]                    # with backend = "swarm"
+//! constraints = ["node.labels.berth==yes"]   # every service's, on top of each tool's own
+//! preferences = ["node.labels.zone"]         # spread containers over this label's values
+//! network = "berth-net"             # attachable overlay network (needed for endpoints = "network")
+//! images = "local"                  # local: by the image ID on the manager (no registry) | registry
+//! address_label = "berth.address"   # node label overriding a node's address for published ports
+//! start_timeout_secs = 120          # for a task to reach running (pulls included)
+//! unschedulable_grace_secs = 3      # for a task to find a node before the launch fails
+//! volume_driver = "local"           # persistent volumes on shared storage (else: on their node)
+//! volume_driver_options = { type = "nfs", o = "addr=10.0.0.5,rw", device = ":/export/{name}" }
 //!
 //! [proxy]
 //! prefix = "/docker"                # path routing under this prefix
@@ -25,6 +37,8 @@
 //! max_per_tool = 10
 //! max_per_user = 3                  # per logged-in user (a tool may set its own max_per_user)
 //! idle_timeout_secs = 3600
+//! node_memory_budget_mb = 8192      # per node (cluster backends); a node label <root_label>.mem_budget_mb overrides
+//! node_budget_labels = true         # read nodes' own budgets from that label
 //!
 //! [api]
 //! token = "change-me"               # bearer token for /api/v1; none when absent
@@ -114,13 +128,76 @@ pub enum ConfigError {
     },
 }
 
+/// Which container engine berth drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One Docker engine (`DockerManager`).
+    #[default]
+    Docker,
+    /// Services on a Docker Swarm manager (`SwarmManager`).
+    Swarm,
+}
+
 /// Engine settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
-    /// `auto`, `bridge`, `published` or `host`.
+    /// `docker` or `swarm`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Docker: `auto`, `bridge`, `published` or `host`; swarm: `published`
+    /// (the default) or `network`.
     #[serde(default)]
     pub endpoints: Option<String>,
+    /// Swarm settings (`[engine.swarm]`).
+    #[serde(default)]
+    pub swarm: SwarmSection,
+}
+
+/// How services name their images on a swarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmImages {
+    /// By the image ID on the manager's engine: no registry needed, the
+    /// image is loaded on every node.
+    #[default]
+    Local,
+    /// By reference: nodes pull from their registry.
+    Registry,
+}
+
+/// `[engine.swarm]`: how berth makes swarm services.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSection {
+    /// Constraints every service gets (`node.labels.berth==yes`).
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Labels containers are spread over (`node.labels.zone`).
+    #[serde(default)]
+    pub preferences: Vec<String>,
+    /// Overlay network every service joins.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `local` or `registry`.
+    #[serde(default)]
+    pub images: SwarmImages,
+    /// Node label holding a node's address for published ports.
+    #[serde(default)]
+    pub address_label: Option<String>,
+    /// Seconds a task may take to reach running.
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// Seconds a task may wait for a node before the launch fails.
+    #[serde(default)]
+    pub unschedulable_grace_secs: Option<u64>,
+    /// Volume driver of persistent volumes.
+    #[serde(default)]
+    pub volume_driver: Option<String>,
+    /// Its options (`{name}` is the volume's name).
+    #[serde(default)]
+    pub volume_driver_options: std::collections::BTreeMap<String, String>,
 }
 
 /// Which routings the proxy serves.
@@ -213,6 +290,13 @@ pub struct FleetSection {
     /// Idle seconds before a container is culled.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
+    /// Memory budget per node in MiB (cluster backends).
+    #[serde(default)]
+    pub node_memory_budget_mb: Option<u64>,
+    /// Read each node's budget from its node label
+    /// `<root_label>.mem_budget_mb`.
+    #[serde(default)]
+    pub node_budget_labels: bool,
 }
 
 /// API settings.
@@ -612,14 +696,40 @@ impl Config {
             ));
         }
         if let Some(e) = &config.engine.endpoints {
-            if !["auto", "bridge", "published", "host"].contains(&e.as_str()) {
+            let allowed: &[&str] = match config.engine.backend {
+                Backend::Docker => &["auto", "bridge", "published", "host"],
+                Backend::Swarm => &["published", "network"],
+            };
+            if !allowed.contains(&e.as_str()) {
                 return Err(invalid_at(
                     path,
                     text,
                     "engine.endpoints",
-                    format!("{e:?} is not one of auto, bridge, published, host"),
+                    format!("{e:?} is not one of {} (for backend {:?})", allowed.join(", "), config.engine.backend),
                 ));
             }
+        }
+        let swarm = &config.engine.swarm;
+        let swarm_set = !swarm.constraints.is_empty()
+            || !swarm.preferences.is_empty()
+            || swarm.network.is_some()
+            || swarm.volume_driver.is_some();
+        if config.engine.backend == Backend::Docker && swarm_set {
+            return Err(invalid_at(path, text, "engine.swarm", "applies only with engine.backend = \"swarm\"".into()));
+        }
+        let placement =
+            berth_manager::Placement { constraints: swarm.constraints.clone(), preferences: swarm.preferences.clone() };
+        if let Err(reason) = placement.validate() {
+            let key = if placement.parsed().is_err() { "engine.swarm.constraints" } else { "engine.swarm.preferences" };
+            return Err(invalid_at(path, text, key, reason));
+        }
+        if config.engine.endpoints.as_deref() == Some("network") && swarm.network.is_none() {
+            return Err(invalid_at(
+                path,
+                text,
+                "engine.endpoints",
+                "\"network\" needs engine.swarm.network (the overlay network berth runs attached to)".into(),
+            ));
         }
         let invalid = |key: &str, message: String| invalid_at(path, text, key, message);
         if config.routing_choice() != RoutingChoice::Path && config.proxy.host_suffix.is_none() {
@@ -887,6 +997,30 @@ mod tests {
             (c.staging_dir(), c.staging.bind),
             (PathBuf::from("/etc/st"), Some("172.17.0.1:8001".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn swarm_engine() {
+        let text = "[engine]\nbackend = \"swarm\"\nendpoints = \"published\"\n[engine.swarm]\n\
+                    constraints = [\"node.labels.berth==yes\"]\npreferences = [\"node.labels.zone\"]\n\
+                    images = \"registry\"\nvolume_driver_options = { device = \":/x/{name}\" }\n";
+        let c = Config::parse(Path::new("b.toml"), text).unwrap();
+        assert_eq!(c.engine.backend, Backend::Swarm);
+        assert_eq!(c.engine.swarm.constraints, ["node.labels.berth==yes"]);
+        assert_eq!(c.engine.swarm.images, SwarmImages::Registry);
+        let bad = |text: &str, key: &str| {
+            let e = Config::parse(Path::new("b.toml"), text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e} should name {key}");
+        };
+        bad("[engine]\nbackend = \"swarm\"\nendpoints = \"bridge\"\n", "engine.endpoints");
+        bad("[engine]\nbackend = \"swarm\"\nendpoints = \"network\"\n", "engine.endpoints");
+        bad("[engine]\nbackend = \"kube\"\n", "engine.backend");
+        bad("[engine.swarm]\nconstraints = [\"node.labels.x==1\"]\n", "engine.swarm");
+        bad(
+            "[engine]\nbackend = \"swarm\"\n[engine.swarm]\nconstraints = [\"node.gpu\"]\n",
+            "engine.swarm.constraints",
+        );
+        bad("[engine]\nbackend = \"swarm\"\n[engine.swarm]\npreferences = [\"zone\"]\n", "engine.swarm.preferences");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 mod auth;
 mod client;
 mod config;
+mod engine;
 mod peers;
 mod serve;
 #[cfg(test)]

@@ -9,8 +9,6 @@ use axum::Router;
 use berth_axum::api::{ApiState, api_router};
 use berth_fleet::{Fleet, FleetConfig, Stager};
 use berth_history::{HistoryConfig, HistoryStore};
-use berth_manager::LabelScheme;
-use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
 use berth_proxy::{
     ActivityRecorder, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig, WaitingPage,
 };
@@ -163,22 +161,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     let registry = config.registry()?;
     let longest_start = longest_start(config, &registry);
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let mode = match config.engine.endpoints.as_deref() {
-        Some("bridge") => EndpointMode::BridgeIp,
-        Some("published") => EndpointMode::PublishedPort,
-        Some("host") => EndpointMode::HostNetwork,
-        _ => EndpointMode::Auto,
-    };
-    let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone())).endpoint_mode(mode);
-    let manager = Arc::new(DockerManager::connect(docker).await?);
-    let peers = crate::peers::ContainerPeers::new({
-        let manager = manager.clone();
-        Arc::new(move || {
-            let manager = manager.clone();
-            Box::pin(async move { manager.network_subnets().await })
-        })
-    });
-    let remote_engine = !manager.config().host.is_local();
+    let crate::engine::Engine { manager, peers, remote: remote_engine } = crate::engine::connect(config).await?;
 
     let history = Arc::new(
         HistoryStore::open(config.data_dir.join("history.sqlite"), HistoryConfig::default())
@@ -203,6 +186,8 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         max_per_user: config.fleet.max_per_user,
         owner_label: owner_label.clone(),
         idle_timeout: config.fleet.idle_timeout_secs.map(Duration::from_secs),
+        node_memory_budget_mb: config.fleet.node_memory_budget_mb,
+        node_budget_labels: config.fleet.node_budget_labels,
         ..FleetConfig::default()
     };
     let fleet = Arc::new(Fleet::new(manager.clone(), history.clone(), fleet_config).with_stager(stager));

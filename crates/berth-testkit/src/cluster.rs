@@ -185,6 +185,16 @@ impl TestCluster {
         }
     }
 
+    /// Makes node `i` leave the swarm (`docker swarm leave --force`): its
+    /// engine is then one whose swarm mode is inactive.
+    ///
+    /// # Errors
+    ///
+    /// The CLI's complaint.
+    pub fn leave_swarm(&self, i: usize) -> Result<(), ClusterError> {
+        sh(&format!("{} swarm leave --force", self.nodes[i].docker())).map(|_| ())
+    }
+
     /// Waits until the manager reports node `i` in `state` (`ready`, `down`).
     ///
     /// # Errors

@@ -4,21 +4,26 @@
 //! ```text
 //! proxy-server [--listen 127.0.0.1:8000] [--prefix /docker] [--host-suffix docker.localhost]
 //!              [--endpoints auto|bridge|published|host] [--logs-path docker-logs]
-//!              [--history FILE] [--threads N]
+//!              [--history FILE] [--threads N] [--backend docker|swarm]
 //! ```
 //!
 //! Path routing by default (`/docker/<name>/...`); `--host-suffix`
 //! switches to hostname routing (`<name>.docker.localhost`). The engine is
 //! found like the Docker CLI finds it. With `--history`, every proxied
-//! request is recorded in that SQLite file (off the hot path). Used by
-//! `cargo xtask bench proxy`, with and without history.
+//! request is recorded in that SQLite file (off the hot path). With
+//! `--backend swarm` the engine must be a swarm manager, and the proxy
+//! serves its swarm services' containers (host-mode published ports).
+//! Used by `cargo xtask bench proxy` (with and without history) and
+//! `cargo xtask bench swarm`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use berth_history::{HistoryConfig, HistoryStore};
+use berth_manager::ContainerManager;
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
+use berth_manager::swarm::{SwarmConfig, SwarmManager};
 use berth_proxy::{
     ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, ServerLimits,
     TableConfig,
@@ -36,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let mut mode = EndpointMode::Auto;
     let mut history: Option<String> = None;
     let mut threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut swarm = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -46,6 +52,13 @@ async fn main() -> anyhow::Result<()> {
             "--logs-path" => logs_path = Some(value()?),
             "--history" => history = Some(value()?),
             "--threads" => threads = value()?.parse().context("--threads takes a number")?,
+            "--backend" => {
+                swarm = match value()?.as_str() {
+                    "docker" => false,
+                    "swarm" => true,
+                    other => bail!("unknown --backend {other:?} (docker, swarm)"),
+                }
+            }
             "--endpoints" => {
                 mode = match value()?.as_str() {
                     "auto" => EndpointMode::Auto,
@@ -71,8 +84,12 @@ async fn main() -> anyhow::Result<()> {
             None => routing,
         }),
     };
-    let manager = DockerManager::connect(DockerConfig::from_env()?.endpoint_mode(mode)).await?;
-    let table = RouteTable::start(Arc::new(manager), TableConfig::default()).await?;
+    let manager: Arc<dyn ContainerManager> = if swarm {
+        Arc::new(SwarmManager::connect(SwarmConfig::new(DockerConfig::from_env()?)).await?)
+    } else {
+        Arc::new(DockerManager::connect(DockerConfig::from_env()?.endpoint_mode(mode)).await?)
+    };
+    let table = RouteTable::start(manager, TableConfig::default()).await?;
     let recorder = match history {
         Some(path) => {
             let store = Arc::new(HistoryStore::open(&path, HistoryConfig::default()).await?);

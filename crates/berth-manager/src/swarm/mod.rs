@@ -435,7 +435,11 @@ impl SwarmManager {
     /// Records (on first use) and checks the spec's persistent volumes;
     /// their mounts, and the constraints that send the container to the
     /// nodes holding them.
-    async fn persistent_mounts(&self, spec: &ContainerSpec) -> Result<(Vec<Mount>, Vec<String>)> {
+    async fn persistent_mounts(
+        &self,
+        spec: &ContainerSpec,
+        records: &mut Vec<String>,
+    ) -> Result<(Vec<Mount>, Vec<String>)> {
         let scheme = self.scheme();
         let mut mounts = Vec::new();
         let mut pins = Vec::new();
@@ -454,8 +458,9 @@ impl SwarmManager {
                         templating: None,
                     };
                     match self.call("create config", &spec.name, self.engine.client().create_config(config)).await {
-                        // Created, or made by a launch racing this one: its labels decide.
-                        Ok(_) | Err(Error::Conflict { .. } | Error::Engine { status: 409, .. }) => {}
+                        Ok(made) => records.push(made.id),
+                        // Made by a launch racing this one: its labels decide.
+                        Err(Error::Conflict { .. } | Error::Engine { status: 409, .. }) => {}
                         Err(e) => return Err(e),
                     }
                     self.volume_record(&volume.name).await?.ok_or_else(|| Error::Engine {
@@ -520,6 +525,105 @@ impl SwarmManager {
                 tracing::warn!(volume = %volume.name, error = %e, "could not record the node of a persistent volume");
             }
         }
+    }
+
+    /// The part of a launch that makes things: volume records, the input
+    /// config, the service; `records` collects the volume records it made.
+    async fn launch_prepared(
+        &self,
+        spec: &ContainerSpec,
+        mut placement: Placement,
+        env: Vec<String>,
+        input_file: Option<(String, Vec<u8>)>,
+        image: String,
+        records: &mut Vec<String>,
+    ) -> Result<ContainerInfo> {
+        let scheme = self.scheme();
+        let (mut mounts, pins) = self.persistent_mounts(spec, records).await?;
+        for pin in pins {
+            if !placement.constraints.contains(&pin) {
+                placement.constraints.push(pin);
+            }
+        }
+        for dir in &spec.extra_directories {
+            // Anonymous: the node creates the volume with the container and
+            // removes it with the container. No driver config, or the node
+            // would create a second, unused volume for it.
+            let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+            labels.insert(scheme.root().to_owned(), "true".to_owned());
+            labels.insert(scheme.volume_owner_key(), spec.name.clone());
+            mounts.push(Mount {
+                target: Some(dir.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
+                ..Default::default()
+            });
+        }
+        if let Some(mb) = spec.shm_size_mb {
+            mounts.push(Mount {
+                target: Some("/dev/shm".to_owned()),
+                typ: Some(MountType::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(mib_to_bytes(mb)),
+                    mode: Some(0o1777),
+                    options: None,
+                }),
+                ..Default::default()
+            });
+        }
+        let mut config_ids = Vec::new();
+        let mut configs = Vec::new();
+        if let Some((path, doc)) = &input_file {
+            let (id, name) = self.create_input_config(spec, doc).await?;
+            configs.push(TaskSpecContainerSpecConfigs {
+                file: Some(TaskSpecContainerSpecFile1 {
+                    name: Some(path.clone()),
+                    uid: Some("0".to_owned()),
+                    gid: Some("0".to_owned()),
+                    mode: Some(0o444),
+                }),
+                config_id: Some(id.clone()),
+                config_name: Some(name),
+                runtime: None,
+            });
+            config_ids.push(id);
+        }
+        let service_spec = match self.service_spec(spec, image.clone(), env, mounts, configs, &placement) {
+            Ok(s) => s,
+            Err(e) => {
+                for id in &config_ids {
+                    self.remove_config(id).await;
+                }
+                return Err(e);
+            }
+        };
+        let created =
+            match self.call("create", &spec.name, self.engine.client().create_service(service_spec, None)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    for id in &config_ids {
+                        self.remove_config(id).await;
+                    }
+                    return Err(e);
+                }
+            };
+        let service_id = created.id.unwrap_or_default();
+        let task = match self.wait_started(&service_id, spec, &image).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(name = %spec.name, error = %e, "launch failed after the service was made; removing it");
+                if let Err(cleanup) = self.destroy(&service_id, &spec.name, &config_ids).await {
+                    tracing::error!(name = %spec.name, error = %cleanup, "could not remove the half-launched service");
+                }
+                return Err(e);
+            }
+        };
+        if let Some(node) = task.node_id.as_deref() {
+            self.pin_volumes(spec, node).await;
+        }
+        tracing::info!(name = %spec.name, image = %spec.normalized_image(), node = ?task.node_id, "swarm service launched");
+        self.inspect(&spec.name).await
     }
 
     /// For each spread descriptor in turn, the constraint that sends a new
@@ -981,91 +1085,18 @@ impl ContainerManager for SwarmManager {
         for constraint in self.spread_constraints(&placement).await? {
             placement.constraints.push(constraint);
         }
-        let (mut mounts, pins) = self.persistent_mounts(spec).await?;
-        for pin in pins {
-            if !placement.constraints.contains(&pin) {
-                placement.constraints.push(pin);
+        let mut records = Vec::new();
+        let launched = self.launch_prepared(spec, placement, env, input_file, image, &mut records).await;
+        if launched.is_err() {
+            // Volume records this launch made go with it (one a racing
+            // launch's service mounts is refused by the swarm, and stays).
+            for id in records {
+                if let Err(e) = self.call("remove config", &id, self.engine.client().delete_config(&id)).await {
+                    tracing::debug!(config = %id, error = %e, "kept the record of a persistent volume");
+                }
             }
         }
-        for dir in &spec.extra_directories {
-            // Anonymous: the node creates the volume with the container and
-            // removes it with the container. No driver config, or the node
-            // would create a second, unused volume for it.
-            let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-            labels.insert(scheme.root().to_owned(), "true".to_owned());
-            labels.insert(scheme.volume_owner_key(), spec.name.clone());
-            mounts.push(Mount {
-                target: Some(dir.clone()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(false),
-                volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
-                ..Default::default()
-            });
-        }
-        if let Some(mb) = spec.shm_size_mb {
-            mounts.push(Mount {
-                target: Some("/dev/shm".to_owned()),
-                typ: Some(MountType::TMPFS),
-                tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(mib_to_bytes(mb)),
-                    mode: Some(0o1777),
-                    options: None,
-                }),
-                ..Default::default()
-            });
-        }
-        let mut config_ids = Vec::new();
-        let mut configs = Vec::new();
-        if let Some((path, doc)) = &input_file {
-            let (id, name) = self.create_input_config(spec, doc).await?;
-            configs.push(TaskSpecContainerSpecConfigs {
-                file: Some(TaskSpecContainerSpecFile1 {
-                    name: Some(path.clone()),
-                    uid: Some("0".to_owned()),
-                    gid: Some("0".to_owned()),
-                    mode: Some(0o444),
-                }),
-                config_id: Some(id.clone()),
-                config_name: Some(name),
-                runtime: None,
-            });
-            config_ids.push(id);
-        }
-        let service_spec = match self.service_spec(spec, image.clone(), env, mounts, configs, &placement) {
-            Ok(s) => s,
-            Err(e) => {
-                for id in &config_ids {
-                    self.remove_config(id).await;
-                }
-                return Err(e);
-            }
-        };
-        let created =
-            match self.call("create", &spec.name, self.engine.client().create_service(service_spec, None)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    for id in &config_ids {
-                        self.remove_config(id).await;
-                    }
-                    return Err(e);
-                }
-            };
-        let service_id = created.id.unwrap_or_default();
-        let task = match self.wait_started(&service_id, spec, &image).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(name = %spec.name, error = %e, "launch failed after the service was made; removing it");
-                if let Err(cleanup) = self.destroy(&service_id, &spec.name, &config_ids).await {
-                    tracing::error!(name = %spec.name, error = %cleanup, "could not remove the half-launched service");
-                }
-                return Err(e);
-            }
-        };
-        if let Some(node) = task.node_id.as_deref() {
-            self.pin_volumes(spec, node).await;
-        }
-        tracing::info!(name = %spec.name, image = %spec.normalized_image(), node = ?task.node_id, "swarm service launched");
-        self.inspect(&spec.name).await
+        launched
     }
 
     async fn inspect(&self, name: &str) -> Result<ContainerInfo> {

@@ -1,0 +1,108 @@
+//! The container backend `berth serve` drives (`[engine] backend`): one
+//! Docker engine, or services on a Docker Swarm manager.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode, Subnet};
+use berth_manager::swarm::{ImageResolution, SwarmConfig, SwarmEndpoints, SwarmManager};
+use berth_manager::{ContainerManager, LabelScheme, Placement};
+
+use crate::config::{Backend, Config, SwarmImages};
+use crate::peers::ContainerPeers;
+
+/// The connected backend and what the staging listener needs of it.
+pub struct Engine {
+    /// The manager every layer shares.
+    pub manager: Arc<dyn ContainerManager>,
+    /// Who may use the staging listener (loopback, and where containers
+    /// connect from).
+    pub peers: ContainerPeers,
+    /// True when containers connect from other hosts the peer check cannot
+    /// know (a remote engine): the staging listener then serves every peer.
+    pub remote: bool,
+}
+
+/// Connects the backend `config` names.
+///
+/// # Errors
+///
+/// A bad `DOCKER_HOST`, an unreachable engine, and for `swarm` an engine
+/// that is no swarm manager, a missing network, with context.
+pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
+    let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone()));
+    match config.engine.backend {
+        Backend::Docker => {
+            let mode = match config.engine.endpoints.as_deref() {
+                Some("bridge") => EndpointMode::BridgeIp,
+                Some("published") => EndpointMode::PublishedPort,
+                Some("host") => EndpointMode::HostNetwork,
+                _ => EndpointMode::Auto,
+            };
+            let manager = Arc::new(DockerManager::connect(docker.endpoint_mode(mode)).await?);
+            let remote = !manager.config().host.is_local();
+            let peers = ContainerPeers::new({
+                let manager = manager.clone();
+                Arc::new(move || {
+                    let manager = manager.clone();
+                    Box::pin(async move { manager.network_subnets().await })
+                })
+            });
+            Ok(Engine { manager, peers, remote })
+        }
+        Backend::Swarm => {
+            let swarm = swarm_config(config, docker);
+            let manager =
+                Arc::new(SwarmManager::connect(swarm).await.context("connecting to the swarm manager ([engine])")?);
+            // Containers connect from the manager's own networks (tasks on
+            // its node) and from the other nodes' addresses (their
+            // engines masquerade outgoing connections).
+            let peers = ContainerPeers::new({
+                let manager = manager.clone();
+                Arc::new(move || {
+                    let manager = manager.clone();
+                    Box::pin(async move {
+                        let mut subnets = manager.engine().network_subnets().await?;
+                        for node in manager.nodes().await? {
+                            if let Some(addr) = node.addr {
+                                let prefix = if addr.is_ipv4() { 32 } else { 128 };
+                                if let Ok(s) = format!("{addr}/{prefix}").parse::<Subnet>() {
+                                    subnets.push(s);
+                                }
+                            }
+                        }
+                        Ok(subnets)
+                    })
+                })
+            });
+            Ok(Engine { manager, peers, remote: false })
+        }
+    }
+}
+
+/// The swarm settings of `config` over the engine settings `docker`.
+fn swarm_config(config: &Config, docker: DockerConfig) -> SwarmConfig {
+    let section = &config.engine.swarm;
+    let mut swarm = SwarmConfig::new(docker);
+    swarm.endpoints = match config.engine.endpoints.as_deref() {
+        Some("network") => SwarmEndpoints::Network,
+        _ => SwarmEndpoints::PublishedPort,
+    };
+    swarm.network = section.network.clone();
+    swarm.placement = Placement { constraints: section.constraints.clone(), preferences: section.preferences.clone() };
+    swarm.images = match section.images {
+        SwarmImages::Local => ImageResolution::LocalId,
+        SwarmImages::Registry => ImageResolution::Registry,
+    };
+    swarm.address_label = section.address_label.clone();
+    if let Some(secs) = section.start_timeout_secs {
+        swarm.start_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = section.unschedulable_grace_secs {
+        swarm.unschedulable_grace = Duration::from_secs(secs);
+    }
+    swarm.volume_driver = section.volume_driver.clone();
+    swarm.volume_driver_options = section.volume_driver_options.clone();
+    swarm
+}
