@@ -14,7 +14,8 @@
 //!   them), write a server config and registry under `target/demo/`, and
 //!   run `berth serve` with them.
 //! - `swarm-test [args]`: only the Docker Swarm tests (the conformance
-//!   suite and the proxy's Docker tests on a single-node swarm, the
+//!   suite, the proxy's Docker tests and `berth serve` on a single-node
+//!   swarm, the
 //!   multi-node swarm of extra daemons in network namespaces), with
 //!   `BERTH_REQUIRE_DOCKER=1` and `BERTH_REQUIRE_CLUSTER=1`, then the same
 //!   leftover check as `test`.
@@ -94,7 +95,7 @@ fn swarm_test(args: &[String]) -> anyhow::Result<()> {
             "swarm_errors",
         ])
         .args(["-p", "berth-proxy", "--test", "proxy_docker", "-p", "berth-fleet", "--test", "swarm_cluster"])
-        .args(["--test", "fleet_nodes"])
+        .args(["--test", "fleet_nodes", "-p", "berth-server", "--test", "serve_swarm"])
         .args(args)
         .env(berth_testkit::ENV_REQUIRE_DOCKER, "1")
         .env(berth_testkit::cluster::ENV_REQUIRE_CLUSTER, "1")

@@ -4,11 +4,14 @@
 //! The crate is the bottom layer of berth. It defines the
 //! [`ContainerManager`] trait (object safe, used as
 //! `Arc<dyn ContainerManager>`), the [`ContainerSpec`] of a launch, the
-//! crate's one [`Error`] enum, and two backends:
+//! crate's one [`Error`] enum, and three backends:
 //!
 //! - [`DockerManager`] (feature `docker`, on by default): a local or remote
 //!   Docker Engine, reached like the Docker CLI reaches it (`DOCKER_HOST`,
 //!   `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`);
+//! - [`SwarmManager`] (feature `swarm`, on by default): services on a
+//!   Docker Swarm, placed on its nodes by the swarm's scheduler under
+//!   berth's constraints (see [`swarm`]);
 //! - [`MockManager`] (feature `mock`, on by default): in-memory and
 //!   deterministic, whose "containers" are real HTTP servers on
 //!   `127.0.0.1:0`, so layers above can be tested end to end without Docker.

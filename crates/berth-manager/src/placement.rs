@@ -33,8 +33,9 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
     /// Spread descriptors (`node.labels.<label>` or `engine.labels.<label>`,
-    /// optionally written `spread=<descriptor>`): containers are spread
-    /// evenly over the values of that label. Cluster backends only; a
+    /// optionally written `spread=<descriptor>`): a new container goes to
+    /// the value of that label with the fewest of the manager's live
+    /// containers (each in turn, narrowing). Cluster backends only; a
     /// single engine has nothing to spread over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferences: Vec<String>,
