@@ -171,6 +171,16 @@ async fn fleet_budgets_and_node_loss(swarm: &Arc<SwarmManager>, cluster: &TestCl
     assert_eq!(info.node.as_deref(), Some(oldest.as_str()));
     specs.remove("fleet-0");
 
+    // A restarted berth (a new manager and fleet) finds them all again,
+    // from the services' labels, on both nodes.
+    let restarted = Arc::new(SwarmManager::connect(swarm_config(cluster, "bc")).await.unwrap());
+    let again = Fleet::new(restarted.clone(), Arc::new(MemoryActivityStore::new()), FleetConfig::default());
+    let report = again.recover().await.unwrap();
+    assert_eq!(report.adopted, ["fleet-1", "fleet-2", "fleet-3", "fleet-4", "fleet-5", "fleet-6"]);
+    let nodes: std::collections::BTreeSet<String> =
+        restarted.list(&ListFilter::all()).await.unwrap().into_iter().filter_map(|c| c.node).collect();
+    assert_eq!(nodes.len(), 2, "adopted across both nodes");
+
     // Node loss: the third node dies with its daemon and containers.
     let victim = swarm.list(&ListFilter::all()).await.unwrap().into_iter().find(|c| c.node.as_deref() == Some(&n3));
     let victim = victim.expect("a container on the third node");
