@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use berth_history::{HistoryConfig, HistoryQuery, HistoryStore};
-use berth_proxy::{ActivityKind, ActivityRecord, ActivitySink};
+use berth_activity::{ActivityKind, ActivityRecord, ActivitySink};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

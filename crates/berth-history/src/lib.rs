@@ -1,8 +1,8 @@
 //! berth-history: request history and activity of berth's containers, in
 //! an embedded SQLite database.
 //!
-//! [`HistoryStore`] is an [`ActivitySink`](berth_proxy::ActivitySink): give
-//! it to [`ActivityRecorder::spawn`](berth_proxy::ActivityRecorder::spawn)
+//! [`HistoryStore`] is an [`ActivitySink`](berth_activity::ActivitySink): give
+//! it to [`ActivityRecorder::spawn`](berth_activity::ActivityRecorder::spawn)
 //! and the proxy's records are written in batches, one transaction each,
 //! on the store's own thread, never on the proxy's hot path. It answers:
 //!
@@ -36,7 +36,7 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! use berth_history::{HistoryQuery, HistoryStore};
-//! use berth_proxy::{ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink};
+//! use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), berth_history::Error> {

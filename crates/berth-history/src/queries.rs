@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use berth_proxy::{ActivityKind, ActivityRecord};
+use berth_activity::{ActivityKind, ActivityRecord};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row};
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, mpsc};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use berth_proxy::{ActivityRecord, ActivitySink};
+use berth_activity::{ActivityRecord, ActivitySink};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use berth_proxy::ActivityKind;
+use berth_activity::ActivityKind;
 use serde::{Deserialize, Serialize};
 
 /// Settings of a [`HistoryStore`](crate::HistoryStore).

@@ -30,7 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::activity::{ActivityKind, ActivityRecord, ActivityRecorder};
+use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder};
 use crate::hooks::{AllowAll, ProxyHooks};
 use crate::pages::{self, WaitingPage};
 use crate::route::{PathRouting, Route, RouteDecision, Routing};

@@ -10,7 +10,8 @@
 //! - [`Proxy`]: a `tower::Service` that forwards with a pooled hyper
 //!   client, streams bodies both ways, tunnels websockets, and answers with
 //!   please-wait, not-found and failure pages itself;
-//! - [`ActivityRecorder`]: reports every proxied request off the hot path;
+//! - [`ActivityRecorder`] (re-exported from `berth-activity`): reports every
+//!   proxied request off the hot path;
 //! - [`ProxyHooks`]: authorize, rewrite the upstream request, render pages;
 //! - [`serve`]: a listener with slowloris and header-size limits.
 //!
@@ -43,7 +44,6 @@
 //! # }
 //! ```
 
-mod activity;
 mod error;
 mod forward;
 mod hooks;
@@ -52,7 +52,7 @@ mod route;
 mod server;
 mod table;
 
-pub use activity::{
+pub use berth_activity::{
     ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink, DEFAULT_FLUSH_INTERVAL, MemoryActivity, TeeSink,
 };
 pub use error::{Error, Result};

@@ -1,11 +1,44 @@
-//! Activity: every proxied request and websocket exchange is reported as an
-//! [`ActivityRecord`], off the hot path.
+//! berth-activity: the contract between whoever sees traffic to containers
+//! (berth's proxy) and whoever keeps it (the request history, metrics, the
+//! fleet's idle culling).
 //!
-//! The proxy hands records to an [`ActivityRecorder`], which only does a
-//! `try_send` on a bounded channel: under overload records are dropped and
-//! counted, the proxy never waits. A background task drains the channel in
-//! batches into an [`ActivitySink`] (e.g. [`MemoryActivity`], or a database
-//! in the lifecycle layer).
+//! Every proxied request and websocket exchange is reported as an
+//! [`ActivityRecord`], off the hot path. The reporter hands records to an
+//! [`ActivityRecorder`], which only does a `try_send` on a bounded channel:
+//! under overload records are dropped and counted, the reporter never
+//! waits. A background task drains the channel in batches into an
+//! [`ActivitySink`] (e.g. [`MemoryActivity`], or the SQLite store of
+//! `berth-history`). [`ActivityRecorder::flush`] is the read-your-writes
+//! barrier: once it returns, every record accepted before it was called
+//! has reached the sink.
+//!
+//! This crate sits below both the proxy and the stores, so a store does
+//! not depend on the proxy to receive what the proxy reports.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, SystemTime};
+//! use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder, MemoryActivity};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let sink = Arc::new(MemoryActivity::default());
+//! let recorder = ActivityRecorder::spawn(sink.clone(), 1024);
+//! recorder.record(ActivityRecord {
+//!     container: "viz".into(),
+//!     time: SystemTime::now(),
+//!     path: "/docker/viz/".into(),
+//!     status: 200,
+//!     bytes: 512,
+//!     kind: ActivityKind::Http,
+//!     duration: Duration::from_millis(3),
+//! });
+//! recorder.flush().await; // the record has reached the sink now
+//! assert_eq!(sink.history("viz").len(), 1);
+//! # }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +48,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How often [`ActivityRecorder::spawn`]'s task drains the channel.
 pub const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -78,10 +111,15 @@ impl<T: ActivitySink + ?Sized> ActivitySink for Arc<T> {
     }
 }
 
+/// A request to the drain task: answer once everything queued before it
+/// has reached the sink.
+type FlushRequest = oneshot::Sender<()>;
+
 /// The proxy's handle for reporting activity. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ActivityRecorder {
     tx: Option<mpsc::Sender<ActivityRecord>>,
+    flushes: Option<mpsc::UnboundedSender<FlushRequest>>,
     dropped: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
 }
@@ -89,7 +127,7 @@ pub struct ActivityRecorder {
 impl ActivityRecorder {
     /// A recorder that discards everything (no sink).
     pub fn disabled() -> Self {
-        ActivityRecorder { tx: None, dropped: Arc::default(), sent: Arc::default() }
+        ActivityRecorder { tx: None, flushes: None, dropped: Arc::default(), sent: Arc::default() }
     }
 
     /// A recorder with a channel of `capacity` records, drained into `sink`
@@ -106,21 +144,23 @@ impl ActivityRecorder {
     /// request is one `try_send`, not a cross-thread wake-up. Size
     /// `capacity` for `interval` times the peak request rate.
     pub fn spawn_with_interval(sink: impl ActivitySink, capacity: usize, interval: std::time::Duration) -> Self {
-        let (tx, mut rx) = mpsc::channel::<ActivityRecord>(capacity.max(1));
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(512);
-            while rx.recv_many(&mut batch, 512).await > 0 {
-                sink.record(std::mem::take(&mut batch)).await;
-                // Take what else is queued now, then rest.
-                while rx.recv_many(&mut batch, 512).now_or_never().is_some_and(|n| n > 0) {
-                    sink.record(std::mem::take(&mut batch)).await;
-                }
-                if !interval.is_zero() {
-                    tokio::time::sleep(interval).await;
-                }
-            }
-        });
-        ActivityRecorder { tx: Some(tx), dropped: Arc::default(), sent: Arc::default() }
+        let (tx, rx) = mpsc::channel::<ActivityRecord>(capacity.max(1));
+        let (flushes, flush_rx) = mpsc::unbounded_channel::<FlushRequest>();
+        tokio::spawn(drain(sink, rx, flush_rx, interval));
+        ActivityRecorder { tx: Some(tx), flushes: Some(flushes), dropped: Arc::default(), sent: Arc::default() }
+    }
+
+    /// Waits until every record this recorder (or a clone) accepted before
+    /// the call has been handed to the sink and the sink's `record` has
+    /// returned: the read-your-writes barrier for queries of what the sink
+    /// stores. Returns at once for a disabled recorder, and when the drain
+    /// task is gone (its runtime ended).
+    pub async fn flush(&self) {
+        let Some(flushes) = &self.flushes else { return };
+        let (done, wait) = oneshot::channel();
+        if flushes.send(done).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Reports a record without waiting; when the channel is full the
@@ -150,6 +190,77 @@ impl ActivityRecorder {
     /// Records handed to the channel.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// The drain task: batches into the sink, resting `interval` between
+/// drains (a flush request cuts the rest short); ends when every recorder
+/// is gone and the channel is empty.
+async fn drain(
+    sink: impl ActivitySink,
+    mut rx: mpsc::Receiver<ActivityRecord>,
+    flush_rx: mpsc::UnboundedReceiver<FlushRequest>,
+    interval: std::time::Duration,
+) {
+    let mut flush_rx = Some(flush_rx);
+    let mut batch = Vec::with_capacity(512);
+    let mut waiting: Vec<FlushRequest> = Vec::new();
+    loop {
+        // A flush request taken during the rest is answered at once.
+        if waiting.is_empty() {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 512) => {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                request = next_flush(&mut flush_rx) => waiting.extend(request),
+            }
+        }
+        // Flush requests seen so far are answered after this drain: every
+        // record sent before them is in the channel now.
+        if let Some(f) = flush_rx.as_mut() {
+            while let Ok(request) = f.try_recv() {
+                waiting.push(request);
+            }
+        }
+        loop {
+            if !batch.is_empty() {
+                sink.record(std::mem::take(&mut batch)).await;
+            }
+            if !rx.recv_many(&mut batch, 512).now_or_never().is_some_and(|n| n > 0) {
+                break;
+            }
+        }
+        for request in waiting.drain(..) {
+            let _ = request.send(());
+        }
+        if !interval.is_zero() {
+            // Rest on a timer, so requests only enqueue and never wake
+            // this task; a flush request ends the rest early.
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                request = next_flush(&mut flush_rx) => waiting.extend(request),
+            }
+        }
+    }
+    if !batch.is_empty() {
+        sink.record(batch).await;
+    }
+    for request in waiting {
+        let _ = request.send(());
+    }
+}
+
+/// The next flush request; pending forever once every recorder is gone.
+async fn next_flush(flush_rx: &mut Option<mpsc::UnboundedReceiver<FlushRequest>>) -> Option<FlushRequest> {
+    let Some(f) = flush_rx.as_mut() else { return std::future::pending().await };
+    match f.recv().await {
+        Some(request) => Some(request),
+        None => {
+            *flush_rx = None;
+            None
+        }
     }
 }
 
@@ -243,6 +354,47 @@ mod tests {
         assert_eq!(paths, ["/b", "/c", "/d"]);
         assert!(sink.last_activity("v").is_some());
         assert_eq!(recorder.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn flush_is_a_read_your_writes_barrier() {
+        let sink = Arc::new(MemoryActivity::new(10_000));
+        // A long rest between drains: without the barrier, records would
+        // sit in the channel for a minute.
+        let recorder = ActivityRecorder::spawn_with_interval(sink.clone(), 10_000, std::time::Duration::from_secs(60));
+        recorder.record(rec("v", "/first"));
+        recorder.flush().await;
+        assert_eq!(sink.history("v").len(), 1);
+        for round in 0..50 {
+            for i in 0..(round * 7) {
+                recorder.record(rec("v", &format!("/{round}/{i}")));
+            }
+            let before = recorder.sent();
+            recorder.flush().await;
+            assert_eq!(sink.history("v").len() as u64, before, "round {round}");
+        }
+        ActivityRecorder::disabled().flush().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_flushes_all_return() {
+        let sink = Arc::new(MemoryActivity::new(10_000));
+        let recorder = ActivityRecorder::spawn_with_interval(sink.clone(), 10_000, std::time::Duration::from_secs(60));
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let recorder = recorder.clone();
+            let sink = sink.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20 {
+                    recorder.record(rec(&format!("c{t}"), &format!("/{i}")));
+                    recorder.flush().await;
+                    assert_eq!(sink.history(&format!("c{t}")).len(), i + 1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("flushing task");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
