@@ -228,7 +228,7 @@ async fn drain(
             if !batch.is_empty() {
                 sink.record(std::mem::take(&mut batch)).await;
             }
-            if !rx.recv_many(&mut batch, 512).now_or_never().is_some_and(|n| n > 0) {
+            if rx.recv_many(&mut batch, 512).now_or_never().is_none_or(|n| n == 0) {
                 break;
             }
         }

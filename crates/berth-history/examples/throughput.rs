@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use berth_history::{HistoryConfig, HistoryQuery, HistoryStore};
 use berth_activity::{ActivityKind, ActivityRecord, ActivitySink};
+use berth_history::{HistoryConfig, HistoryQuery, HistoryStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_history::{Error, HistoryConfig, HistoryQuery, HistoryStats, HistoryStore, PruneStats};
 use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder, ActivitySink};
+use berth_history::{Error, HistoryConfig, HistoryQuery, HistoryStats, HistoryStore, PruneStats};
 
 /// A fixed origin, so that tests can use a fake clock.
 fn at(ms: u64) -> SystemTime {

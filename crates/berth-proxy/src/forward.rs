@@ -30,12 +30,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder};
 use crate::hooks::{AllowAll, ProxyHooks};
 use crate::pages::{self, WaitingPage};
 use crate::route::{PathRouting, Route, RouteDecision, Routing};
+use crate::server::Shutdown;
 use crate::table::{Lookup, RouteTable, Upstream};
+use berth_activity::{ActivityKind, ActivityRecord, ActivityRecorder};
 use berth_manager::RoutingMode;
+use tokio_util::task::TaskTracker;
 
 /// Boxed error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -120,6 +122,10 @@ struct Inner<H: ProxyHooks> {
     hooks: Arc<H>,
     activity: ActivityRecorder,
     client: Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>,
+    /// Ends websocket tunnels (with close frames) when triggered.
+    shutdown: Shutdown,
+    /// The websocket tunnels open now.
+    tunnels: TaskTracker,
 }
 
 /// The proxy as a `tower::Service` over any request body; mount it with
@@ -150,10 +156,17 @@ impl Proxy<AllowAll> {
 impl<H: ProxyHooks> Proxy<H> {
     /// A proxy with `hooks` reporting to `activity`.
     pub fn with_hooks(table: Arc<RouteTable>, config: ProxyConfig, hooks: H, activity: ActivityRecorder) -> Self {
-        Self::assemble(table, config, Arc::new(hooks), activity)
+        Self::assemble(table, config, Arc::new(hooks), activity, Shutdown::new(), TaskTracker::new())
     }
 
-    fn assemble(table: Arc<RouteTable>, config: ProxyConfig, hooks: Arc<H>, activity: ActivityRecorder) -> Self {
+    fn assemble(
+        table: Arc<RouteTable>,
+        config: ProxyConfig,
+        hooks: Arc<H>,
+        activity: ActivityRecorder,
+        shutdown: Shutdown,
+        tunnels: TaskTracker,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -162,7 +175,9 @@ impl<H: ProxyHooks> Proxy<H> {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
         let host_waiting_page = WaitingPage { events_url: None, ..config.waiting_page.clone() };
-        Proxy { inner: Arc::new(Inner { config, host_waiting_page, table, hooks, activity, client }) }
+        Proxy {
+            inner: Arc::new(Inner { config, host_waiting_page, table, hooks, activity, client, shutdown, tunnels }),
+        }
     }
 
     /// A proxy sharing this one's route table, hooks, activity recorder
@@ -171,7 +186,36 @@ impl<H: ProxyHooks> Proxy<H> {
     /// on the thread that uses it, so no request crosses threads.
     pub fn fork(&self) -> Self {
         let i = &self.inner;
-        Self::assemble(i.table.clone(), i.config.clone(), i.hooks.clone(), i.activity.clone())
+        Self::assemble(
+            i.table.clone(),
+            i.config.clone(),
+            i.hooks.clone(),
+            i.activity.clone(),
+            i.shutdown.clone(),
+            i.tunnels.clone(),
+        )
+    }
+
+    /// The signal that ends this proxy's websocket tunnels (shared by its
+    /// forks): once triggered, each tunnel finishes the frames in flight,
+    /// sends both ends a close frame (1001, going away) and closes. Give it
+    /// to the [`Server`](crate::Server) serving the proxy, so one trigger
+    /// stops both.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// Websocket (and other upgraded) tunnels open now, over all forks.
+    pub fn open_tunnels(&self) -> usize {
+        self.inner.tunnels.len()
+    }
+
+    /// Completes when no tunnel is open (after a [`shutdown`](Self::shutdown),
+    /// within about [`TUNNEL_CLOSE_WAIT`] plus the peers' answers).
+    pub async fn tunnels_closed(&self) {
+        self.inner.tunnels.close();
+        self.inner.tunnels.wait().await;
+        self.inner.tunnels.reopen();
     }
 
     /// The route table.
@@ -290,6 +334,8 @@ impl<H: ProxyHooks> Proxy<H> {
             String::new()
         };
         let upgrade = is_upgrade_request(&parts.headers, parts.version);
+        let websocket = upgrade
+            && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
 
         let strip = upstream.hints.strip_prefix.unwrap_or(route.stripped);
@@ -360,8 +406,8 @@ impl<H: ProxyHooks> Proxy<H> {
                     self.record(&route.container, started, started_at, &client_path, 101, 0, ActivityKind::Http);
                     let this = self.clone();
                     let container = route.container.clone();
-                    tokio::spawn(async move {
-                        this.tunnel(client_up, upstream_up, container, client_path).await;
+                    inner.tunnels.spawn(async move {
+                        this.tunnel(client_up, upstream_up, container, client_path, websocket).await;
                     });
                     return Response::from_parts(resp_parts, Empty::new().map_err(|e| match e {}).boxed_unsync());
                 }
@@ -442,13 +488,15 @@ impl<H: ProxyHooks> Proxy<H> {
     }
 
     /// Copies bytes between the upgraded client and upstream connections,
-    /// reporting websocket activity at most once a second.
+    /// reporting websocket activity at most once a second. On shutdown a
+    /// websocket is closed cleanly (see [`close_websocket`]).
     async fn tunnel(
         &self,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
         container: String,
         path: String,
+        websocket: bool,
     ) {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
@@ -460,21 +508,38 @@ impl<H: ProxyHooks> Proxy<H> {
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         let recorder = self.inner.activity.clone();
-        let mut a = [0u8; 16 * 1024];
-        let mut b = [0u8; 16 * 1024];
+        let mut a = vec![0u8; 16 * 1024];
+        let mut b = vec![0u8; 16 * 1024];
+        // Where each direction's frames are, so a shutdown can close
+        // between frames.
+        let mut to_upstream = FrameCursor::default();
+        let mut to_client = FrameCursor::default();
         let mut pending: u64 = 0;
         let mut last_report = std::time::Instant::now();
+        let mut closing = false;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
             let n = tokio::select! {
                 r = client.read(&mut a) => match r {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => { if upstream.write_all(&a[..n]).await.is_err() { break } n }
+                    Ok(n) => {
+                        if websocket { to_upstream.advance(&a[..n]); }
+                        if upstream.write_all(&a[..n]).await.is_err() { break }
+                        n
+                    }
                 },
                 r = upstream.read(&mut b) => match r {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => { if client.write_all(&b[..n]).await.is_err() { break } n }
+                    Ok(n) => {
+                        if websocket { to_client.advance(&b[..n]); }
+                        if client.write_all(&b[..n]).await.is_err() { break }
+                        n
+                    }
                 },
+                () = self.inner.shutdown.triggered() => {
+                    closing = true;
+                    break;
+                }
             };
             pending += n as u64;
             if last_report.elapsed() >= Duration::from_secs(1) {
@@ -489,6 +554,11 @@ impl<H: ProxyHooks> Proxy<H> {
                 });
                 last_report = std::time::Instant::now();
             }
+        }
+        if closing && websocket {
+            let mut ends = TunnelEnds { client: &mut client, upstream: &mut upstream, a: &mut a, b: &mut b };
+            pending += close_websocket(&mut ends, &mut to_upstream, &mut to_client).await;
+            tracing::debug!(%container, "websocket closed for shutdown");
         }
         if pending > 0 {
             recorder.record(ActivityRecord {
@@ -525,6 +595,192 @@ impl<H: ProxyHooks> Proxy<H> {
             kind,
             duration: started_at.elapsed(),
         });
+    }
+}
+
+/// Longest a shutdown waits for a websocket's frames in flight to end, and
+/// then for the peers to answer the close frames.
+pub const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// A close frame from berth to a websocket client (unmasked, status 1001:
+/// going away).
+const CLOSE_TO_CLIENT: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
+
+/// The two ends of a tunnel and their buffers.
+struct TunnelEnds<'a, C, U> {
+    client: &'a mut C,
+    upstream: &'a mut U,
+    a: &'a mut [u8],
+    b: &'a mut [u8],
+}
+
+/// Closes a websocket tunnel cleanly: lets each direction finish the frame
+/// it is in the middle of (forwarding nothing after it), sends the client
+/// and the tool a close frame with status 1001 (going away), then waits
+/// briefly for their answers. Everything is bounded by
+/// [`TUNNEL_CLOSE_WAIT`]; a peer that does not finish its frame in time is
+/// cut off without a close frame. Returns the bytes forwarded.
+async fn close_websocket<C, U>(
+    ends: &mut TunnelEnds<'_, C, U>,
+    to_upstream: &mut FrameCursor,
+    to_client: &mut FrameCursor,
+) -> u64
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + TUNNEL_CLOSE_WAIT;
+    let mut forwarded = 0u64;
+    while !(to_upstream.at_boundary() && to_client.at_boundary()) {
+        let step = tokio::select! {
+            r = ends.client.read(ends.a), if !to_upstream.at_boundary() => match r {
+                Ok(n) if n > 0 => {
+                    let k = to_upstream.advance_to_boundary(&ends.a[..n]);
+                    ends.upstream.write_all(&ends.a[..k]).await.map(|()| k)
+                }
+                _ => return forwarded,
+            },
+            r = ends.upstream.read(ends.b), if !to_client.at_boundary() => match r {
+                Ok(n) if n > 0 => {
+                    let k = to_client.advance_to_boundary(&ends.b[..n]);
+                    ends.client.write_all(&ends.b[..k]).await.map(|()| k)
+                }
+                _ => return forwarded,
+            },
+            () = tokio::time::sleep_until(deadline) => return forwarded,
+        };
+        match step {
+            Ok(k) => forwarded += k as u64,
+            Err(_) => return forwarded,
+        }
+    }
+    let _ = ends.client.write_all(&CLOSE_TO_CLIENT).await;
+    let _ = ends.upstream.write_all(&masked_close()).await;
+    let _ = ends.client.flush().await;
+    let _ = ends.upstream.flush().await;
+    // Their answers (close frames) are read and dropped: each side has
+    // already been told. A side is done with its first whole frame (its
+    // close) or when it hangs up; then berth, the server side of both
+    // conversations, closes the connections.
+    let (mut from_client, mut from_upstream) = (Answer::default(), Answer::default());
+    while !(from_client.done && from_upstream.done) {
+        tokio::select! {
+            r = ends.client.read(ends.a), if !from_client.done => from_client.take(r, ends.a),
+            r = ends.upstream.read(ends.b), if !from_upstream.done => from_upstream.take(r, ends.b),
+            () = tokio::time::sleep_until(deadline + TUNNEL_CLOSE_WAIT) => break,
+        }
+    }
+    forwarded
+}
+
+/// A peer's answer to berth's close frame, as it arrives.
+#[derive(Debug, Default)]
+struct Answer {
+    frames: FrameCursor,
+    done: bool,
+}
+
+impl Answer {
+    /// Takes the result of one read into `buf`.
+    fn take(&mut self, read: std::io::Result<usize>, buf: &[u8]) {
+        match read {
+            Ok(n) if n > 0 => {
+                let used = self.frames.advance_to_boundary(&buf[..n]);
+                self.done = used > 0 && self.frames.at_boundary();
+            }
+            _ => self.done = true,
+        }
+    }
+}
+
+/// A close frame from berth to a tool, masked as frames from clients must
+/// be (status 1001: going away).
+fn masked_close() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let m = hasher.finish().to_le_bytes();
+    [0x88, 0x82, m[0], m[1], m[2], m[3], 0x03 ^ m[0], 0xE9 ^ m[1]]
+}
+
+/// Where a stream of websocket frames (RFC 6455 §5.2) is: between frames,
+/// or inside one (its header so far, or the payload bytes left).
+#[derive(Debug, Default, Clone)]
+struct FrameCursor {
+    /// The current frame's header bytes seen so far.
+    header: [u8; 14],
+    /// How many of `header` are filled (0: between frames or in a payload).
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    payload: u64,
+}
+
+impl FrameCursor {
+    /// True between two frames.
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.payload == 0
+    }
+
+    /// Moves over `data`, wherever frames begin and end in it.
+    fn advance(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let k = self.step(rest);
+            rest = &rest[k..];
+        }
+    }
+
+    /// Moves over `data` up to the first frame boundary it reaches (or all
+    /// of it) and returns how many bytes that was.
+    fn advance_to_boundary(&mut self, data: &[u8]) -> usize {
+        let mut used = 0;
+        while used < data.len() {
+            used += self.step(&data[used..]);
+            if self.at_boundary() {
+                break;
+            }
+        }
+        used
+    }
+
+    /// Consumes header bytes one at a time, or payload bytes in bulk;
+    /// returns how many of `data` (not empty) it took.
+    fn step(&mut self, data: &[u8]) -> usize {
+        if self.payload > 0 {
+            let k = usize::try_from(self.payload).unwrap_or(usize::MAX).min(data.len());
+            self.payload -= k as u64;
+            return k;
+        }
+        self.header[self.have] = data[0];
+        self.have += 1;
+        if self.have >= 2 {
+            let len7 = self.header[1] & 0x7f;
+            let extended = match len7 {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+            if self.have == 2 + extended + mask {
+                self.payload = match extended {
+                    2 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                    8 => u64::from_be_bytes([
+                        self.header[2],
+                        self.header[3],
+                        self.header[4],
+                        self.header[5],
+                        self.header[6],
+                        self.header[7],
+                        self.header[8],
+                        self.header[9],
+                    ]),
+                    _ => u64::from(len7),
+                };
+                self.have = 0;
+            }
+        }
+        1
     }
 }
 
@@ -834,6 +1090,69 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame with `payload` bytes, masked or not, as a peer sends it.
+    fn frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => f.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                f.push(mask_bit | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(mask_bit | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn frame_cursor_finds_boundaries_across_any_split() {
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for (len, masked) in [(0, false), (5, true), (125, false), (126, true), (70_000, false), (300, true)] {
+            stream.extend(frame(0x2, &vec![7u8; len], masked));
+            ends.push(stream.len());
+        }
+        for chunk in [1, 2, 3, 7, 13, 4096, stream.len()] {
+            let mut c = FrameCursor::default();
+            let mut pos = 0;
+            for piece in stream.chunks(chunk) {
+                c.advance(piece);
+                pos += piece.len();
+                assert_eq!(c.at_boundary(), ends.contains(&pos), "chunk {chunk}, at {pos}");
+            }
+        }
+        // advance_to_boundary stops exactly at the end of the frame in progress.
+        let mut c = FrameCursor::default();
+        c.advance(&stream[..3]);
+        let used = c.advance_to_boundary(&stream[3..]);
+        assert_eq!(3 + used, ends[1]);
+        assert!(c.at_boundary());
+        let mut fresh = FrameCursor::default();
+        assert_eq!(fresh.advance_to_boundary(&stream), ends[0], "an empty frame is a frame");
+    }
+
+    #[test]
+    fn close_frames_are_well_formed() {
+        let mut c = FrameCursor::default();
+        c.advance(&CLOSE_TO_CLIENT);
+        assert!(c.at_boundary());
+        let masked = masked_close();
+        assert_eq!(masked[0], 0x88);
+        assert_eq!(masked[1], 0x82);
+        let code = [masked[6] ^ masked[2], masked[7] ^ masked[3]];
+        assert_eq!(u16::from_be_bytes(code), 1001);
+        c.advance(&masked);
+        assert!(c.at_boundary());
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {

@@ -13,7 +13,8 @@
 //! - [`ActivityRecorder`] (re-exported from `berth-activity`): reports every
 //!   proxied request off the hot path;
 //! - [`ProxyHooks`]: authorize, rewrite the upstream request, render pages;
-//! - [`serve`]: a listener with slowloris and header-size limits.
+//! - [`Server`]: listeners with slowloris, header-size and connection
+//!   limits, one runtime per core, and graceful [`Shutdown`].
 //!
 //! # Example
 //!
@@ -62,5 +63,5 @@ pub use forward::{
 pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};
-pub use server::{ServerLimits, bind_and_serve, serve, serve_on_threads};
+pub use server::{Server, ServerLimits, ServingThreads, Shutdown, bind_and_serve, serve, serve_on_threads};
 pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats, Upstream};

@@ -1,29 +1,67 @@
-//! Serving a [`Proxy`] on a socket, with the limits that protect the server.
+//! Serving HTTP on sockets, with the limits that protect the server: what
+//! `berth serve` and the examples listen with.
+//!
+//! A [`Server`] accepts connections and hands each request to a
+//! `tower::Service` (a [`Proxy`], or a service that dispatches between a
+//! proxy and an application). It speaks HTTP/1.1 (with upgrades) and
+//! HTTP/2 with prior knowledge (h2c), and enforces [`ServerLimits`]:
+//!
+//! - **header-read timeout**: a connection must deliver a complete request
+//!   head within the timeout of being accepted (counted from the accept,
+//!   so a client that sends nothing, or trickles a header line at a time,
+//!   is closed at the same deadline), and every later head within the
+//!   timeout of the connection going idle, which also closes idle
+//!   keep-alive connections;
+//! - **head size**: a larger HTTP/1 head is answered 431 (an HTTP/2 header
+//!   list beyond it is refused by the protocol's own mechanism);
+//! - **connection cap**: one count for the whole server, however many
+//!   threads accept; at the cap, new clients wait (each listener holds at
+//!   most one accepted connection unserved, the rest wait in the kernel's
+//!   backlog) and established connections go on being served;
+//! - **graceful shutdown** ([`Shutdown`]): stop accepting, let requests in
+//!   flight finish within [`ServerLimits::shutdown_grace`], then close.
+//!
+//! Slow clients are closed quietly: one rate-limited warning says how many.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
-use crate::forward::{ClientAddr, Proxy};
+use crate::forward::{BoxError, ClientAddr, Proxy};
 use crate::hooks::ProxyHooks;
 
 /// Limits of the listening side.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// A client must send a complete request head within this time (also
-    /// bounds how long an idle keep-alive connection stays open):
-    /// slowloris protection.
+    /// A client must send a complete request head within this time: from
+    /// the accept for the first request, from going idle for later ones
+    /// (so it also bounds how long an idle keep-alive connection stays
+    /// open). Slowloris protection.
     pub header_read_timeout: Duration,
     /// Largest request head accepted (HTTP/1 read buffer, HTTP/2 header
-    /// list), in bytes.
+    /// list), in bytes; a larger HTTP/1 head is answered 431.
     pub max_header_bytes: usize,
-    /// Most concurrent connections; further clients wait in the backlog.
+    /// Most concurrent connections served, for the whole [`Server`] (every
+    /// thread and listener of it together); further clients wait (one
+    /// accepted per listener, the rest in the kernel's backlog).
     pub max_connections: usize,
+    /// After a [`Shutdown`], how long requests in flight may take to
+    /// finish before their connections are closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerLimits {
@@ -32,22 +70,339 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
-/// Accepts connections on `listener` forever, serving HTTP/1.1 (with
-/// upgrades) and HTTP/2 prior knowledge (h2c) through `proxy`.
-///
-/// # Errors
-///
-/// Only if reading the listener's address fails; accept errors are logged
-/// and retried.
-pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
-    let local = listener
-        .local_addr()
-        .map_err(|source| crate::Error::Io { context: "reading the listening address".into(), source })?;
-    tracing::info!(%local, "berth proxy listening");
+/// A shutdown signal shared by servers and the proxy's websocket tunnels.
+/// Cheap to clone; every clone triggers and observes the same signal.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Starts the shutdown: servers stop accepting and let their
+    /// connections finish.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// True once [`trigger`](Self::trigger) was called.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes when the shutdown is triggered.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// Counts slow clients and says so at most once a minute.
+#[derive(Debug, Default)]
+struct SlowClients {
+    /// Connections closed for an incomplete head, since the last warning.
+    count: AtomicU64,
+    /// Seconds since `since` of the last warning (0: none yet).
+    last_warning: AtomicU64,
+    /// The clock's origin.
+    since: std::sync::OnceLock<Instant>,
+}
+
+impl SlowClients {
+    /// How often a warning may be logged.
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn closed(&self, timeout: Duration) {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let since = *self.since.get_or_init(Instant::now);
+        let now = since.elapsed().as_secs().max(1);
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= Self::EVERY.as_secs())
+            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.count.fetch_sub(count, Ordering::Relaxed);
+            tracing::warn!(
+                connections = count,
+                timeout_secs = timeout.as_secs_f64(),
+                "closed connections that sent no complete request head in time (slow or idle clients; \
+                 at most one such warning a minute)"
+            );
+        }
+    }
+}
+
+/// State shared by every thread and listener of one [`Server`].
+#[derive(Debug)]
+struct Shared {
+    limits: ServerLimits,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+    slow: SlowClients,
+    open: AtomicU64,
+}
+
+/// Serves HTTP on listeners with [`ServerLimits`] and graceful shutdown;
+/// see the [module documentation](self). Cheap to clone: clones share the
+/// connection cap and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// Threads started by [`Server::serve_on_threads`].
+#[derive(Debug)]
+pub struct ServingThreads {
+    handles: Vec<std::thread::JoinHandle<crate::Result<()>>>,
+}
+
+impl ServingThreads {
+    /// Waits (blocking the calling thread) until every thread has ended:
+    /// after a [`Shutdown`] once their connections are done, or on error.
+    ///
+    /// # Errors
+    ///
+    /// The first thread's error, or [`crate::Error::Io`] for a thread that
+    /// panicked.
+    pub fn join(self) -> crate::Result<()> {
+        let mut result = Ok(());
+        for handle in self.handles {
+            let r = handle.join().unwrap_or_else(|_| {
+                Err(crate::Error::Io { context: "a serving thread".into(), source: std::io::Error::other("panicked") })
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+impl Server {
+    /// A server with `limits` and a [`Shutdown`] of its own.
+    pub fn new(limits: ServerLimits) -> Self {
+        Server::with_shutdown(limits, Shutdown::new())
+    }
+
+    /// A server that stops when `shutdown` is triggered.
+    pub fn with_shutdown(limits: ServerLimits, shutdown: Shutdown) -> Self {
+        let permits = Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+        Server {
+            shared: Arc::new(Shared {
+                limits,
+                permits,
+                shutdown,
+                slow: SlowClients::default(),
+                open: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.shared.limits
+    }
+
+    /// The shutdown signal this server obeys.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shared.shutdown
+    }
+
+    /// Connections open now, on every listener of this server.
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Accepts connections on `listener` and serves each request with a
+    /// clone of `service` (the peer's address is in the request's
+    /// [`ClientAddr`] extension), until the [`Shutdown`] is triggered and
+    /// the connections have finished (within
+    /// [`ServerLimits::shutdown_grace`]).
+    ///
+    /// # Errors
+    ///
+    /// Only if reading the listener's address fails; accept errors are
+    /// logged and retried.
+    pub async fn serve<S, B>(&self, listener: TcpListener, service: S) -> crate::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let local = listener
+            .local_addr()
+            .map_err(|source| crate::Error::Io { context: "reading the listening address".into(), source })?;
+        tracing::debug!(%local, "listening");
+        let builder = Arc::new(builder(&self.shared.limits));
+        let connections = TaskTracker::new();
+        let shared = &self.shared;
+        loop {
+            // Accept first, then wait for room under the cap: with one
+            // listening socket per thread (SO_REUSEPORT) the kernel has
+            // already picked the thread of a waiting connection, so a
+            // thread must not hold a free slot while waiting on its own
+            // listener. At the cap, each listener holds at most one
+            // accepted connection unserved; the rest wait in the backlog.
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = shared.shutdown.triggered() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors, mostly: wait, do not spin.
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let permit = tokio::select! {
+                biased;
+                () = shared.shutdown.triggered() => break,
+                permit = shared.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service.clone();
+            let builder = builder.clone();
+            let shared = shared.clone();
+            connections.spawn(async move {
+                shared.open.fetch_add(1, Ordering::Relaxed);
+                connection(&builder, &shared, TokioIo::new(stream), peer, service).await;
+                shared.open.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+        drop(listener);
+        connections.close();
+        connections.wait().await;
+        tracing::debug!(%local, "stopped listening");
+        Ok(())
+    }
+
+    /// Serves on `addr` from `threads` threads, each running its own
+    /// single-threaded runtime with its own listening socket (`SO_REUSEPORT`:
+    /// the kernel spreads connections) and its own service from
+    /// `make_service(thread_index)`, the way nginx runs one worker per core:
+    /// a request and its upstream connection stay on one thread, with no
+    /// cross-thread wake-ups. The connection cap and the shutdown are
+    /// shared by all threads. Returns once every thread listens.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Io`] when a thread cannot start its runtime or bind
+    /// (the threads already started are stopped).
+    pub fn serve_on_threads<F, S, B>(
+        &self,
+        addr: SocketAddr,
+        threads: usize,
+        make_service: F,
+    ) -> crate::Result<ServingThreads>
+    where
+        F: Fn(usize) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let service = make_service(i);
+            let server = self.clone();
+            let (bound, bound_rx) = std::sync::mpsc::channel::<crate::Result<()>>();
+            let spawned = std::thread::Builder::new().name(format!("berth-serve-{i}")).spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| crate::Error::Io { context: "starting a serving runtime".into(), source });
+                let rt = match rt {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = bound.send(Err(crate::Error::Io {
+                            context: format!("starting serving thread {i}"),
+                            source: std::io::Error::other(e.to_string()),
+                        }));
+                        return Err(e);
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match reuseport_listener(addr) {
+                        Ok(l) => {
+                            let _ = bound.send(Ok(()));
+                            l
+                        }
+                        Err(e) => {
+                            let _ = bound.send(Err(crate::Error::Io {
+                                context: format!("binding {addr}"),
+                                source: std::io::Error::new(e.kind(), e.to_string()),
+                            }));
+                            return Err(crate::Error::Io { context: format!("binding {addr}"), source: e });
+                        }
+                    };
+                    server.serve(listener, service).await
+                })
+            });
+            let handle = match spawned {
+                Ok(h) => h,
+                Err(source) => {
+                    self.abort_threads(handles);
+                    return Err(crate::Error::Io { context: "starting a serving thread".into(), source });
+                }
+            };
+            match bound_rx.recv() {
+                Ok(Ok(())) => handles.push(handle),
+                Ok(Err(e)) => {
+                    let _ = handle.join();
+                    self.abort_threads(handles);
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = handle.join();
+                    self.abort_threads(handles);
+                    return Err(crate::Error::Io {
+                        context: "starting a serving thread".into(),
+                        source: std::io::Error::other("the thread ended before listening"),
+                    });
+                }
+            }
+        }
+        Ok(ServingThreads { handles })
+    }
+
+    /// Stops threads started before a failure: their listeners close at
+    /// once (nothing was served yet).
+    fn abort_threads(&self, handles: Vec<std::thread::JoinHandle<crate::Result<()>>>) {
+        if handles.is_empty() {
+            return;
+        }
+        self.shared.shutdown.trigger();
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The protocol settings from `limits`.
+fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -60,44 +415,109 @@ pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    builder
+}
+
+/// Serves one connection: requests go to `service`; no complete head
+/// within the header timeout of the accept closes it (hyper's own timer
+/// covers later heads); a shutdown ends it gracefully within the grace.
+async fn connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    shared: &Shared,
+    io: TokioIo<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    service: S,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let limits = &shared.limits;
+    let first_head = Arc::new(AtomicBool::new(false));
+    let seen = first_head.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        req.extensions_mut().insert(ClientAddr(peer));
+        let mut service = service.clone();
+        async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            service.call(req).await
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let first_deadline = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(first_deadline);
+    let mut waiting_first = true;
+    // Armed by a shutdown: how long requests in flight may still take.
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    let mut shutting_down = false;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        tokio::select! {
+            result = conn.as_mut() => {
+                match result {
+                    Ok(()) => tracing::trace!(%peer, "connection closed"),
+                    Err(e) => {
+                        if is_header_timeout(&*e) {
+                            shared.slow.closed(limits.header_read_timeout);
+                        }
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                return;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-            });
-            match builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-                Ok(()) => tracing::trace!(%peer, "connection closed"),
-                Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            () = &mut first_deadline, if waiting_first => {
+                waiting_first = false;
+                if !first_head.load(Ordering::Relaxed) {
+                    shared.slow.closed(limits.header_read_timeout);
+                    tracing::debug!(%peer, "no complete request head in time: closing");
+                    return;
+                }
             }
-            drop(permit);
-        });
+            () = shared.shutdown.triggered(), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+                grace.as_mut().reset(tokio::time::Instant::now() + limits.shutdown_grace);
+            }
+            () = &mut grace, if shutting_down => {
+                tracing::debug!(%peer, "requests still in flight after the shutdown grace: closing");
+                return;
+            }
+        }
     }
 }
 
-/// Serves `proxy` on `addr` from `threads` threads, each running its own
-/// single-threaded runtime with its own listening socket (`SO_REUSEPORT`:
-/// the kernel spreads connections) and its own [`Proxy::fork`], the way
-/// nginx runs one worker per core: a request and its upstream connection
-/// stay on one thread, with no cross-thread wake-ups. Blocks until every
-/// thread has ended (they end only on error).
+/// True when `e` is hyper's header-read timeout.
+fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Accepts connections on `listener` forever, serving HTTP/1.1 (with
+/// upgrades) and HTTP/2 prior knowledge (h2c) through `proxy`.
+///
+/// # Errors
+///
+/// Only if reading the listener's address fails; accept errors are logged
+/// and retried.
+pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits: ServerLimits) -> crate::Result<()> {
+    Server::new(limits).serve(listener, proxy).await
+}
+
+/// Serves `proxy` on `addr` from `threads` threads, each with its own
+/// runtime, listening socket and [`Proxy::fork`] (see
+/// [`Server::serve_on_threads`]). Blocks until every thread has ended
+/// (they end only on error).
 ///
 /// The route table's own tasks keep running on the caller's runtime.
 ///
@@ -110,44 +530,7 @@ pub fn serve_on_threads<H: ProxyHooks>(
     limits: ServerLimits,
     threads: usize,
 ) -> crate::Result<()> {
-    let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let proxy = proxy.fork();
-        let limits = limits.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("berth-proxy-{i}"))
-            .spawn(move || -> crate::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|source| crate::Error::Io { context: "starting a proxy runtime".into(), source })?;
-                rt.block_on(async move {
-                    let socket =
-                        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
-                    let io = |source| crate::Error::Io { context: format!("binding {addr}"), source };
-                    let socket = socket.map_err(io)?;
-                    socket.set_reuseaddr(true).map_err(io)?;
-                    socket.set_reuseport(true).map_err(io)?;
-                    socket.bind(addr).map_err(io)?;
-                    let listener = socket.listen(1024).map_err(io)?;
-                    serve(listener, proxy, limits).await
-                })
-            })
-            .map_err(|source| crate::Error::Io { context: "starting a proxy thread".into(), source })?;
-        handles.push(handle);
-    }
-    for h in handles {
-        match h.join() {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(crate::Error::Io {
-                    context: "a proxy thread".into(),
-                    source: std::io::Error::other("panicked"),
-                });
-            }
-        }
-    }
-    Ok(())
+    Server::new(limits).serve_on_threads(addr, threads, |_| proxy.fork())?.join()
 }
 
 /// Binds `addr` and [`serve`]s on it.

@@ -113,6 +113,10 @@ fn text(status: StatusCode, body: String) -> Response<MockBody> {
     resp
 }
 
+/// Close frames the mock tools' websocket echo has received (from any
+/// test of the binary).
+pub static WS_CLOSES_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
 fn websocket_echo(mut req: Request<Incoming>) -> Response<MockBody> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return text(StatusCode::BAD_REQUEST, "not a websocket request".into());
@@ -129,6 +133,7 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<MockBody> {
         .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
+                WS_CLOSES_RECEIVED.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
