@@ -146,6 +146,11 @@ pub struct RecoveryReport {
     pub adopted: Vec<String>,
     /// Half-made containers (created, never started) removed.
     pub removed_half_made: Vec<String>,
+    /// Containers found created but younger than `orphan_grace`: a launch
+    /// of another process may still start them. Adopted for now; the
+    /// reaper ([`Fleet::spawn_reaper`], [`Fleet::reap_half_made`]) removes
+    /// those still not started once the grace has passed.
+    pub young_created: Vec<String>,
     /// Volumes whose container no longer exists, removed.
     pub removed_orphan_volumes: usize,
 }
@@ -179,7 +184,9 @@ pub struct RecoveryReport {
 /// - [`Fleet::kill`] removes the container, its volumes, its resources
 ///   (staged files, tokens) and marks its history.
 /// - [`Fleet::recover`] after a restart: adopts running containers,
-///   removes half-made ones and orphaned volumes and resources.
+///   removes half-made ones and orphaned volumes and resources;
+///   [`Fleet::spawn_reaper`] removes half-made containers found later
+///   (created too recently at recovery to tell).
 pub struct Fleet {
     manager: Arc<dyn ContainerManager>,
     activity: Arc<dyn ActivityStore>,
@@ -920,6 +927,15 @@ impl Fleet {
                 }
                 continue;
             }
+            if c.state == ContainerState::Created {
+                tracing::info!(
+                    name = %c.name,
+                    age_secs = age.as_secs_f64(),
+                    "a container was created but not started yet; it is removed if it is still not started once \
+                     orphan_grace has passed"
+                );
+                report.young_created.push(c.name.clone());
+            }
             #[cfg(feature = "staging")]
             if let (Some(stager), Some(token)) = (&self.stager, c.labels.get(&self.token_label())) {
                 match token.parse() {
@@ -952,6 +968,58 @@ impl Fleet {
             "fleet recovered"
         );
         Ok(report)
+    }
+
+    /// Removes half-made containers: still `created` (never started), older
+    /// than `orphan_grace`, and not being launched by this fleet. These are
+    /// launches of a process that died between creating and starting them,
+    /// which [`recover`](Self::recover) saw too young to judge. Each is
+    /// inspected again right before removal, so one that started since the
+    /// list is kept. Returns the names removed.
+    ///
+    /// # Errors
+    ///
+    /// Listing failures; a container that cannot be removed is logged.
+    pub async fn reap_half_made(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let launching = |name: &str| self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name);
+        for c in self.manager.list(&ListFilter::all()).await? {
+            if c.state != ContainerState::Created || launching(&c.name) {
+                continue;
+            }
+            // The list may be stale: look again before judging.
+            let Ok(now) = self.manager.inspect(&c.name).await else { continue };
+            let age = SystemTime::now().duration_since(now.created).unwrap_or_default();
+            if now.state != ContainerState::Created || age < self.config.orphan_grace || launching(&c.name) {
+                continue;
+            }
+            tracing::warn!(name = %c.name, age_secs = age.as_secs(), "removing a half-made container (never started)");
+            match self.kill(&c.name).await {
+                Ok(()) => removed.push(c.name),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(name = %c.name, error = %e, "could not remove a half-made container"),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs [`reap_half_made`](Self::reap_half_made) every `orphan_grace`
+    /// (at least every second) until the fleet is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let every = self.config.orphan_grace.max(Duration::from_secs(1));
+        let fleet = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(fleet) = fleet.upgrade() else { return };
+                if let Err(e) = fleet.reap_half_made().await {
+                    tracing::warn!(error = %e, "looking for half-made containers failed");
+                }
+            }
+        })
     }
 
     /// Managed containers ordered least recently used first, with the time

@@ -119,3 +119,61 @@ async fn docker_idle_culling() {
     assert_eq!(removed, [e.run.name("idle")]);
     assert_eq!(e.names().await, [e.run.name("busy")]);
 }
+
+/// Makes a container of `env`'s root label with the Docker CLI and leaves
+/// it `created` (never started), as a launch killed between create and
+/// start does.
+fn docker_create(env: &Env, name: &str) {
+    let root = env.manager.config().labels.root().to_owned();
+    let mut args = vec!["create".to_owned(), "--name".to_owned(), name.to_owned()];
+    for (k, v) in env.run.labels() {
+        args.extend(["--label".to_owned(), format!("{k}={v}")]);
+    }
+    for label in [format!("{root}=true"), format!("{root}.port=80"), format!("{root}.mem_reservation_mb=8")] {
+        args.extend(["--label".to_owned(), label]);
+    }
+    args.push(env.image.clone());
+    let out = std::process::Command::new("docker").args(&args).output().unwrap();
+    assert!(out.status.success(), "docker create: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_half_made_containers_found_young_are_reaped_after_the_grace() {
+    let grace = Duration::from_secs(3);
+    let config = FleetConfig { orphan_grace: grace, ..FleetConfig::default() };
+    let Some(env) = env("docker_half_made_containers_found_young_are_reaped_after_the_grace", config).await else {
+        return;
+    };
+    let never = env.run.name("never");
+    let later = env.run.name("later");
+    docker_create(&env, &never);
+    docker_create(&env, &later);
+    env.fleet.launch(env.spec("running", 8), None).await.unwrap();
+
+    // A restarted berth finds them younger than the grace: adopted, kept.
+    let report = env.fleet.recover().await.unwrap();
+    let mut young = report.young_created.clone();
+    young.sort();
+    let mut want = vec![never.clone(), later.clone()];
+    want.sort();
+    assert_eq!(young, want);
+    assert!(report.removed_half_made.is_empty());
+    assert!(env.fleet.reap_half_made().await.unwrap().is_empty(), "nothing is reaped inside the grace");
+
+    // The other process's launch goes on for one of them.
+    let out = std::process::Command::new("docker").args(["start", &later]).output().unwrap();
+    assert!(out.status.success());
+    let reaper = env.fleet.spawn_reaper();
+    let deadline = Instant::now() + grace * 4;
+    while env.names().await.contains(&never) {
+        assert!(Instant::now() < deadline, "the half-made container was never removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reaper.abort();
+    let mut left = env.names().await;
+    left.sort();
+    let mut want = vec![later, env.run.name("running")];
+    want.sort();
+    assert_eq!(left, want, "the started one and the running one stay");
+    assert!(env.manager.list_volumes().await.unwrap().iter().all(|v| v.container.as_deref() != Some(&never)));
+}
