@@ -166,6 +166,19 @@ impl Routing {
         }
     }
 
+    /// True when [`resolve`](Self::resolve) would not say
+    /// [`RouteDecision::NotMine`]: the request is the proxy's (a
+    /// container's path or host). Allocation-free, for a server that
+    /// dispatches between the proxy and an application before anything
+    /// else.
+    pub fn claims(&self, uri: &Uri, host: Option<&str>) -> bool {
+        match self {
+            Routing::Path(p) => claims_path(p, uri),
+            Routing::Host(h) => claims_host(h, uri, host),
+            Routing::Both(p, h) => claims_host(h, uri, host) || claims_path(p, uri),
+        }
+    }
+
     /// The path routing, when on.
     pub fn path(&self) -> Option<&PathRouting> {
         match self {
@@ -190,6 +203,25 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+fn claims_path(p: &PathRouting, uri: &Uri) -> bool {
+    uri.path().strip_prefix(p.prefix.as_str()).is_some_and(|after| after.starts_with('/'))
+}
+
+fn claims_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> bool {
+    let Some(raw) = uri.authority().map(|a| a.as_str()).or(host) else {
+        return false;
+    };
+    let raw = raw.rsplit('@').next().unwrap_or(raw);
+    if raw.starts_with('[') {
+        return false;
+    }
+    let hostname = raw.split(':').next().unwrap_or(raw).trim_end_matches('.');
+    let n = h.suffix.len();
+    hostname.len() > n
+        && hostname.as_bytes()[hostname.len() - n - 1] == b'.'
+        && hostname.get(hostname.len() - n..).is_some_and(|s| s.eq_ignore_ascii_case(&h.suffix))
 }
 
 fn resolve_path(p: &PathRouting, uri: &Uri) -> RouteDecision {
@@ -326,6 +358,7 @@ mod tests {
         ];
         for (path, want) in cases {
             let uri: Uri = path.parse().unwrap();
+            assert_eq!(r.claims(&uri, Some("example.org")), want != RouteDecision::NotMine, "claims {path}");
             assert_eq!(r.resolve(&uri, Some("example.org")), want, "{path}");
         }
     }
@@ -393,7 +426,14 @@ mod tests {
         ];
         for (host, path, want) in cases {
             let uri: Uri = path.parse().unwrap();
+            assert_eq!(r.claims(&uri, host), want != RouteDecision::NotMine, "claims {host:?} {path}");
             assert_eq!(r.resolve(&uri, host), want, "{host:?} {path}");
+            let both = Routing::Both(PathRouting::default(), HostRouting::new("docker.localhost"));
+            assert_eq!(both.claims(&uri, host), both.resolve(&uri, host) != RouteDecision::NotMine, "both {host:?}");
+        }
+        for odd in ["é.docker.localhost", "x.dockér.localhost", "ocker.localhost", "a.docker.localhost@b", "é"] {
+            let uri: Uri = "/".parse().unwrap();
+            assert_eq!(r.claims(&uri, Some(odd)), r.resolve(&uri, Some(odd)) != RouteDecision::NotMine, "{odd}");
         }
         // HTTP/2: the authority is in the URI.
         let uri: Uri = "http://viz.docker.localhost/p".parse().unwrap();
