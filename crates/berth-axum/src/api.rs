@@ -64,7 +64,8 @@ pub struct ApiState {
     /// Counters for `/metrics` (give the same `Metrics` to the proxy's
     /// activity recorder so requests are counted).
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The proxy's activity recorder, for its dropped-records count.
+    /// The proxy's activity recorder: its dropped-records count, and the flush
+    /// that makes history answers read-your-writes.
     pub activity: berth_proxy::ActivityRecorder,
     /// Launches under way and recently failed (shared by clones).
     pub launches: Launches,
@@ -770,6 +771,8 @@ async fn inspect(
     let info = find(&state, &user, &name).await?;
     let mut body = describe(&state, &info);
     if let Some(history) = &state.history {
+        // Read your writes: requests already proxied are in the store.
+        state.activity.flush().await;
         if let Ok(Some(t)) = history.last_activity(&name).await {
             body["last_activity"] = json!(unix(t));
         }
@@ -836,6 +839,8 @@ async fn history(
     let Some(store) = &state.history else {
         return Err(ApiError(StatusCode::NOT_FOUND, "this server records no history".into()));
     };
+    // Read your writes: a request proxied before this one is in the answer.
+    state.activity.flush().await;
     let entries = store
         .history(&name, HistoryQuery::default())
         .await

@@ -1059,11 +1059,18 @@ where
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
+                }
+                // The last frame of a sized body: report before the client
+                // can have it, so a query it makes next sees the request.
+                if this.inner.is_end_stream() {
+                    if let Some(r) = this.report.take() {
+                        send_report(r, *this.bytes);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

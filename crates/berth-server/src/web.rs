@@ -408,6 +408,8 @@ async fn history(State(state): State<WebState>, w: Who, Path(name): Path<String>
     let Some(store) = &state.api.history else {
         return error_page(StatusCode::NOT_FOUND, "no history is recorded");
     };
+    // Read your writes: requests proxied before this page are on it.
+    state.api.activity.flush().await;
     let entries = match store.history(&name, HistoryQuery { since: None, limit: Some(500) }).await {
         Ok(e) => e,
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
