@@ -6,8 +6,16 @@
 //! root_label = "berth"
 //! tools = "tools.toml"              # the tool registry, relative to this file
 //!
+//! [server]                        # the listeners (main and staging); all optional
+//! threads = 2                       # main listener: one runtime per thread; default: the CPU count
+//! header_read_timeout_secs = 10     # a request head must arrive within this (also closes idle keep-alive)
+//! max_header_bytes = 65536          # larger request heads get 431
+//! max_connections = 10000           # for the whole process; beyond it clients wait
+//! shutdown_grace_secs = 10          # SIGTERM/SIGINT: requests in flight may finish within this
+//!
 //! [engine]
 //! backend = "docker"                # docker (one engine) | swarm (services on a swarm manager)
+//!                                   # | mock (in-process stand-ins: no Docker; tests, benchmarks)
 //! endpoints = "auto"                # docker: auto | bridge | published | host; swarm: published | network
 //!
 //! [engine.swarm]                    # with backend = "swarm"
@@ -137,13 +145,18 @@ pub enum Backend {
     Docker,
     /// Services on a Docker Swarm manager (`SwarmManager`).
     Swarm,
+    /// No engine: containers are HTTP servers inside berth's own process
+    /// (`MockManager`), following the test tool's contract whatever the
+    /// image. For trying berth without Docker, tests and benchmarks; they
+    /// end with the process.
+    Mock,
 }
 
 /// Engine settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
-    /// `docker` or `swarm`.
+    /// `docker`, `swarm` or `mock`.
     #[serde(default)]
     pub backend: Backend,
     /// Docker: `auto`, `bridge`, `published` or `host`; swarm: `published`
@@ -198,6 +211,80 @@ pub struct SwarmSection {
     /// Its options (`{name}` is the volume's name).
     #[serde(default)]
     pub volume_driver_options: std::collections::BTreeMap<String, String>,
+}
+
+/// `[server]`: how berth listens (both the main listener and the staging
+/// listener containers fetch from).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Threads serving the main listener, each a single-threaded runtime
+    /// with its own socket (`SO_REUSEPORT`) and upstream connection pool;
+    /// default: the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Seconds a client has to send a complete request head, counted from
+    /// its connection for the first request and from the end of the
+    /// previous response for later ones (so idle keep-alive connections
+    /// close after it too).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: f64,
+    /// Largest request head accepted, in bytes; larger ones get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most connections served at once, by the whole process (main and
+    /// staging listeners have a cap each); further clients wait.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// After SIGTERM or SIGINT: seconds requests in flight may take to
+    /// finish (websockets are closed with close frames first).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: None,
+            header_read_timeout_secs: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+impl ServerSection {
+    /// The limits as the proxy crate's server takes them.
+    pub fn limits(&self) -> berth_proxy::ServerLimits {
+        berth_proxy::ServerLimits {
+            header_read_timeout: std::time::Duration::from_secs_f64(self.header_read_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            shutdown_grace: std::time::Duration::from_secs_f64(self.shutdown_grace_secs),
+        }
+    }
+
+    /// The serving threads: `threads`, else the number of CPUs.
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+}
+
+fn default_header_read_timeout() -> f64 {
+    10.0
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_shutdown_grace() -> f64 {
+    10.0
 }
 
 /// Which routings the proxy serves.
@@ -387,6 +474,9 @@ pub struct Config {
     /// Path of the tool registry (TOML with `[[tools]]`), relative to the config file.
     #[serde(default)]
     pub tools: Option<PathBuf>,
+    /// The listeners' limits and threads.
+    #[serde(default)]
+    pub server: ServerSection,
     /// Engine settings.
     #[serde(default)]
     pub engine: EngineSection,
@@ -642,6 +732,40 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 pub const MAX_START_TIMEOUT_SECS: u64 = 24 * 3600;
 
 impl Config {
+    /// Checks `[server]`: every limit must be usable.
+    fn check_server(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let seconds = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                Ok(())
+            } else {
+                Err(invalid_at(path, text, key, format!("{v} is not between 0 and 3600 seconds")))
+            }
+        };
+        seconds("server.header_read_timeout_secs", s.header_read_timeout_secs)?;
+        seconds("server.shutdown_grace_secs", s.shutdown_grace_secs)?;
+        if s.threads == Some(0) || s.threads.is_some_and(|t| t > 1024) {
+            return Err(invalid_at(path, text, "server.threads", "must be between 1 and 1024".to_owned()));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&s.max_header_bytes) {
+            return Err(invalid_at(
+                path,
+                text,
+                "server.max_header_bytes",
+                format!("{} is not between 1024 and 16777216 bytes", s.max_header_bytes),
+            ));
+        }
+        if s.max_connections == 0 || s.max_connections > 1_000_000 {
+            return Err(invalid_at(
+                path,
+                text,
+                "server.max_connections",
+                format!("{} is not between 1 and 1000000", s.max_connections),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads and checks `path`; relative paths inside it are resolved
     /// against its directory.
     ///
@@ -687,6 +811,7 @@ impl Config {
                 format!("is more than a day ({MAX_START_TIMEOUT_SECS} s)"),
             ));
         }
+        config.check_server(path, text)?;
         if let Some(bad) = config.api.allow_images.iter().find(|p| p.is_empty() || (p.contains('*') && *p != "*")) {
             return Err(invalid_at(
                 path,
@@ -699,6 +824,7 @@ impl Config {
             let allowed: &[&str] = match config.engine.backend {
                 Backend::Docker => &["auto", "bridge", "published", "host"],
                 Backend::Swarm => &["published", "network"],
+                Backend::Mock => &[],
             };
             if !allowed.contains(&e.as_str()) {
                 return Err(invalid_at(
@@ -1021,6 +1147,81 @@ mod tests {
             "engine.swarm.constraints",
         );
         bad("[engine]\nbackend = \"swarm\"\n[engine.swarm]\npreferences = [\"zone\"]\n", "engine.swarm.preferences");
+    }
+
+    #[test]
+    fn server_limits_have_safe_defaults_and_are_checked_naming_the_key() {
+        let c = Config::parse(Path::new("b.toml"), "").unwrap();
+        let limits = c.server.limits();
+        assert_eq!(limits.header_read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!((limits.max_header_bytes, limits.max_connections), (64 * 1024, 10_000));
+        assert!(c.server.thread_count() >= 1);
+        let c = Config::parse(
+            Path::new("b.toml"),
+            "[server]
+threads = 3
+header_read_timeout_secs = 2.5
+max_connections = 50
+shutdown_grace_secs = 1
+",
+        )
+        .unwrap();
+        assert_eq!(c.server.thread_count(), 3);
+        assert_eq!(c.server.limits().header_read_timeout, std::time::Duration::from_millis(2500));
+        let bad = |text: &str, key: &str, line: usize| {
+            let e = Config::parse(Path::new("b.toml"), text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(&format!("b.toml:{line}")), "{e} should name {key} on line {line}");
+        };
+        bad(
+            "[server]
+threads = 0
+",
+            "server.threads",
+            2,
+        );
+        bad(
+            "[server]
+\nheader_read_timeout_secs = 0
+",
+            "server.header_read_timeout",
+            3,
+        );
+        bad(
+            "[server]
+max_connections = 2
+max_header_bytes = 10
+",
+            "server.max_header_bytes",
+            3,
+        );
+        bad(
+            "[server]
+max_connections = 0
+",
+            "server.max_connections",
+            2,
+        );
+        bad(
+            "[server]
+shutdown_grace_secs = -1
+",
+            "server.shutdown_grace_secs",
+            2,
+        );
+        bad(
+            "[server]
+threads = \"two\"
+",
+            "server.threads",
+            2,
+        );
+        bad(
+            "[server]
+backlog = 5
+",
+            "server",
+            2,
+        );
     }
 
     #[test]

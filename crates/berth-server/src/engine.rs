@@ -1,5 +1,6 @@
 //! The container backend `berth serve` drives (`[engine] backend`): one
-//! Docker engine, or services on a Docker Swarm manager.
+//! Docker engine, services on a Docker Swarm manager, or the in-process
+//! mock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +32,11 @@ pub struct Engine {
 /// A bad `DOCKER_HOST`, an unreachable engine, and for `swarm` an engine
 /// that is no swarm manager, a missing network, with context.
 pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
-    let docker = DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone()));
+    let docker = || -> anyhow::Result<DockerConfig> {
+        Ok(DockerConfig::from_env()?.labels(LabelScheme::new(config.root_label.clone())))
+    };
     match config.engine.backend {
+        Backend::Mock => Ok(mock(config)),
         Backend::Docker => {
             let mode = match config.engine.endpoints.as_deref() {
                 Some("bridge") => EndpointMode::BridgeIp,
@@ -40,7 +44,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
                 Some("host") => EndpointMode::HostNetwork,
                 _ => EndpointMode::Auto,
             };
-            let manager = Arc::new(DockerManager::connect(docker.endpoint_mode(mode)).await?);
+            let manager = Arc::new(DockerManager::connect(docker()?.endpoint_mode(mode)).await?);
             let remote = !manager.config().host.is_local();
             let peers = ContainerPeers::new({
                 let manager = manager.clone();
@@ -52,7 +56,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
             Ok(Engine { manager, peers, remote })
         }
         Backend::Swarm => {
-            let swarm = swarm_config(config, docker);
+            let swarm = swarm_config(config, docker()?);
             let manager =
                 Arc::new(SwarmManager::connect(swarm).await.context("connecting to the swarm manager ([engine])")?);
             // Containers connect from the manager's own networks (tasks on
@@ -79,6 +83,25 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
             Ok(Engine { manager, peers, remote: false })
         }
     }
+}
+
+/// The in-process mock engine: it knows every image of the registry (each
+/// runs the mock tool), so registry tools launch as they would on Docker.
+fn mock(config: &Config) -> Engine {
+    use berth_manager::mock::{MockConfig, MockEngine, MockManager};
+    let engine = MockEngine::new();
+    if let Ok(registry) = config.registry() {
+        for tool in &registry.tools {
+            engine.add_image(&tool.image);
+        }
+    }
+    let labels = LabelScheme::new(config.root_label.clone());
+    let manager = Arc::new(MockManager::with_config(engine, MockConfig { labels, ..MockConfig::default() }));
+    tracing::warn!("[engine] backend = \"mock\": containers are stand-ins inside this process, not real tools");
+    // Mock containers fetch nothing from the staging listener but through
+    // loopback, which is always allowed.
+    let peers = ContainerPeers::new(Arc::new(|| Box::pin(async { Ok(Vec::new()) })));
+    Engine { manager, peers, remote: false }
 }
 
 /// The swarm settings of `config` over the engine settings `docker`.

@@ -1,7 +1,19 @@
 //! `berth serve`: everything in one process.
+//!
+//! Both listeners are served by berth-proxy's [`Server`] (its limits:
+//! header deadline, head size, a process-wide connection cap; graceful
+//! shutdown). The main listener runs one single-threaded runtime per
+//! thread (`[server] threads`) and dispatches each request before any
+//! axum routing: a container's path or host goes straight to that
+//! thread's fork of the proxy (the hot path), everything else (API, web
+//! app, login) to the axum app, which runs on the main runtime.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,41 +22,205 @@ use berth_axum::api::{ApiState, api_router};
 use berth_fleet::{Fleet, FleetConfig, Stager};
 use berth_history::{HistoryConfig, HistoryStore};
 use berth_proxy::{
-    ActivityRecorder, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, TableConfig, WaitingPage,
+    ActivityRecorder, ClientAddr, HostRouting, PathRouting, Proxy, ProxyBody, ProxyConfig, RouteTable, Routing, Server,
+    TableConfig, WaitingPage,
 };
 use berth_staging::{LocalDirStore, StagingService, StagingUrls, TokenRegistry};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use crate::auth::{Auth, ServerHooks};
 use crate::config::{AuthMode, Config, RoutingChoice};
 
-/// Builds the server from `config` and serves until the process ends.
+/// Builds the server from `config` and serves until SIGTERM or SIGINT,
+/// then shuts down gracefully: stop accepting, close websockets with close
+/// frames, let requests in flight finish within `[server]
+/// shutdown_grace_secs`, and flush the request history.
 ///
 /// The main listener serves the API, the proxy, the web app and the staged
-/// inputs (token-protected). A
-/// second listener serves only the staged inputs (token-protected) and data
-/// files to containers, which reach the host through the engine's bridge
-/// gateway, not through loopback; with a local engine it answers only
-/// loopback and the engine's network subnets (see [`crate::peers`]).
+/// inputs (token-protected). A second listener serves only the staged
+/// inputs (token-protected) and data files to containers, which reach the
+/// host through the engine's bridge gateway, not through loopback; with a
+/// local engine it answers only loopback and the engine's network subnets
+/// (see [`crate::peers`]).
 ///
 /// # Errors
 ///
 /// Configuration, engine, database or socket failures, with context.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let Built { app, staging_app, public_base } = build(&config).await?;
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    raise_open_file_limit(&config);
+    let Built { app, staging_app, public_base, proxy, activity } = build(&config).await?;
+    let shutdown = proxy.shutdown().clone();
+    let limits = config.server.limits();
+    let main = Server::with_shutdown(limits.clone(), shutdown.clone());
+    let staging = Server::with_shutdown(limits.clone(), shutdown.clone());
     let staging_listener = staging_listener(&config, &public_base).await?;
     let staging_addr = staging_listener.local_addr().context("the staging listener's address")?;
-    tracing::info!(listen = %config.listen, staging = %public_base, %staging_addr, "berth serving");
+    let runtime = tokio::runtime::Handle::current();
+    let threads = config.server.thread_count();
+    let serving = main
+        .serve_on_threads(config.listen, threads, |_| Dispatch {
+            proxy: proxy.fork(),
+            app: App { router: app.clone(), runtime: Some(runtime.clone()) },
+        })
+        .with_context(|| format!("serving on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, threads, staging = %public_base, %staging_addr, "berth serving");
     eprintln!("berth is serving on http://{}/ (API at /api/v1, tools at {})", config.listen, tools_at(&config));
-    let staging = tokio::spawn(async move {
-        axum::serve(staging_listener, staging_app.into_make_service_with_connect_info::<SocketAddr>()).await
-    });
+    let mut staging_task =
+        tokio::spawn(async move { staging.serve(staging_listener, App { router: staging_app, runtime: None }).await });
+    let mut failed = None;
     tokio::select! {
-        r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()) => r.context("serving")?,
-        r = staging => r.context("staging task")?.context("serving staged inputs")?,
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections; requests in flight may finish"),
+        r = &mut staging_task => {
+            failed = Some(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the staging listener stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("serving staged inputs"),
+                Err(e) => anyhow::Error::new(e).context("the staging listener's task"),
+            });
+        }
     }
-    Ok(())
+    shutdown.trigger();
+    // Everything below is bounded: the servers by the grace, tunnels by
+    // their close wait; the bound here only guards against a stuck peer.
+    let bound = limits.shutdown_grace + 2 * berth_proxy::TUNNEL_CLOSE_WAIT + Duration::from_secs(1);
+    let drained = tokio::time::timeout(bound, async {
+        let joined = tokio::task::spawn_blocking(move || serving.join());
+        let (_, joined, staging) = tokio::join!(proxy.tunnels_closed(), joined, async {
+            if staging_task.is_finished() { Ok(Ok(())) } else { (&mut staging_task).await }
+        });
+        if let Ok(Err(e)) = joined {
+            tracing::warn!(error = %e, "a serving thread ended with an error");
+        }
+        if let Ok(Err(e)) = staging {
+            tracing::warn!(error = %e, "the staging listener ended with an error");
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(?bound, "connections still open after the shutdown grace; closing them");
+    }
+    // What was proxied before the shutdown is in the history now.
+    activity.flush().await;
+    tracing::info!("berth stopped");
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C), naming it.
+async fn shutdown_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops berth gracefully");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => "SIGTERM",
+        r = tokio::signal::ctrl_c() => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot listen for SIGINT");
+                std::future::pending::<()>().await;
+            }
+            "SIGINT"
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every proxied
+/// connection holds two (client and container), so the default soft limit
+/// of many systems (1024) would cap berth far below `[server]
+/// max_connections`. Warns when even the hard limit is too low.
+fn raise_open_file_limit(config: &Config) {
+    let wanted = 2 * config.server.max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            open_files = limit,
+            max_connections = config.server.max_connections,
+            "the open-file limit allows fewer proxied connections than [server] max_connections (each needs two \
+             descriptors); raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower max_connections"
+        ),
+        Ok(limit) => tracing::debug!(open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// What the main listener's threads serve: containers' paths and hosts go
+/// to the thread's proxy, everything else to the app.
+#[derive(Clone)]
+struct Dispatch {
+    proxy: Proxy<ServerHooks>,
+    app: App,
+}
+
+impl tower::Service<http::Request<Incoming>> for Dispatch {
+    type Response = http::Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+        let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
+        if self.proxy.config().routing.claims(req.uri(), host) {
+            let proxy = self.proxy.clone();
+            Box::pin(async move { Ok(proxy.handle(req).await) })
+        } else {
+            self.app.call(req)
+        }
+    }
+}
+
+/// berth's own routes (an axum app), run on `runtime` when given (the
+/// main runtime, where the app's background work lives), else inline.
+#[derive(Clone)]
+struct App {
+    router: Router,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl tower::Service<http::Request<Incoming>> for App {
+    type Response = http::Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<Incoming>) -> Self::Future {
+        use tower::ServiceExt;
+        if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied() {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        }
+        let router = self.router.clone();
+        let boxed = |resp: http::Response<axum::body::Body>| resp.map(|b| b.map_err(Into::into).boxed_unsync());
+        match &self.runtime {
+            None => Box::pin(async move { Ok(boxed(router.oneshot(req).await.unwrap_or_else(|e| match e {}))) }),
+            Some(runtime) => {
+                let task = runtime.spawn(async move { router.oneshot(req).await });
+                Box::pin(async move {
+                    Ok(match task.await {
+                        Ok(Ok(resp)) => boxed(resp),
+                        Ok(Err(e)) => match e {},
+                        Err(e) => {
+                            tracing::error!(error = %e, "a request handler failed");
+                            berth_proxy::pages::error(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                                .map(|b| b.map_err(|e| match e {}).boxed_unsync())
+                        }
+                    })
+                })
+            }
+        }
+    }
 }
 
 /// The longest start timeout of any tool (or the server's default).
@@ -146,15 +322,18 @@ fn spawn_session_pruner(history: Arc<HistoryStore>) {
     });
 }
 
-/// The main app, the staging-only app and the staging base URL.
 /// What [`build`] makes.
 struct Built {
-    /// The main app.
+    /// berth's own routes: API, web app, login, staged inputs.
     app: Router,
     /// The app of the staging listener.
     staging_app: Router,
     /// The base URL containers fetch staged files from.
     public_base: String,
+    /// The proxy (forked per serving thread).
+    proxy: Proxy<ServerHooks>,
+    /// Where proxied requests are reported (flushed at shutdown).
+    activity: ActivityRecorder,
 }
 
 async fn build(config: &Config) -> anyhow::Result<Built> {
@@ -194,6 +373,10 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     let report = fleet.recover().await.context("recovering containers")?;
     tracing::info!(adopted = report.adopted.len(), "containers recovered");
     fleet.spawn_culler();
+    // Containers found created but too young to judge (a launch of the
+    // process before may still have been starting them) are looked at
+    // again once the grace has passed.
+    fleet.spawn_reaper();
 
     let table_config =
         TableConfig { start_timeout: Duration::from_secs(config.proxy.start_timeout_secs), ..TableConfig::default() };
@@ -248,7 +431,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         owner_label,
         ready_timeout: Duration::from_secs(config.proxy.start_timeout_secs),
         metrics,
-        activity: recorder,
+        activity: recorder.clone(),
         launches: Default::default(),
         images: config.api.image_policy(),
     };
@@ -293,12 +476,5 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
     // proxied path. The timeout leaves room for the longest `?wait=true`.
     let app =
         berth_axum::layers::standard_layers(app, longest_start + berth_axum::api::WAIT_GRACE + Duration::from_secs(30));
-    let app = match config.routing_choice() {
-        RoutingChoice::Host => app.layer(berth_axum::HostRoutingLayer::new(proxy)),
-        RoutingChoice::Path => app.merge(berth_axum::proxy_router(proxy, &config.proxy.prefix)),
-        RoutingChoice::Both => app
-            .merge(berth_axum::proxy_router(proxy.clone(), &config.proxy.prefix))
-            .layer(berth_axum::HostRoutingLayer::new(proxy)),
-    };
-    Ok(Built { app, staging_app, public_base })
+    Ok(Built { app, staging_app, public_base, proxy, activity: recorder })
 }
