@@ -137,12 +137,73 @@ fn path_and_query(uri: &http::Uri) -> String {
     uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
 }
 
-/// `next` when it is a path on this host (not `//elsewhere`), else `/`.
+/// `next` when it is a path on this host, else `/`: where berth redirects
+/// after a login, a hand-off or a container host's ticket, so never
+/// anywhere a browser could read as another origin (see [`is_local_path`]).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n.to_owned(),
+        Some(n) if is_local_path(n) => n.to_owned(),
         _ => "/".to_owned(),
     }
+}
+
+/// Longest `next` berth redirects to.
+const MAX_NEXT: usize = 4096;
+
+/// Whether `next` is a path on this host however a browser reads it.
+///
+/// Browsers drop tabs and newlines anywhere in a URL, strip leading
+/// control characters and spaces, and read `\` as `/`, so `/\t/evil`
+/// becomes the scheme-relative `//evil`. Hence only printable ASCII (what
+/// a URI's path and query consist of), a leading `/` not followed by `/`
+/// or `\`, and no `\` anywhere; and the same again for every
+/// percent-decoded form (`/%09/evil`, `/%2F/evil`, `/%252F/evil`), in case
+/// anything on the way decodes it.
+fn is_local_path(next: &str) -> bool {
+    fn plain(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.first() == Some(&b'/')
+            && !matches!(b.get(1), Some(b'/' | b'\\'))
+            && !s.chars().any(|c| c.is_control() || c == '\\')
+    }
+    if next.len() > MAX_NEXT || !next.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let mut current = next.to_owned();
+    // A few rounds of decoding; a form still changing after them is refused.
+    for _ in 0..4 {
+        if !plain(&current) {
+            return false;
+        }
+        let decoded = percent_decode(&current);
+        if decoded == current {
+            return true;
+        }
+        current = decoded;
+    }
+    false
+}
+
+/// `s` with `%XX` escapes decoded (invalid UTF-8 replaced, `+` kept).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Both digits are below 16, so this fits a byte.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn urlencode(s: &str) -> String {
@@ -747,9 +808,61 @@ mod tests {
 
     #[test]
     fn next_stays_on_this_host() {
-        assert_eq!(local_path(Some("/docker/a/?x=1")), "/docker/a/?x=1");
-        for bad in [None, Some("//evil.example/"), Some("https://evil.example/"), Some("/\\evil"), Some("x")] {
-            assert_eq!(local_path(bad), "/", "{bad:?}");
+        for good in [
+            "/",
+            "/docker/a/?x=1",
+            "/docker/a/files/my%20data.csv",
+            "/lab?token=a+b&x=%2Fy",
+            "/a/..//b",
+            "/./x",
+            "/ui/wait/v1?launch=3",
+            "/caf%C3%A9",
+        ] {
+            assert_eq!(local_path(Some(good)), good, "{good:?} is a local path");
+        }
+        let long = format!("/{}", "a".repeat(MAX_NEXT));
+        let refused: &[&str] = &[
+            "",
+            "x",
+            "evil.example",
+            "//evil.example/",
+            "///evil.example",
+            "https://evil.example/",
+            "http:/evil.example",
+            "javascript:alert(1)",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/x\\y",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\u{0}/evil.example",
+            "/\u{b}/evil.example",
+            "/\u{c}/evil.example",
+            "/\u{1f}/evil.example",
+            "/\u{7f}/evil.example",
+            "/\u{85}/evil.example",
+            " //evil.example",
+            "\t//evil.example",
+            "/ /evil.example",
+            "/\u{3000}/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%0D%0A/evil.example",
+            "/%00",
+            "/%2F/evil.example",
+            "/%2f/evil.example",
+            "/%5C/evil.example",
+            "/%5c%5cevil.example",
+            "/x%5Cy",
+            "/%252F/evil.example",
+            "/%25252F/evil.example",
+            "/%2525252525252F/evil.example",
+            "/%C2%85/evil.example",
+            &long,
+        ];
+        for bad in refused.iter().copied().map(Some).chain([None]) {
+            assert_eq!(local_path(bad), "/", "{bad:?} is refused");
         }
     }
 
