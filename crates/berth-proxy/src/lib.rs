@@ -57,7 +57,8 @@ pub use activity::{
 };
 pub use error::{Error, Result};
 pub use forward::{
-    BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, X_BERTH_GROUPS, X_BERTH_USER, remove_hop_by_hop, strip_cookies,
+    BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, X_BERTH_EMAIL, X_BERTH_GROUPS, X_BERTH_USER,
+    remove_hop_by_hop, strip_cookies,
 };
 pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};

@@ -70,6 +70,7 @@
 //! trusted_proxies = ["127.0.0.1/32", "::1/128"]   # required; others sending the headers are refused
 //! user_header = "X-Forwarded-User"
 //! groups_header = "X-Forwarded-Groups"            # comma-separated
+//! email_header = "X-Forwarded-Email"              # optional; passed to containers as X-Berth-Email
 //!
 //! [auth.oidc]                       # mode = "oidc": berth is an OpenID Connect relying party
 //! issuer = "https://login.example.org/realms/berth"
@@ -495,6 +496,10 @@ pub struct HeaderAuthSection {
     /// Header listing the user's groups, comma-separated.
     #[serde(default = "default_groups_header")]
     pub groups_header: String,
+    /// Header holding the user's email address (optional: a request
+    /// without it has none), passed to containers as `X-Berth-Email`.
+    #[serde(default = "default_email_header")]
+    pub email_header: String,
 }
 
 fn default_user_header() -> String {
@@ -503,6 +508,10 @@ fn default_user_header() -> String {
 
 fn default_groups_header() -> String {
     "X-Forwarded-Groups".to_owned()
+}
+
+fn default_email_header() -> String {
+    "X-Forwarded-Email".to_owned()
 }
 
 /// `[auth.oidc]`.
@@ -822,6 +831,7 @@ impl Config {
                 for (key, name) in [
                     ("auth.header.user_header", &header.user_header),
                     ("auth.header.groups_header", &header.groups_header),
+                    ("auth.header.email_header", &header.email_header),
                 ] {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                         return Err(invalid(key, format!("{name:?} is not a header name")));
@@ -1040,6 +1050,7 @@ mod tests {
         let c = parse(header).unwrap();
         let h = c.auth.header.as_ref().unwrap();
         assert_eq!((h.trusted_proxies.len(), h.user_header.as_str()), (2, "X-Forwarded-User"));
+        assert_eq!(h.email_header, "X-Forwarded-Email");
         assert!(c.web_enabled(), "a login mode turns the web app on");
         let oidc = "[proxy]\npublic_url = \"https://b.example\"\n[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"berth\"\n";
         let c = parse(oidc).unwrap();
@@ -1056,6 +1067,10 @@ mod tests {
             (
                 "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"10.0.0.0/8\"]\nuser_header = \"a b\"\n",
                 "auth.header.user_header",
+            ),
+            (
+                "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"10.0.0.0/8\"]\nemail_header = \"\"\n",
+                "auth.header.email_header",
             ),
             ("[auth]\nmode = \"oidc\"\n", "auth.oidc"),
             ("[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"idp\"\nclient_id = \"b\"\n", "auth.oidc.issuer"),

@@ -78,12 +78,31 @@ struct HeaderAuth {
     trusted: Vec<ipnet::IpNet>,
     user: http::HeaderName,
     groups: http::HeaderName,
+    email: http::HeaderName,
+}
+
+/// Who the trusted proxy's headers name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    user: String,
+    groups: Vec<String>,
+    email: Option<String>,
+}
+
+/// `email` when it can be an email address (and a header value): 3 to 254
+/// characters with an `@`, no spaces or control characters.
+fn usable_email(email: &str) -> Option<String> {
+    let email = email.trim();
+    let ok = (3..=254).contains(&email.len())
+        && email.contains('@')
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',');
+    ok.then(|| email.to_owned())
 }
 
 impl HeaderAuth {
-    /// The user and groups the headers name; `Ok(None)` without them.
-    fn identify(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<(String, Vec<String>)>, Denied> {
-        if !headers.contains_key(&self.user) && !headers.contains_key(&self.groups) {
+    /// The user, groups and email the headers name; `Ok(None)` without them.
+    fn identify(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<Named>, Denied> {
+        if ![&self.user, &self.groups, &self.email].iter().any(|h| headers.contains_key(*h)) {
             return Ok(None);
         }
         let trusted = peer.is_some_and(|p| {
@@ -107,7 +126,8 @@ impl HeaderAuth {
             .filter(|g| !g.is_empty())
             .map(str::to_owned)
             .collect();
-        Ok(Some((user.to_owned(), groups)))
+        let email = headers.get(&self.email).and_then(|v| v.to_str().ok()).and_then(usable_email);
+        Ok(Some(Named { user: user.to_owned(), groups, email }))
     }
 }
 
@@ -279,6 +299,7 @@ impl Auth {
                 trusted: h.trusted_proxies.clone(),
                 user: http::HeaderName::from_bytes(h.user_header.as_bytes())?,
                 groups: http::HeaderName::from_bytes(h.groups_header.as_bytes())?,
+                email: http::HeaderName::from_bytes(h.email_header.as_bytes())?,
             }),
             _ => None,
         };
@@ -305,10 +326,16 @@ impl Auth {
         self.mode
     }
 
-    /// The identity of `user` in `groups`, limited to `only`.
-    fn identity(&self, user: String, groups: Vec<String>, only: Option<Vec<String>>) -> Identity {
+    /// The identity of `user` in `groups`, with `email`, limited to `only`.
+    fn identity(
+        &self,
+        user: String,
+        groups: Vec<String>,
+        email: Option<String>,
+        only: Option<Vec<String>>,
+    ) -> Identity {
         let admin = self.admins.contains(&user) || groups.iter().any(|g| self.admin_groups.contains(g));
-        let who = Identity::new(user).with_admin(admin).with_groups(groups);
+        let who = Identity::new(user).with_admin(admin).with_groups(groups).with_email(email);
         match only {
             Some(only) => who.only(only),
             None => who,
@@ -326,8 +353,8 @@ impl Auth {
             return Ok(None);
         }
         if let Some(h) = &self.header {
-            if let Some((user, groups)) = h.identify(headers, peer)? {
-                return Ok(Some(self.identity(user, groups, None)));
+            if let Some(named) = h.identify(headers, peer)? {
+                return Ok(Some(self.identity(named.user, named.groups, named.email, None)));
             }
         }
         Ok(self.session(headers).await.map(|(_, who, _)| who))
@@ -337,7 +364,7 @@ impl Auth {
     async fn session(&self, headers: &HeaderMap) -> Option<(String, Identity, SystemTime)> {
         let id = self.sessions.session_id(headers)?;
         let (data, expires) = self.sessions.load(&id).await?;
-        Some((id, self.identity(data.user, data.groups, data.only), expires))
+        Some((id, self.identity(data.user, data.groups, data.email, data.only), expires))
     }
 
     /// Whether `host` (a `Host` header) names a container's host.
@@ -632,7 +659,8 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(q): Q
         Err(oidc::LoginError::Unavailable(e)) => return unavailable(oidc.issuer(), &e),
         Err(oidc::LoginError::Refused(e)) => return refused(&format!("Login refused: {e}.")),
     };
-    let data = SessionData { user: logged_in.user.clone(), groups: logged_in.groups, only: None };
+    let data =
+        SessionData { user: logged_in.user.clone(), groups: logged_in.groups, email: logged_in.email, only: None };
     let id = match auth.sessions.create(&data).await {
         Ok((id, _)) => id,
         Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
@@ -733,7 +761,7 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Path(token): Pa
         }
         auth.sessions.delete(old).await;
     }
-    let session = SessionData { user: data.user, groups: Vec::new(), only: Some(only) };
+    let session = SessionData { user: data.user, groups: Vec::new(), email: None, only: Some(only) };
     match auth.sessions.create(&session).await {
         Ok((id, _)) => {
             resp.headers_mut().insert(header::SET_COOKIE, auth.sessions.session_cookie(&id));
@@ -788,8 +816,12 @@ async fn host(
     let next = local_path(q.next.as_deref());
     match placed(&auth, &name).await {
         Some(p) if p.mode == berth_manager::RoutingMode::Host => {
-            let data =
-                SessionData { user: who.user.clone(), groups: who.groups.clone(), only: Some(vec![name.clone()]) };
+            let data = SessionData {
+                user: who.user.clone(),
+                groups: who.groups.clone(),
+                email: who.email.clone(),
+                only: Some(vec![name.clone()]),
+            };
             let id = match auth.sessions.create(&data).await {
                 Ok((id, _)) => id,
                 Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
@@ -872,13 +904,35 @@ mod tests {
             trusted: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
             user: http::HeaderName::from_static("x-forwarded-user"),
             groups: http::HeaderName::from_static("x-forwarded-groups"),
+            email: http::HeaderName::from_static("x-forwarded-email"),
         };
         let mut headers = HeaderMap::new();
         assert_eq!(h.identify(&headers, Some("127.0.0.2".parse().unwrap())), Ok(None));
         headers.insert("x-forwarded-user", "ann".parse().unwrap());
         headers.insert("x-forwarded-groups", "a, b,".parse().unwrap());
         let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
-        assert_eq!(ok, ("ann".to_owned(), vec!["a".to_owned(), "b".to_owned()]));
+        let named = |email: Option<&str>| Named {
+            user: "ann".to_owned(),
+            groups: vec!["a".to_owned(), "b".to_owned()],
+            email: email.map(str::to_owned),
+        };
+        assert_eq!(ok, named(None), "the email header is optional");
+        headers.insert("x-forwarded-email", " ann@example.org ".parse().unwrap());
+        let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
+        assert_eq!(ok, named(Some("ann@example.org")));
+        for unusable in ["", "ann", "ann @example.org", "a@b,c@d"] {
+            headers.insert("x-forwarded-email", unusable.parse().unwrap());
+            let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
+            assert_eq!(ok, named(None), "{unusable:?}");
+        }
+        // The email header alone from an untrusted peer is refused too.
+        let mut only_email = HeaderMap::new();
+        only_email.insert("x-forwarded-email", "root@example.org".parse().unwrap());
+        assert_eq!(
+            h.identify(&only_email, Some("10.1.2.3".parse().unwrap())).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        headers.insert("x-forwarded-email", "ann@example.org".parse().unwrap());
         assert!(h.identify(&headers, Some("::ffff:127.0.0.1".parse().unwrap())).unwrap().is_some(), "mapped v4");
         for peer in [Some("127.0.0.2"), Some("10.1.2.3"), None] {
             let e = h.identify(&headers, peer.map(|p| p.parse().unwrap())).unwrap_err();

@@ -94,6 +94,9 @@ pub struct LoggedIn {
     pub user: String,
     /// The groups claim.
     pub groups: Vec<String>,
+    /// The `email` claim, unless the provider says it is not verified
+    /// (`email_verified: false`).
+    pub email: Option<String>,
 }
 
 /// The relying party.
@@ -281,6 +284,10 @@ impl Oidc {
             }
             _ => Vec::new(),
         };
-        Ok(LoggedIn { user, groups })
+        let email = claims
+            .email()
+            .filter(|_| claims.email_verified() != Some(false))
+            .and_then(|e| super::usable_email(e.as_str()));
+        Ok(LoggedIn { user, groups, email })
     }
 }

@@ -25,6 +25,9 @@ pub struct SessionData {
     /// The user's groups at login.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The user's email address at login, when the login gave one.
+    #[serde(default)]
+    pub email: Option<String>,
     /// The containers this session is limited to (hand-off links,
     /// container hosts); all the user's when absent.
     #[serde(default)]
@@ -297,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn cookies_are_sealed_and_sessions_stored() {
         let s = sessions();
-        let data = SessionData { user: "ann".into(), groups: vec!["g".into()], only: None };
+        let data = SessionData { user: "ann".into(), groups: vec!["g".into()], email: None, only: None };
         let (id, _) = s.create(&data).await.unwrap();
         let set = s.session_cookie(&id);
         let set = set.to_str().unwrap();
