@@ -9,6 +9,9 @@
 //! [engine]
 //! backend = "docker"                # docker (one engine) | swarm (services on a swarm manager)
 //! endpoints = "auto"                # docker: auto | bridge | published | host; swarm: published | network
+//! network = "berth-isolated"        # docker: the containers' network; default "<root_label>-isolated", made by
+//!                                   # berth: containers cannot reach each other; "bridge": the engine's default
+//! network_labels = { team = "lab" } # docker: labels on the network berth makes
 //!
 //! [engine.swarm]                    # with backend = "swarm"
 //! constraints = ["node.labels.berth==yes"]   # every service's, on top of each tool's own
@@ -151,6 +154,17 @@ pub struct EngineSection {
     /// (the default) or `network`.
     #[serde(default)]
     pub endpoints: Option<String>,
+    /// Docker: the network containers join. Unset: `<root_label>-isolated`,
+    /// a bridge network berth makes when missing, on which containers
+    /// cannot reach each other (only the host, and the host them). A name:
+    /// that network, made the same way when missing, used as it is when it
+    /// exists (with a warning when it lets containers reach each other).
+    /// `"bridge"`: the engine's default network, where they can.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Docker: labels put on the network berth makes.
+    #[serde(default)]
+    pub network_labels: std::collections::BTreeMap<String, String>,
     /// Swarm settings (`[engine.swarm]`).
     #[serde(default)]
     pub swarm: SwarmSection,
@@ -718,6 +732,28 @@ impl Config {
                 ));
             }
         }
+        if config.engine.backend == Backend::Swarm
+            && (config.engine.network.is_some() || !config.engine.network_labels.is_empty())
+        {
+            return Err(invalid_at(
+                path,
+                text,
+                "engine.network",
+                "applies only with engine.backend = \"docker\" (a swarm's is engine.swarm.network)".into(),
+            ));
+        }
+        if let Some(n) = &config.engine.network {
+            let ok = n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(invalid_at(
+                    path,
+                    text,
+                    "engine.network",
+                    format!("{n:?} is not a network name (letters, digits, _ . -)"),
+                ));
+            }
+        }
         let swarm = &config.engine.swarm;
         let swarm_set = !swarm.constraints.is_empty()
             || !swarm.preferences.is_empty()
@@ -1031,6 +1067,20 @@ mod tests {
             "engine.swarm.constraints",
         );
         bad("[engine]\nbackend = \"swarm\"\n[engine.swarm]\npreferences = [\"zone\"]\n", "engine.swarm.preferences");
+        bad("[engine]\nbackend = \"swarm\"\nnetwork = \"n\"\n", "engine.network");
+    }
+
+    #[test]
+    fn docker_networks() {
+        let engine = |text: &str| Config::parse(Path::new("b.toml"), text).map(|c| c.engine);
+        let e = engine("").unwrap();
+        assert_eq!((e.network, e.network_labels.len()), (None, 0), "berth's own isolated network by default");
+        let e = engine("[engine]\nnetwork = \"lab-net\"\nnetwork_labels = { team = \"lab\" }\n").unwrap();
+        assert_eq!((e.network.as_deref(), e.network_labels["team"].as_str()), (Some("lab-net"), "lab"));
+        for bad in ["", "-x", "a b", "a/b"] {
+            let e = engine(&format!("[engine]\nnetwork = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("key engine.network") && e.contains(":2:"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
