@@ -360,10 +360,11 @@ impl Auth {
         Ok(self.session(headers).await.map(|(_, who, _)| who))
     }
 
-    /// The request's session: id, identity, expiry.
+    /// The request's session, one made for the host it is sent to (a
+    /// container's own, or berth's): id, identity, expiry.
     async fn session(&self, headers: &HeaderMap) -> Option<(String, Identity, SystemTime)> {
-        let id = self.sessions.session_id(headers)?;
-        let (data, expires) = self.sessions.load(&id).await?;
+        let host = self.container_host(headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let (id, data, expires) = self.sessions.find(headers, host).await?;
         Some((id, self.identity(data.user, data.groups, data.email, data.only), expires))
     }
 
@@ -407,7 +408,7 @@ impl Identify for ProxyIdentify {
             return None;
         }
         let query = request.uri.query();
-        let Some(id) = query_value(query, "ticket").and_then(|t| auth.sessions.take_ticket(&t)) else {
+        let Some(id) = query_value(query, "ticket").and_then(|t| auth.sessions.take_ticket(&t, container)) else {
             return Some(message_page_full(
                 StatusCode::FORBIDDEN,
                 "sign-in link not valid",
@@ -659,14 +660,19 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(q): Q
         Err(oidc::LoginError::Unavailable(e)) => return unavailable(oidc.issuer(), &e),
         Err(oidc::LoginError::Refused(e)) => return refused(&format!("Login refused: {e}.")),
     };
-    let data =
-        SessionData { user: logged_in.user.clone(), groups: logged_in.groups, email: logged_in.email, only: None };
+    let data = SessionData {
+        user: logged_in.user.clone(),
+        groups: logged_in.groups,
+        email: logged_in.email,
+        only: None,
+        host: None,
+    };
     let id = match auth.sessions.create(&data).await {
         Ok((id, _)) => id,
         Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
     };
     // A previous session of this browser ends: a login starts afresh.
-    if let Some(old) = auth.sessions.session_id(&headers) {
+    if let Some((old, ..)) = auth.sessions.find(&headers, None).await {
         auth.sessions.delete(&old).await;
     }
     tracing::info!(user = %logged_in.user, "logged in");
@@ -694,7 +700,7 @@ async fn logout(
     if !csrf_ok(&auth, &headers, user, &form.csrf) {
         return csrf_refused();
     }
-    if let Some(id) = auth.sessions.session_id(&headers) {
+    if let Some((id, ..)) = auth.sessions.find(&headers, None).await {
         auth.sessions.delete(&id).await;
     }
     let mut resp = message_page(StatusCode::OK, "logged out", "You are logged out of berth.");
@@ -761,7 +767,7 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Path(token): Pa
         }
         auth.sessions.delete(old).await;
     }
-    let session = SessionData { user: data.user, groups: Vec::new(), email: None, only: Some(only) };
+    let session = SessionData { user: data.user, groups: Vec::new(), email: None, only: Some(only), host: None };
     match auth.sessions.create(&session).await {
         Ok((id, _)) => {
             resp.headers_mut().insert(header::SET_COOKIE, auth.sessions.session_cookie(&id));
@@ -821,12 +827,13 @@ async fn host(
                 groups: who.groups.clone(),
                 email: who.email.clone(),
                 only: Some(vec![name.clone()]),
+                host: Some(name.clone()),
             };
             let id = match auth.sessions.create(&data).await {
                 Ok((id, _)) => id,
                 Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
             };
-            let ticket = auth.sessions.issue_ticket(&id);
+            let ticket = auth.sessions.issue_ticket(&id, &name);
             redirect(&host_ticket_url(&p.url, &ticket, &next))
         }
         Some(p) => redirect(&format!("{}{}", p.path.trim_end_matches('/'), next)),
