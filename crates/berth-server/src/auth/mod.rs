@@ -288,7 +288,7 @@ impl Auth {
         let key = session::load_key(&key_file)?;
         let sessions = Sessions::new(
             key,
-            store,
+            store.clone(),
             auth.cookie_name.clone(),
             config.secure_cookies(),
             Duration::from_secs(auth.session_ttl_secs),
@@ -304,7 +304,9 @@ impl Auth {
             _ => None,
         };
         let oidc = match (&auth.oidc, auth.mode) {
-            (Some(o), AuthMode::Oidc) => Some(oidc::Oidc::new(o, &format!("{}/auth/callback", urls.base))?),
+            (Some(o), AuthMode::Oidc) => {
+                Some(oidc::Oidc::new(o, &format!("{}/auth/callback", urls.base), store.clone())?)
+            }
             _ => None,
         };
         Ok(Auth {
