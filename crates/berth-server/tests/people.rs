@@ -543,6 +543,11 @@ async fn oidc_login_in_chromium() {
     // new login is a 503 page that says so, while alice goes on working.
     berth.restart().await;
     provider.stop();
+    // A used state stays used across the restart.
+    let (callback, flow) = &state.replay;
+    let replay =
+        Req::get(leak(callback.clone())).header("cookie", &format!("berth_login={flow}")).send(berth.addr).await;
+    assert!(replay.status == 403 && replay.body.contains("replayed"), "a replay after a restart: {replay:?}");
     browser.client.goto(&format!("{base}/docker/{}/headers", state.alices)).await.unwrap();
     let text = support::wait_text(&browser.client, "x-berth-user").await;
     assert!(text.to_ascii_lowercase().contains("x-berth-user: alice"), "{text}");
@@ -597,6 +602,8 @@ struct OidcState {
     hosts: String,
     carols: String,
     alice_cookie: String,
+    /// A finished login's callback and login cookie, to replay later.
+    replay: (String, String),
 }
 
 async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &str, shots: &Path) -> OidcState {
@@ -650,6 +657,19 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     let text = support::wait_text(client, "x-berth-user").await.to_ascii_lowercase();
     assert!(text.contains("x-berth-user: alice") && !text.contains("berth_session"), "{text}");
     assert_eq!(client.current_url().await.unwrap().as_str(), host_url);
+    // That host's cookie is a session there only: planted on berth's own
+    // host (a parent-domain cookie would reach it) it is nobody.
+    let host_cookie = support::cookie(client, "berth_session").await.expect("the container host's cookie");
+    let host_header = format!("{hosts}.{HOST_SUFFIX}:{}", berth.port());
+    let there = Req::get("/headers")
+        .header("host", &host_header)
+        .header("cookie", &format!("berth_session={host_cookie}"))
+        .send(berth)
+        .await;
+    assert!(there.status == 200 && there.body.to_ascii_lowercase().contains("x-berth-user: alice"), "{there:?}");
+    let planted =
+        Req::get("/api/v1/containers").header("cookie", &format!("berth_session={host_cookie}")).send(berth).await;
+    assert_eq!(planted.status, 401, "a container host's cookie on berth's host: {planted:?}");
 
     // 4. Bob (logged in without a browser) gets exactly missing pages for
     // alice's containers, by path and by host, websockets too.
@@ -693,7 +713,8 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     }
     let (answer, flow, callback) = raw_login(berth, "alice").await;
     assert_eq!(answer.status, 303, "{answer:?}");
-    let replay = Req::get(leak(callback)).header("cookie", &format!("berth_login={flow}")).send(berth).await;
+    let replay_later = (callback.clone(), flow.clone());
+    let replay = Req::get(leak(callback.clone())).header("cookie", &format!("berth_login={flow}")).send(berth).await;
     assert_eq!(replay.status, 403, "{replay:?}");
     assert!(replay.body.contains("replayed") && replay.set_cookie("berth_session").is_none(), "{}", replay.body);
     // A forged login cookie is no login at all.
@@ -760,7 +781,7 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     client.delete_all_cookies().await.unwrap();
     browser_login(client, &base, "alice").await;
     let alice_cookie = support::cookie(client, "berth_session").await.expect("berth's session cookie");
-    OidcState { run_id: run_id.to_owned(), alices, hosts, carols, alice_cookie }
+    OidcState { run_id: run_id.to_owned(), alices, hosts, carols, alice_cookie, replay: replay_later }
 }
 
 /// `[auth] mode = "none"` (no `[auth]` section) on an address that is not
