@@ -335,7 +335,7 @@ mod tests {
         let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, format!("other=1; berth_session={value}").parse().unwrap());
-        assert_eq!(s.session_ids(&headers), [id.clone()]);
+        assert_eq!(s.session_ids(&headers), std::slice::from_ref(&id));
         assert_eq!(s.find(&headers, None).await.map(|(i, ..)| i).as_deref(), Some(id.as_str()));
         assert_eq!(s.find(&headers, Some("viz")).await, None, "berth's own session is none on a container's host");
         assert_eq!(s.load(&id).await.unwrap().0, data);
