@@ -57,11 +57,13 @@ pub use activity::{
 };
 pub use error::{Error, Result};
 pub use forward::{
-    BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, X_BERTH_EMAIL, X_BERTH_GROUPS, X_BERTH_USER,
-    remove_hop_by_hop, strip_cookies,
+    BoxError, ClientAddr, Proxy, ProxyBody, ProxyConfig, X_BERTH_GROUPS, X_BERTH_USER, remove_hop_by_hop, strip_cookies,
 };
 pub use hooks::{AllowAll, Denied, ProxyHooks};
 pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};
 pub use server::{ServerLimits, bind_and_serve, serve, serve_on_threads};
 pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats, Upstream};
+
+// Beside X_BERTH_USER and X_BERTH_GROUPS: set only by hooks, stripped from clients.
+pub use forward::X_BERTH_EMAIL;
