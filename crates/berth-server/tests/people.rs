@@ -84,7 +84,8 @@ fn basic(user: &str) -> String {
 /// Starts nginx from Debian on `port` in front of berth at `upstream`,
 /// authenticating alice, bob and root (group berth-admins) with basic auth
 /// and passing the user, groups and email (alice's and root's; bob has
-/// none) in `X-Forwarded-User`/`-Groups`/`-Email`.
+/// none) in `X-Forwarded-User`/`-Groups`/`-Email`. One process (no
+/// master and workers), so that killing the child leaves nothing running.
 fn start_nginx(dir: &Path, port: u16, upstream: SocketAddr) -> Option<ChildGuard> {
     let Some(nginx) = support::on_path(&["nginx", "/usr/sbin/nginx"]) else {
         missing("header_mode_behind_nginx", "nginx", "apt-get install nginx-light");
@@ -99,7 +100,7 @@ fn start_nginx(dir: &Path, port: u16, upstream: SocketAddr) -> Option<ChildGuard
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     let d = d.display().to_string();
     let conf = format!(
-        "{user}worker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+        "{user}master_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            map $remote_user $berth_groups {{ default \"\"; root \"berth-admins,ops\"; }}\n\
