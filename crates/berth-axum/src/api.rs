@@ -560,8 +560,17 @@ async fn launch_unrecorded(
     Ok(outcome)
 }
 
-/// `GET /metrics`: Prometheus text.
-async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+/// `GET /metrics`: Prometheus text. Its series name every container, so a
+/// logged-in user who is not an admin (or is limited to some containers)
+/// gets a 403; the service (bearer token), admins, and callers without an
+/// [`Identity`] (no login layer: the demo) read it.
+async fn metrics(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Response, ApiError> {
+    if matches!(&user, Some(Extension(u)) if !u.admin || u.only.is_some()) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only admins and the service token may read metrics (they name every container)".into(),
+        ));
+    }
     let running = state
         .fleet
         .manager()
@@ -1307,8 +1316,9 @@ pub fn openapi_document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}},
                 "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),
                     "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error.clone())}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers",
-                "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers (the service token or an admin when users log in)",
+                "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}},
+                    "403": resp("a logged-in user who is not an admin", error.clone())}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }
     });

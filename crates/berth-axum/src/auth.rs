@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_proxy::{Denied, ProxyHooks, Route, RouteTable, X_BERTH_GROUPS, X_BERTH_USER};
+use berth_proxy::{Denied, ProxyHooks, Route, RouteTable, X_BERTH_EMAIL, X_BERTH_GROUPS, X_BERTH_USER};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -25,6 +25,9 @@ pub struct Identity {
     pub admin: bool,
     /// The user's groups, passed to containers in `X-Berth-Groups`.
     pub groups: Vec<String>,
+    /// The user's email address, when the login knows it, passed to
+    /// containers in `X-Berth-Email`.
+    pub email: Option<String>,
     /// When set, this identity reaches only these containers (a session
     /// from a hand-off link, or one made for a container's own host):
     /// others are missing to it, and it launches nothing.
@@ -34,7 +37,7 @@ pub struct Identity {
 impl Identity {
     /// A user who is not an admin, in no group, not limited to containers.
     pub fn new(user: impl Into<String>) -> Self {
-        Identity { user: user.into(), admin: false, groups: Vec::new(), only: None }
+        Identity { user: user.into(), admin: false, groups: Vec::new(), email: None, only: None }
     }
 
     /// Makes the identity an admin (or not).
@@ -48,6 +51,13 @@ impl Identity {
     #[must_use]
     pub fn with_groups(mut self, groups: Vec<String>) -> Self {
         self.groups = groups;
+        self
+    }
+
+    /// Sets the user's email address.
+    #[must_use]
+    pub fn with_email(mut self, email: Option<String>) -> Self {
+        self.email = email;
         self
     }
 
@@ -129,7 +139,8 @@ impl<I: Identify> Identify for Arc<I> {
 
 /// [`ProxyHooks`] that let only a container's owner (the value of its
 /// owner label) or an admin through, and pass the user to the container in
-/// `X-Berth-User` (and the groups in `X-Berth-Groups`).
+/// `X-Berth-User` (the groups in `X-Berth-Groups`, the email address in
+/// `X-Berth-Email`). The proxy strips clients' copies of all three.
 ///
 /// A request without a user gets 401 (or the [`Identify::login_page`]). A
 /// user who does not own the container, or whose identity is limited to
@@ -211,6 +222,9 @@ impl<I: Identify> ProxyHooks for OwnerHooks<I> {
             if let Ok(v) = HeaderValue::from_str(&who.groups.join(",")) {
                 request.headers.insert(X_BERTH_GROUPS, v);
             }
+        }
+        if let Some(Ok(v)) = who.email.as_deref().map(HeaderValue::from_str) {
+            request.headers.insert(X_BERTH_EMAIL, v);
         }
     }
 }

@@ -188,3 +188,32 @@ async fn the_service_launches_for_users_and_limits_hold_per_user() {
     let limited_admin = as_(&app, Identity::new("root").with_admin(true).only(vec!["b1".into()]));
     assert_eq!(names(&call(&limited_admin, "GET", "/api/v1/containers", None, None).await.1), ["b1"]);
 }
+
+/// `/metrics` names every container (`berth_requests_total{container=...}`):
+/// with a login, only admins and the service read it; without a login
+/// layer (the demo) it stays open.
+#[tokio::test]
+async fn metrics_are_for_admins_and_the_service() {
+    let app = app(Arc::new(FakeHandOff::default())).await;
+    let (status, body) = call(&as_(&app, Identity::new("ann")), "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("admins"), "{body}");
+    let limited_admin = as_(&app, Identity::new("root").with_admin(true).only(vec!["x".into()]));
+    assert_eq!(call(&limited_admin, "GET", "/metrics", None, None).await.0, StatusCode::FORBIDDEN);
+    // A user with a wrong token is still that user; no token, no login: 401.
+    assert_eq!(
+        call(&as_(&app, Identity::new("ann")), "GET", "/metrics", None, Some("wrong")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&app, "GET", "/metrics", None, None).await.0, StatusCode::UNAUTHORIZED);
+    for (who, token) in [
+        (Some(Identity::new("root").with_admin(true)), None),
+        (None, Some(TOKEN)),
+        (Some(Identity::new("ann")), Some(TOKEN)),
+    ] {
+        let app = who.map_or_else(|| app.clone(), |w| as_(&app, w));
+        let (status, body) = call(&app, "GET", "/metrics", None, token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.as_str().unwrap().contains("berth_running_containers"), "{body}");
+    }
+}

@@ -17,12 +17,14 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// A mock tool that answers every path with its request's method, path and
-/// `X-Berth-User` header.
+/// `X-Berth-User` header (and `X-Berth-Email`, when it came).
 fn echo_manager() -> Arc<MockManager> {
     let handler: berth_manager::mock::MockHandler = Arc::new(|_ctx, req: Request<hyper::body::Incoming>| {
         Box::pin(async move {
-            let user = req.headers().get("x-berth-user").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-            let text = format!("{} {} user={user}", req.method(), req.uri());
+            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let user = header("x-berth-user").unwrap_or_else(|| "-".to_owned());
+            let email = header("x-berth-email").map(|e| format!(" email={e}")).unwrap_or_default();
+            let text = format!("{} {} user={user}{email}", req.method(), req.uri());
             http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)).boxed())
         })
     });
@@ -143,6 +145,50 @@ async fn only_owners_and_admins_reach_a_container() {
     assert_eq!(bob, missing.replace("nothing", "alices"));
     let (status, _) = send(&app, as_user(None, "/docker/alices/x")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// The email address reaches a container from berth's login only: a
+/// client's `X-Berth-Email` is stripped, with or without a login.
+#[tokio::test]
+async fn the_email_header_is_berths_alone() {
+    let manager = echo_manager();
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
+    let hooks = OwnerHooks::new(ExtensionIdentity, table.clone(), berth_axum::DEFAULT_OWNER_LABEL);
+    let proxy = Proxy::with_hooks(table, ProxyConfig::default(), hooks, ActivityRecorder::disabled());
+    let app = berth_axum::proxy_router(proxy, "/docker").layer(axum::middleware::from_fn(
+        |mut req: Request<Body>, next: axum::middleware::Next| async move {
+            let user = req.headers().get("x-test-login").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if let Some(user) = user {
+                let email = (user == "alice").then(|| "alice@example.org".to_owned());
+                req.extensions_mut().insert(Identity::new(user).with_email(email));
+            }
+            next.run(req).await
+        },
+    ));
+    for (name, owner) in [("alices", "alice"), ("bobs", "bob")] {
+        manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, name, 16).label("berth-owner", owner)).await.unwrap();
+    }
+    let forged = |user: &str, path: &str| {
+        Request::get(path)
+            .header("x-test-login", user)
+            .header("x-berth-email", "mallory@example.org")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, body) = until_ready(&app, || forged("alice", "/docker/alices/x")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "GET /x user=alice email=alice@example.org"));
+    let (status, body) = until_ready(&app, || forged("bob", "/docker/bobs/x")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "GET /x user=bob"), "no email: none forged either");
+    // Without hooks (no login at all) the client's copy is stripped too.
+    let manager = echo_manager();
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
+    let open = berth_axum::proxy_router(Proxy::new(table, ProxyConfig::default()), "/docker");
+    manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "viz", 16)).await.unwrap();
+    let (status, body) = until_ready(&open, || {
+        Request::get("/docker/viz/x").header("x-berth-email", "mallory@example.org").body(Body::empty()).unwrap()
+    })
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "GET /x user=-"));
 }
 
 #[tokio::test]

@@ -80,6 +80,12 @@ impl LabelScheme {
         format!("{}.volume_owner", self.root)
     }
 
+    /// Key of the label that marks a network berth made for its containers
+    /// (value `isolated`, see [`ContainerNetwork`](crate::docker::ContainerNetwork)).
+    pub fn network_key(&self) -> String {
+        format!("{}.network", self.root)
+    }
+
     /// True when `key` is the root label or sits under it; such keys are
     /// reserved for berth and refused in a spec's labels.
     pub fn is_reserved(&self, key: &str) -> bool {

@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode, EngineHost};
+use berth_manager::docker::{
+    BRIDGE_ICC_OPTION, ContainerNetwork, DockerConfig, DockerManager, EndpointMode, EngineHost,
+};
 use berth_manager::{ContainerManager, ContainerSpec, DJANGO_DOCKER_ENGINE_ROOT_LABEL, Error, LabelScheme, ListFilter};
 use berth_testkit::{RUN_LABEL, TestRun};
 
@@ -260,4 +262,107 @@ async fn network_subnets_include_the_bridge() {
     let bridge = docker_cli(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"]);
     let bridge = bridge.split_whitespace().next().expect("the bridge network has a subnet").to_owned();
     assert!(subnets.iter().any(|s| s.to_string() == bridge), "{bridge} not in {subnets:?}");
+}
+
+/// `GET path` on `addr` with a long timeout (a tool's own fetch may take
+/// its 10 s connect timeout first); the status and body.
+async fn get_slowly(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let text = tokio::time::timeout(Duration::from_secs(40), exchange).await.expect("an answer within 40 s");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// On an isolated network (`berth serve`'s default) a container cannot
+/// open a connection to another one: a user running code in a notebook
+/// cannot call someone else's tool past berth's proxy. The host still
+/// reaches both (here through ports published on loopback, as the proxy
+/// does) and both still reach the host (staged inputs). On the engine's
+/// default network the same call from inside a container works, which
+/// shows the test would see a connection if there were one. Calls between
+/// containers are made from inside them (the test tool's `/fetch`); the
+/// test itself talks to loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_on_an_isolated_network_cannot_reach_each_other() {
+    let test = "containers_on_an_isolated_network_cannot_reach_each_other";
+    let Some(docker) = berth_testkit::docker_or_skip(test).await else { return };
+    let run = TestRun::start(&docker).await;
+    let image = berth_testkit::test_tool_image(&docker).await.expect("tool image");
+    let network = format!("berth-test-isolated-{}", run.id());
+    let config = berth_testkit::docker_config()
+        .unwrap()
+        .network(ContainerNetwork::Isolated { name: network.clone(), labels: run.labels() });
+    let isolated = DockerManager::connect(config.clone()).await.unwrap();
+    // The same engine asked for bridge addresses, only to tell container A
+    // where B is: the test never dials them.
+    let addresses = |config: DockerConfig| DockerManager::connect(config.endpoint_mode(EndpointMode::BridgeIp));
+    let isolated_addresses = addresses(config).await.unwrap();
+    let default_addresses = addresses(berth_testkit::docker_config().unwrap()).await.unwrap();
+
+    // A listener on the host, as the staging listener is (all interfaces:
+    // containers come through their bridge's gateway).
+    let host = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let serve_host = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = host.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nhost-ok").await;
+        }
+    });
+
+    let launch = |manager: &DockerManager, suffix: &str| {
+        let mut spec = ContainerSpec::new(image.clone(), run.name(suffix), 16);
+        spec.labels = run.labels();
+        let manager = manager.clone();
+        async move { manager.launch(&spec).await.expect("launch") }
+    };
+    let (a, b) = (launch(&isolated, "iso-a").await, launch(&isolated, "iso-b").await);
+    let inspect = |format: &str| docker_cli(&["network", "inspect", &network, "--format", format]);
+    assert_eq!(inspect(&format!("{{{{index .Options \"{BRIDGE_ICC_OPTION}\"}}}}")), "false");
+    assert_eq!(inspect("{{.Driver}}"), "bridge");
+    let labels = inspect("{{json .Labels}}");
+    assert!(labels.contains("\"berth\":\"true\"") && labels.contains("\"berth.network\":\"isolated\""), "{labels}");
+    assert!(labels.contains(&format!("\"{RUN_LABEL}\":\"{}\"", run.id())), "{labels}");
+    let on_network =
+        docker_cli(&["inspect", &a.name, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}"]);
+    assert_eq!(on_network, network, "the container is on the isolated network only");
+
+    // The host reaches both (published on loopback, as the proxy does).
+    let a_addr = isolated.endpoint(&a.name).await.unwrap().addr;
+    let b_addr = isolated.endpoint(&b.name).await.unwrap().addr;
+    assert!(a_addr.ip().is_loopback() && b_addr.ip().is_loopback());
+    get_when_ready(a_addr, "/").await;
+    get_when_ready(b_addr, "/").await;
+    // A reaches the host, not B.
+    let (status, body) = get_slowly(a_addr, &format!("/fetch?url=http://host.docker.internal:{host_port}/")).await;
+    assert_eq!((status, body.as_str()), (200, "host-ok"), "a container reaches the host");
+    let b_bridge = isolated_addresses.endpoint(&b.name).await.unwrap().addr;
+    let (status, body) = get_slowly(a_addr, &format!("/fetch?url=http://{b_bridge}/")).await;
+    assert_eq!(status, 502, "A reached B directly: {body}");
+
+    // The control: the same call between two containers on the engine's
+    // default network goes through.
+    let (c, d) = (launch(&docker, "open-c").await, launch(&docker, "open-d").await);
+    let c_addr = docker.endpoint(&c.name).await.unwrap().addr;
+    get_when_ready(c_addr, "/").await;
+    get_when_ready(docker.endpoint(&d.name).await.unwrap().addr, "/").await;
+    let d_bridge = default_addresses.endpoint(&d.name).await.unwrap().addr;
+    let (status, body) = get_slowly(c_addr, &format!("/fetch?url=http://{d_bridge}/say/hello")).await;
+    assert_eq!((status, body.trim()), (200, "said"), "containers on the default network reach each other");
+
+    // The run's clean-up takes the network with the containers.
+    serve_host.abort();
+    run.cleanup().await;
+    let left = docker_cli(&["network", "ls", "--filter", &format!("name=^{network}$"), "--format", "{{.Name}}"]);
+    assert_eq!(left, "", "the run's network is gone after its clean-up");
 }

@@ -59,6 +59,10 @@ pub const X_BERTH_USER: &str = "x-berth-user";
 /// container; set only by berth's hooks, stripped from clients' requests.
 pub const X_BERTH_GROUPS: &str = "x-berth-groups";
 
+/// Header carrying the authenticated user's email address to a container;
+/// set only by berth's hooks, stripped from clients' requests.
+pub const X_BERTH_EMAIL: &str = "x-berth-email";
+
 /// Settings of a [`Proxy`].
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -70,7 +74,8 @@ pub struct ProxyConfig {
     /// session cookie).
     pub strip_cookies: Vec<String>,
     /// Request headers never forwarded as the client sent them (default:
-    /// `X-Berth-User` and `X-Berth-Groups`, which only berth's hooks may set).
+    /// `X-Berth-User`, `X-Berth-Groups` and `X-Berth-Email`, which only
+    /// berth's hooks may set).
     pub strip_headers: Vec<HeaderName>,
     /// Trust and extend incoming `X-Forwarded-*` headers (only behind a
     /// trusted front proxy); otherwise they are replaced.
@@ -101,7 +106,11 @@ impl Default for ProxyConfig {
             routing: Routing::Path(PathRouting::default()),
             waiting_page: WaitingPage::default(),
             strip_cookies: Vec::new(),
-            strip_headers: vec![HeaderName::from_static(X_BERTH_USER), HeaderName::from_static(X_BERTH_GROUPS)],
+            strip_headers: vec![
+                HeaderName::from_static(X_BERTH_USER),
+                HeaderName::from_static(X_BERTH_GROUPS),
+                HeaderName::from_static(X_BERTH_EMAIL),
+            ],
             trust_forwarded_headers: false,
             forwarded_proto: "http".to_owned(),
             connect_timeout: Duration::from_secs(5),

@@ -66,3 +66,6 @@ pub use pages::{FailureReason, WaitingPage};
 pub use route::{DEFAULT_PREFIX, HostRouting, PathRouting, Route, RouteDecision, Routing, is_valid_name};
 pub use server::{Server, ServerLimits, ServingThreads, Shutdown, bind_and_serve, serve, serve_on_threads};
 pub use table::{Failure, Lookup, RouteTable, TableConfig, TableStats, Upstream};
+
+// Beside X_BERTH_USER and X_BERTH_GROUPS: set only by hooks, stripped from clients.
+pub use forward::X_BERTH_EMAIL;

@@ -17,6 +17,9 @@
 //! backend = "docker"                # docker (one engine) | swarm (services on a swarm manager)
 //!                                   # | mock (in-process stand-ins: no Docker; tests, benchmarks)
 //! endpoints = "auto"                # docker: auto | bridge | published | host; swarm: published | network
+//! network = "berth-isolated"        # docker: the containers' network; default "<root_label>-isolated", made by
+//!                                   # berth: containers cannot reach each other; "bridge": the engine's default
+//! network_labels = { team = "lab" } # docker: labels on the network berth makes
 //!
 //! [engine.swarm]                    # with backend = "swarm"
 //! constraints = ["node.labels.berth==yes"]   # every service's, on top of each tool's own
@@ -78,6 +81,7 @@
 //! trusted_proxies = ["127.0.0.1/32", "::1/128"]   # required; others sending the headers are refused
 //! user_header = "X-Forwarded-User"
 //! groups_header = "X-Forwarded-Groups"            # comma-separated
+//! email_header = "X-Forwarded-Email"              # optional; passed to containers as X-Berth-Email
 //!
 //! [auth.oidc]                       # mode = "oidc": berth is an OpenID Connect relying party
 //! issuer = "https://login.example.org/realms/berth"
@@ -163,6 +167,17 @@ pub struct EngineSection {
     /// (the default) or `network`.
     #[serde(default)]
     pub endpoints: Option<String>,
+    /// Docker: the network containers join. Unset: `<root_label>-isolated`,
+    /// a bridge network berth makes when missing, on which containers
+    /// cannot reach each other (only the host, and the host them). A name:
+    /// that network, made the same way when missing, used as it is when it
+    /// exists (with a warning when it lets containers reach each other).
+    /// `"bridge"`: the engine's default network, where they can.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Docker: labels put on the network berth makes.
+    #[serde(default)]
+    pub network_labels: std::collections::BTreeMap<String, String>,
     /// Swarm settings (`[engine.swarm]`).
     #[serde(default)]
     pub swarm: SwarmSection,
@@ -585,6 +600,10 @@ pub struct HeaderAuthSection {
     /// Header listing the user's groups, comma-separated.
     #[serde(default = "default_groups_header")]
     pub groups_header: String,
+    /// Header holding the user's email address (optional: a request
+    /// without it has none), passed to containers as `X-Berth-Email`.
+    #[serde(default = "default_email_header")]
+    pub email_header: String,
 }
 
 fn default_user_header() -> String {
@@ -593,6 +612,10 @@ fn default_user_header() -> String {
 
 fn default_groups_header() -> String {
     "X-Forwarded-Groups".to_owned()
+}
+
+fn default_email_header() -> String {
+    "X-Forwarded-Email".to_owned()
 }
 
 /// `[auth.oidc]`.
@@ -835,6 +858,28 @@ impl Config {
                 ));
             }
         }
+        if config.engine.backend == Backend::Swarm
+            && (config.engine.network.is_some() || !config.engine.network_labels.is_empty())
+        {
+            return Err(invalid_at(
+                path,
+                text,
+                "engine.network",
+                "applies only with engine.backend = \"docker\" (a swarm's is engine.swarm.network)".into(),
+            ));
+        }
+        if let Some(n) = &config.engine.network {
+            let ok = n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(invalid_at(
+                    path,
+                    text,
+                    "engine.network",
+                    format!("{n:?} is not a network name (letters, digits, _ . -)"),
+                ));
+            }
+        }
         let swarm = &config.engine.swarm;
         let swarm_set = !swarm.constraints.is_empty()
             || !swarm.preferences.is_empty()
@@ -948,6 +993,7 @@ impl Config {
                 for (key, name) in [
                     ("auth.header.user_header", &header.user_header),
                     ("auth.header.groups_header", &header.groups_header),
+                    ("auth.header.email_header", &header.email_header),
                 ] {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                         return Err(invalid(key, format!("{name:?} is not a header name")));
@@ -1147,6 +1193,20 @@ mod tests {
             "engine.swarm.constraints",
         );
         bad("[engine]\nbackend = \"swarm\"\n[engine.swarm]\npreferences = [\"zone\"]\n", "engine.swarm.preferences");
+        bad("[engine]\nbackend = \"swarm\"\nnetwork = \"n\"\n", "engine.network");
+    }
+
+    #[test]
+    fn docker_networks() {
+        let engine = |text: &str| Config::parse(Path::new("b.toml"), text).map(|c| c.engine);
+        let e = engine("").unwrap();
+        assert_eq!((e.network, e.network_labels.len()), (None, 0), "berth's own isolated network by default");
+        let e = engine("[engine]\nnetwork = \"lab-net\"\nnetwork_labels = { team = \"lab\" }\n").unwrap();
+        assert_eq!((e.network.as_deref(), e.network_labels["team"].as_str()), (Some("lab-net"), "lab"));
+        for bad in ["", "-x", "a b", "a/b"] {
+            let e = engine(&format!("[engine]\nnetwork = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("key engine.network") && e.contains(":2:"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -1241,6 +1301,7 @@ backlog = 5
         let c = parse(header).unwrap();
         let h = c.auth.header.as_ref().unwrap();
         assert_eq!((h.trusted_proxies.len(), h.user_header.as_str()), (2, "X-Forwarded-User"));
+        assert_eq!(h.email_header, "X-Forwarded-Email");
         assert!(c.web_enabled(), "a login mode turns the web app on");
         let oidc = "[proxy]\npublic_url = \"https://b.example\"\n[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"berth\"\n";
         let c = parse(oidc).unwrap();
@@ -1257,6 +1318,10 @@ backlog = 5
             (
                 "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"10.0.0.0/8\"]\nuser_header = \"a b\"\n",
                 "auth.header.user_header",
+            ),
+            (
+                "[auth]\nmode = \"header\"\n[auth.header]\ntrusted_proxies = [\"10.0.0.0/8\"]\nemail_header = \"\"\n",
+                "auth.header.email_header",
             ),
             ("[auth]\nmode = \"oidc\"\n", "auth.oidc"),
             ("[auth]\nmode = \"oidc\"\n[auth.oidc]\nissuer = \"idp\"\nclient_id = \"b\"\n", "auth.oidc.issuer"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode, Subnet};
+use berth_manager::docker::{ContainerNetwork, DockerConfig, DockerManager, EndpointMode, Subnet};
 use berth_manager::swarm::{ImageResolution, SwarmConfig, SwarmEndpoints, SwarmManager};
 use berth_manager::{ContainerManager, LabelScheme, Placement};
 
@@ -44,7 +44,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
                 Some("host") => EndpointMode::HostNetwork,
                 _ => EndpointMode::Auto,
             };
-            let manager = Arc::new(DockerManager::connect(docker()?.endpoint_mode(mode)).await?);
+            let manager =
+                Arc::new(DockerManager::connect(docker()?.endpoint_mode(mode).network(network(config))).await?);
+            manager.prepare_network().await.context("preparing the containers' network ([engine] network)")?;
             let remote = !manager.config().host.is_local();
             let peers = ContainerPeers::new({
                 let manager = manager.clone();
@@ -102,6 +104,18 @@ fn mock(config: &Config) -> Engine {
     // loopback, which is always allowed.
     let peers = ContainerPeers::new(Arc::new(|| Box::pin(async { Ok(Vec::new()) })));
     Engine { manager, peers, remote: false }
+}
+
+/// The network containers join on a single engine (`[engine] network`):
+/// by default a bridge of berth's own on which they cannot reach each
+/// other, so a container is reached through berth's proxy only.
+fn network(config: &Config) -> ContainerNetwork {
+    let labels = config.engine.network_labels.clone();
+    match config.engine.network.as_deref() {
+        Some("bridge") => ContainerNetwork::EngineDefault,
+        Some(name) => ContainerNetwork::Isolated { name: name.to_owned(), labels },
+        None => ContainerNetwork::Isolated { name: format!("{}-isolated", config.root_label), labels },
+    }
 }
 
 /// The swarm settings of `config` over the engine settings `docker`.

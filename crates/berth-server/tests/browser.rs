@@ -183,9 +183,14 @@ async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
     let root_label = format!("berth-browser-{}", std::process::id());
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
+    // berth makes its containers' network; the run's label lets its
+    // clean-up remove it.
+    let network_labels: Vec<String> = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
     let config = format!(
         "listen = \"{addr}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
-         [engine]\nendpoints = \"published\"\n\n[proxy]\nstart_timeout_secs = 60\n\n[data]\ndir = {data:?}\n",
+         [engine]\nendpoints = \"published\"\nnetwork_labels = {{ {network_labels} }}\n\n\
+         [proxy]\nstart_timeout_secs = 60\n\n[data]\ndir = {data:?}\n",
+        network_labels = network_labels.join(", "),
         state = dir.join("state").display().to_string(),
         data = data.display().to_string(),
     );

@@ -16,7 +16,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_testkit::TestRun;
 use fantoccini::Locator;
@@ -42,16 +42,27 @@ fn write_tools(dir: &Path, image: &str, run: &TestRun) {
     std::fs::write(dir.join("tools.toml"), tools).unwrap();
 }
 
-/// berth.toml: common settings plus `extra` (sections).
-fn write_config(dir: &Path, port: u16, public_url: &str, root_label: &str, extra: &str) {
+/// berth.toml: common settings plus `extra` (sections). The network berth
+/// makes for its containers carries the run's labels, so that the run's
+/// clean-up removes it.
+fn write_config(dir: &Path, port: u16, public_url: &str, root_label: &str, run: &TestRun, extra: &str) {
+    let network_labels: Vec<String> = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
-         [engine]\nendpoints = \"published\"\n\n\
+         [engine]\nendpoints = \"published\"\nnetwork_labels = {{ {network_labels} }}\n\n\
          [proxy]\nhost_suffix = \"{HOST_SUFFIX}\"\nrouting = \"both\"\npublic_url = \"{public_url}\"\nlogs_path = \"docker-logs\"\n\
          start_timeout_secs = 60\n\n[api]\ntoken = \"{TOKEN}\"\n\n[fleet]\nmax_per_user = 2\n\n{extra}",
         state = dir.join("state").display().to_string(),
+        network_labels = network_labels.join(", "),
     );
     std::fs::write(dir.join("berth.toml"), config).unwrap();
+}
+
+/// The CSRF cookie an answer set and the token of its forms.
+fn csrf_of(page: &Answer) -> (String, String) {
+    let cookie = page.set_cookie("berth_csrf").unwrap();
+    let at = page.body.find("name=csrf value=\"").unwrap() + "name=csrf value=\"".len();
+    (cookie, page.body[at..at + 64].to_owned())
 }
 
 /// Whether `answer` is exactly the not-found page of a missing `name`.
@@ -72,7 +83,9 @@ fn basic(user: &str) -> String {
 
 /// Starts nginx from Debian on `port` in front of berth at `upstream`,
 /// authenticating alice, bob and root (group berth-admins) with basic auth
-/// and passing the user and groups in `X-Forwarded-User`/`-Groups`.
+/// and passing the user, groups and email (alice's and root's; bob has
+/// none) in `X-Forwarded-User`/`-Groups`/`-Email`. One process (no
+/// master and workers), so that killing the child leaves nothing running.
 fn start_nginx(dir: &Path, port: u16, upstream: SocketAddr) -> Option<ChildGuard> {
     let Some(nginx) = support::on_path(&["nginx", "/usr/sbin/nginx"]) else {
         missing("header_mode_behind_nginx", "nginx", "apt-get install nginx-light");
@@ -87,15 +100,17 @@ fn start_nginx(dir: &Path, port: u16, upstream: SocketAddr) -> Option<ChildGuard
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     let d = d.display().to_string();
     let conf = format!(
-        "{user}worker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+        "{user}master_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            map $remote_user $berth_groups {{ default \"\"; root \"berth-admins,ops\"; }}\n\
+           map $remote_user $berth_email {{ default \"\"; alice \"alice@example.org\"; root \"root@example.org\"; }}\n\
            map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
            server {{\n    listen 127.0.0.1:{port};\n    server_name _;\n    auth_basic \"berth\";\n\
              auth_basic_user_file {d}/htpasswd;\n    location / {{\n      proxy_pass http://{upstream};\n\
                proxy_http_version 1.1;\n      proxy_set_header Host $http_host;\n\
                proxy_set_header Authorization \"\";\n      proxy_set_header X-Forwarded-User $remote_user;\n      proxy_set_header X-Forwarded-Groups $berth_groups;\n\
+               proxy_set_header X-Forwarded-Email $berth_email;\n\
                proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n\
                proxy_buffering off;\n    }}\n  }}\n}}\n",
         user = if root { "user root;\n" } else { "" },
@@ -132,7 +147,9 @@ async fn header_mode_behind_nginx() {
         port,
         &format!("http://127.0.0.1:{nginx_port}"),
         &root_label,
-        "[auth]\nmode = \"header\"\nadmin_groups = [\"berth-admins\"]\n[auth.header]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        &run,
+        "[auth]\nmode = \"header\"\nadmin_groups = [\"berth-admins\"]\nsession_ttl_secs = 5\n\
+         [auth.header]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
     );
     let berth = Berth::start(&dir.0, port).await;
     let Some(_nginx) = start_nginx(&dir.0, nginx_port, berth.addr) else { return };
@@ -183,11 +200,15 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
         .header("cookie", "berth_session=forged; berth_csrf=00ff; tool_pref=dark")
         .header("x-berth-user", "mallory")
         .header("x-berth-groups", "berth-admins")
+        .header("x-berth-email", "mallory@example.org")
+        .header("x-forwarded-email", "root@example.org")
         .send(front)
         .await;
     assert_eq!(headers.status, 200, "{}", headers.body);
     let lower = headers.body.to_ascii_lowercase();
     assert!(lower.contains("x-berth-user: alice\n"), "{}", headers.body);
+    assert!(lower.contains("x-berth-email: alice@example.org\n"), "{}", headers.body);
+    assert!(!lower.contains("root@example.org"), "nginx sets the email header: {}", headers.body);
     assert!(!lower.contains("mallory") && !lower.contains("x-berth-groups"), "{}", headers.body);
     assert!(lower.contains("cookie: tool_pref=dark\n") && !lower.contains("berth_"), "{}", headers.body);
     let host = format!("{ah}.{HOST_SUFFIX}:{}", front.port());
@@ -197,6 +218,13 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
 
     // Bob: each of alice's containers is exactly a missing one, on every surface.
     let bob = |req: Req<'static>| as_user("bob", req);
+    // Bob has no email: his container gets none, forged or not.
+    let own = bob(Req::get(leak(format!("/docker/{b1}/headers"))))
+        .header("x-berth-email", "alice@example.org")
+        .send(front)
+        .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(!own.body.to_ascii_lowercase().contains("x-berth-email"), "{}", own.body);
     let both = |path: String| {
         let (mine, missing) = (path.replace("{}", &a1), path.replace("{}", &gone));
         (leak(mine), leak(missing))
@@ -231,6 +259,15 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
     let missing =
         bob(Req::get("/headers")).header("host", &format!("{gone}.{HOST_SUFFIX}:{}", front.port())).send(front).await;
     assert!(is_missing_page(&theirs, &ah, &missing, &gone), "{theirs:?}");
+    // The logs sub-path of a container host is its owner's too.
+    let theirs = bob(Req::get("/docker-logs")).header("host", &host).send(front).await;
+    let missing = bob(Req::get("/docker-logs"))
+        .header("host", &format!("{gone}.{HOST_SUFFIX}:{}", front.port()))
+        .send(front)
+        .await;
+    assert!(is_missing_page(&theirs, &ah, &missing, &gone), "bob's docker-logs on alice's host: {theirs:?}");
+    let own = as_user("alice", Req::get("/docker-logs")).header("host", &host).send(front).await;
+    assert_eq!(own.status, 200, "alice's docker-logs on her host: {own:?}");
     let ws = |req: Req<'static>| {
         req.header("upgrade", "websocket")
             .header("connection", "upgrade")
@@ -262,9 +299,7 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
     assert!(index.body.contains("Signed in as <b>bob</b>") && !index.body.contains(&a1), "{}", index.body);
     assert!(index.body.contains("you run 1 of at most 2 containers (max_per_user)"), "{}", index.body);
     // The kill form, with bob's valid CSRF token: 404; without: 403.
-    let csrf_cookie = index.set_cookie("berth_csrf").unwrap();
-    let at = index.body.find("name=csrf value=\"").unwrap() + "name=csrf value=\"".len();
-    let token = index.body[at..at + 64].to_owned();
+    let (csrf_cookie, token) = csrf_of(&index);
     let kill = |user: &str, name: &str, token: &str| {
         as_user(user, Req::method("POST", leak(format!("/ui/kill/{name}"))))
             .header("cookie", &format!("berth_csrf={csrf_cookie}"))
@@ -284,6 +319,50 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
         lower.contains("x-berth-user: root\n") && lower.contains("x-berth-groups: berth-admins,ops\n"),
         "{}",
         a.body
+    );
+
+    // Metrics name every container: admins and the service only.
+    let m = bob(Req::get("/metrics")).send(front).await;
+    assert_eq!(m.status, 403, "{m:?}");
+    assert!(!m.body.contains(&a1), "{}", m.body);
+    let series = format!("container=\"{a1}\"");
+    let m = support::poll("alice's requests in the metrics", Duration::from_secs(10), || {
+        let series = series.clone();
+        async move {
+            let m = as_user("root", Req::get("/metrics")).send(front).await;
+            (m.status == 200 && m.body.contains(&series)).then_some(m)
+        }
+    })
+    .await;
+    assert!(m.body.contains("berth_requests_total{"), "{}", m.body);
+    let m = Req::get("/metrics").header("authorization", &format!("Bearer {TOKEN}")).send(berth).await;
+    assert!(m.status == 200 && m.body.contains(&series), "{m:?}");
+
+    // A launch from the web form over alice's limit (she has 2): the
+    // launch's page says why, with the limit's 429.
+    let index = as_user("alice", Req::get("/")).send(front).await;
+    let (alice_csrf, alice_token) = csrf_of(&index);
+    let over = format!("a4-{run_id}");
+    let a = as_user("alice", Req::method("POST", "/ui/launch"))
+        .header("cookie", &format!("berth_csrf={alice_csrf}"))
+        .form(&format!("csrf={alice_token}&tool=probe&name={over}&parameters=%7B%7D&action=launch"))
+        .send(front)
+        .await;
+    assert_eq!(a.status, 303, "{a:?}");
+    let wait = leak(a.header("location").unwrap().to_owned());
+    assert!(wait.starts_with(&format!("/ui/wait/{over}?launch=")), "{wait}");
+    let page = support::poll("the launch's page to say it failed", Duration::from_secs(20), || async {
+        // The please-wait page (503) until the launch has an outcome.
+        let page = as_user("alice", Req::get(wait)).send(front).await;
+        (page.status != 503).then_some(page)
+    })
+    .await;
+    assert_eq!(page.status, 429, "{page:?}");
+    assert!(
+        page.body.contains(&format!("launching {over} failed"))
+            && page.body.contains("limit of 2 containers per user (max_per_user; alice has 2)"),
+        "{}",
+        page.body
     );
 
     // The same headers straight to berth from a host that is not the
@@ -310,6 +389,29 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
         .send(berth)
         .await;
     assert_eq!((a.status, a.json()["containers"].as_array().unwrap().len()), (200, 3));
+
+    // A session ends after session_ttl_secs (5 s here): one from a
+    // hand-off link, opened straight at berth (no proxy headers).
+    let link = Req::method("POST", leak(format!("/api/v1/containers/{a1}/links")))
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .json(&json!({}))
+        .send(berth)
+        .await;
+    assert_eq!(link.status, 201, "{link:?}");
+    let url = link.json()["url"].as_str().unwrap().to_owned();
+    let path = leak(url[url.find("/auth/link/").unwrap()..].to_owned());
+    let opened = Req::get(path).send(berth).await;
+    let started = Instant::now();
+    assert_eq!(opened.status, 303, "{opened:?}");
+    let session = opened.set_cookie("berth_session").unwrap();
+    let with_session =
+        || Req::get(leak(format!("/docker/{a1}/headers"))).header("cookie", &format!("berth_session={session}"));
+    let a = with_session().send(berth).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "too slow to see the session live");
+    assert!(a.status == 200 && a.body.to_ascii_lowercase().contains("x-berth-user: alice\n"), "{a:?}");
+    tokio::time::sleep_until((started + Duration::from_millis(5500)).into()).await;
+    let a = with_session().send(berth).await;
+    assert_eq!(a.status, 401, "the session outlived session_ttl_secs: {a:?}");
 
     // Clean up the persistent volumes (the run's clean-up takes the containers).
     for (user, name) in [("alice", &a1), ("alice", &ah), ("bob", &b1)] {
@@ -404,6 +506,7 @@ async fn oidc_login_in_chromium() {
         port,
         &base,
         &root_label,
+        &run,
         &format!(
             "[auth]\nmode = \"oidc\"\nadmin_groups = [\"berth-admins\"]\n[auth.oidc]\nissuer = \"http://127.0.0.1:{idp_port}\"\n\
              client_id = \"berth\"\nclient_secret = \"client-secret-1\"\nscopes = [\"profile\", \"email\", \"groups\"]\n"
@@ -441,6 +544,11 @@ async fn oidc_login_in_chromium() {
     // new login is a 503 page that says so, while alice goes on working.
     berth.restart().await;
     provider.stop();
+    // A used state stays used across the restart.
+    let (callback, flow) = &state.replay;
+    let replay =
+        Req::get(leak(callback.clone())).header("cookie", &format!("berth_login={flow}")).send(berth.addr).await;
+    assert!(replay.status == 403 && replay.body.contains("replayed"), "a replay after a restart: {replay:?}");
     browser.client.goto(&format!("{base}/docker/{}/headers", state.alices)).await.unwrap();
     let text = support::wait_text(&browser.client, "x-berth-user").await;
     assert!(text.to_ascii_lowercase().contains("x-berth-user: alice"), "{text}");
@@ -495,6 +603,8 @@ struct OidcState {
     hosts: String,
     carols: String,
     alice_cookie: String,
+    /// A finished login's callback and login cookie, to replay later.
+    replay: (String, String),
 }
 
 async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &str, shots: &Path) -> OidcState {
@@ -527,6 +637,7 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     client.goto(&format!("{base}/docker/{alices}/headers")).await.unwrap();
     let text = support::wait_text(client, "x-berth-user").await.to_ascii_lowercase();
     assert!(text.contains("x-berth-user: alice"), "{text}");
+    assert!(text.contains("x-berth-email: alice@example.org"), "the email claim: {text}");
     assert!(
         !text.contains("berth_session") && !text.contains("berth_csrf"),
         "berth's cookies reached the container: {text}"
@@ -547,6 +658,19 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     let text = support::wait_text(client, "x-berth-user").await.to_ascii_lowercase();
     assert!(text.contains("x-berth-user: alice") && !text.contains("berth_session"), "{text}");
     assert_eq!(client.current_url().await.unwrap().as_str(), host_url);
+    // That host's cookie is a session there only: planted on berth's own
+    // host (a parent-domain cookie would reach it) it is nobody.
+    let host_cookie = support::cookie(client, "berth_session").await.expect("the container host's cookie");
+    let host_header = format!("{hosts}.{HOST_SUFFIX}:{}", berth.port());
+    let there = Req::get("/headers")
+        .header("host", &host_header)
+        .header("cookie", &format!("berth_session={host_cookie}"))
+        .send(berth)
+        .await;
+    assert!(there.status == 200 && there.body.to_ascii_lowercase().contains("x-berth-user: alice"), "{there:?}");
+    let planted =
+        Req::get("/api/v1/containers").header("cookie", &format!("berth_session={host_cookie}")).send(berth).await;
+    assert_eq!(planted.status, 401, "a container host's cookie on berth's host: {planted:?}");
 
     // 4. Bob (logged in without a browser) gets exactly missing pages for
     // alice's containers, by path and by host, websockets too.
@@ -590,7 +714,8 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     }
     let (answer, flow, callback) = raw_login(berth, "alice").await;
     assert_eq!(answer.status, 303, "{answer:?}");
-    let replay = Req::get(leak(callback)).header("cookie", &format!("berth_login={flow}")).send(berth).await;
+    let replay_later = (callback.clone(), flow.clone());
+    let replay = Req::get(leak(callback.clone())).header("cookie", &format!("berth_login={flow}")).send(berth).await;
     assert_eq!(replay.status, 403, "{replay:?}");
     assert!(replay.body.contains("replayed") && replay.set_cookie("berth_session").is_none(), "{}", replay.body);
     // A forged login cookie is no login at all.
@@ -657,5 +782,33 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     client.delete_all_cookies().await.unwrap();
     browser_login(client, &base, "alice").await;
     let alice_cookie = support::cookie(client, "berth_session").await.expect("berth's session cookie");
-    OidcState { run_id: run_id.to_owned(), alices, hosts, carols, alice_cookie }
+    OidcState { run_id: run_id.to_owned(), alices, hosts, carols, alice_cookie, replay: replay_later }
+}
+
+/// `[auth] mode = "none"` (no `[auth]` section) on an address that is not
+/// loopback says at start that anyone who reaches it can launch, use and
+/// remove every container; on loopback it says nothing of the sort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_off_loopback_warns() {
+    let Some(docker) = berth_testkit::docker_or_skip("open_mode_off_loopback_warns").await else { return };
+    let run = TestRun::start(&docker).await;
+    let image = berth_testkit::test_tool_image(&docker).await.unwrap();
+    let dir = TempDir::new("berth-people-open");
+    let port = free_port_pair();
+    let root_label = format!("berth-people-n{}", std::process::id());
+    write_tools(&dir.0, &image, &run);
+    write_config(&dir.0, port, &format!("http://127.0.0.1:{port}"), &root_label, &run, "");
+    let config = dir.0.join("berth.toml");
+    let on_loopback = std::fs::read_to_string(&config).unwrap();
+    // All interfaces (the requests still go to 127.0.0.1); the service
+    // token keeps the API closed meanwhile.
+    std::fs::write(&config, on_loopback.replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:")).unwrap();
+    let warning = "auth.mode is \"none\" on a non-loopback address";
+    let mut berth = Berth::start(&dir.0, port).await;
+    let output = berth.output();
+    assert!(output.contains(warning) && output.contains("0.0.0.0:"), "{output}");
+    std::fs::write(&config, on_loopback).unwrap();
+    berth.restart().await;
+    let output = berth.output();
+    assert!(output.contains("berth serving") && !output.contains(warning), "{output}");
 }

@@ -1,6 +1,7 @@
 //! How to reach the Docker Engine, read from the environment the way the
 //! Docker CLI reads it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,6 +90,60 @@ pub enum EndpointMode {
     HostNetwork,
 }
 
+/// The Docker option that stops containers on a bridge network from
+/// reaching each other (they still reach the host, and the host them).
+pub const BRIDGE_ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// Which network berth's containers join.
+///
+/// On the engine's default network every container can reach every other
+/// one by its address, past berth's proxy and its owner check: a user who
+/// runs code in one container (a notebook) could call another user's tool
+/// directly with a forged `X-Berth-User`. [`ContainerNetwork::Isolated`]
+/// closes that: a bridge network with inter-container communication off,
+/// where containers reach the host (staged inputs, through the
+/// `host-gateway` mapping) and the host reaches them (bridge addresses,
+/// published ports), but containers do not reach each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ContainerNetwork {
+    /// The engine's default network (`bridge`): containers reach each
+    /// other. For a single user, or tests that do not care.
+    #[default]
+    EngineDefault,
+    /// A network that exists already, used as it is: berth neither makes
+    /// nor changes it.
+    Existing(String),
+    /// A bridge network on which containers cannot reach each other
+    /// ([`BRIDGE_ICC_OPTION`] `= "false"`), made when missing (at the
+    /// first launch, or by [`DockerManager::prepare_network`](super::DockerManager::prepare_network))
+    /// and labelled `<root>=true`, `<root>.network=isolated` and `labels`.
+    /// A network of that name that exists already is used as it is, with a
+    /// warning when it lets containers reach each other. berth never
+    /// removes it: containers outlive berth's process and stay on it.
+    Isolated {
+        /// The network's name.
+        name: String,
+        /// Labels besides berth's own (a test run's, so that its sweep
+        /// finds the network; an operator's inventory).
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl ContainerNetwork {
+    /// An isolated network called `name`, with berth's labels only.
+    pub fn isolated(name: impl Into<String>) -> Self {
+        ContainerNetwork::Isolated { name: name.into(), labels: BTreeMap::new() }
+    }
+
+    /// The network's name; `None` for the engine's default.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ContainerNetwork::EngineDefault => None,
+            ContainerNetwork::Existing(name) | ContainerNetwork::Isolated { name, .. } => Some(name),
+        }
+    }
+}
+
 /// What to do when a launch names an image the engine lacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -119,8 +174,10 @@ pub struct DockerConfig {
     /// Host name under which containers reach the engine's host (through
     /// the engine's `host-gateway` mapping); `None` adds no mapping.
     pub host_gateway_alias: Option<String>,
-    /// Network to attach containers to; `None` is the engine's default.
-    pub network: Option<String>,
+    /// The network containers join (ignored with
+    /// [`EndpointMode::HostNetwork`]). The engine's default unless set: a
+    /// server for several users should choose [`ContainerNetwork::Isolated`].
+    pub network: ContainerNetwork,
     /// What to do with missing images.
     pub pull: PullPolicy,
 }
@@ -137,7 +194,7 @@ impl DockerConfig {
             endpoint_mode: EndpointMode::Auto,
             publish_ip: None,
             host_gateway_alias: Some("host.docker.internal".to_owned()),
-            network: None,
+            network: ContainerNetwork::EngineDefault,
             pull: PullPolicy::Never,
         }
     }
@@ -178,6 +235,12 @@ impl DockerConfig {
     /// Sets the per-call timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the network containers join.
+    pub fn network(mut self, network: ContainerNetwork) -> Self {
+        self.network = network;
         self
     }
 

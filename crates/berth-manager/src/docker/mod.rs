@@ -9,6 +9,8 @@ mod config;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -16,18 +18,21 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig, Mount, MountType,
-    PortBinding, VolumeCreateRequest,
+    NetworkCreateRequest, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    ListImagesOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
-    RemoveVolumeOptions, StartContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
+    ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 pub use build::{BUILD_IDLE_TIMEOUT, BUILD_LOG_TAIL_LINES, BuiltImage, ImageBuild};
-pub use config::{DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles, parse_docker_host};
+pub use config::{
+    BRIDGE_ICC_OPTION, ContainerNetwork, DEFAULT_SOCKET, DockerConfig, EndpointMode, EngineHost, PullPolicy, TlsFiles,
+    parse_docker_host,
+};
 
 use crate::error::{BoxError, Error, Result};
 use crate::manager::{
@@ -51,6 +56,23 @@ use crate::types::{
 pub struct DockerManager {
     docker: Docker,
     config: DockerConfig,
+    /// The configured network is known to be there (shared by clones).
+    network_ready: Arc<AtomicBool>,
+    /// One look at (or making of) the network at a time.
+    network_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether `name` can be an engine object's name (and so is safe in an
+/// engine URL): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn is_engine_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Whether a network with `driver` and `options` keeps containers from
+/// reaching each other.
+fn network_isolates(driver: Option<&str>, options: Option<&HashMap<String, String>>) -> bool {
+    driver == Some("bridge") && options.and_then(|o| o.get(BRIDGE_ICC_OPTION)).is_some_and(|v| v == "false")
 }
 
 /// An image made by [`DockerManager::import_image`].
@@ -196,7 +218,111 @@ impl DockerManager {
         };
         let version = docker.client_version();
         tracing::info!(engine = %endpoint, api = %format!("{}.{}", version.major_version, version.minor_version), "connected to docker engine");
-        Ok(DockerManager { docker, config })
+        Ok(DockerManager {
+            docker,
+            config,
+            network_ready: Arc::new(AtomicBool::new(false)),
+            network_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Makes sure the network containers join is there (see
+    /// [`ContainerNetwork`]): an isolated network is made when missing
+    /// (launches do this too; a server calls it at start so that problems
+    /// show then). Warns when containers on the configured network can
+    /// reach each other. Nothing to do with host networking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a network name the engine cannot have, or an
+    /// [`ContainerNetwork::Existing`] network that does not exist; engine
+    /// errors making or inspecting it.
+    pub async fn prepare_network(&self) -> Result<()> {
+        if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
+            return Ok(());
+        }
+        let (name, labels) = match &self.config.network {
+            ContainerNetwork::EngineDefault => {
+                tracing::warn!(
+                    "containers join the engine's default network, where they can reach each other directly \
+                     (past berth's proxy); use an isolated network for more than one user"
+                );
+                return Ok(());
+            }
+            ContainerNetwork::Existing(name) => (name, None),
+            ContainerNetwork::Isolated { name, labels } => (name, Some(labels)),
+        };
+        self.network_ready.store(false, Ordering::Release);
+        self.ensure_network(name, labels, true).await
+    }
+
+    /// What launches need of [`prepare_network`](Self::prepare_network):
+    /// an isolated network is looked at (and made) until it is known to be
+    /// there; other networks are the engine's business.
+    async fn ensure_launch_network(&self) -> Result<()> {
+        if self.network_ready.load(Ordering::Acquire)
+            || self.config.effective_endpoint_mode() == EndpointMode::HostNetwork
+        {
+            return Ok(());
+        }
+        match &self.config.network {
+            ContainerNetwork::Isolated { name, labels } => self.ensure_network(name, Some(labels), false).await,
+            ContainerNetwork::EngineDefault | ContainerNetwork::Existing(_) => Ok(()),
+        }
+    }
+
+    /// Looks at network `name` and, given `labels` (an isolated network),
+    /// makes it when missing. Warns about an existing network that lets
+    /// containers reach each other when `check` or it should isolate.
+    async fn ensure_network(&self, name: &str, labels: Option<&BTreeMap<String, String>>, check: bool) -> Result<()> {
+        if !is_engine_name(name) {
+            return Err(Error::Config { reason: format!("{name:?} is not a network name"), source: None });
+        }
+        let _one = self.network_lock.lock().await;
+        if self.network_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let inspect = || self.docker.inspect_network(name, None::<InspectNetworkOptions>);
+        match self.call("inspect network", name, inspect()).await {
+            Ok(n) => {
+                if (check || labels.is_some()) && !network_isolates(n.driver.as_deref(), n.options.as_ref()) {
+                    tracing::warn!(
+                        network = %name,
+                        "containers on this network can reach each other directly (past berth's proxy): \
+                         make it a bridge with {BRIDGE_ICC_OPTION}=false, or let berth make its own"
+                    );
+                }
+            }
+            Err(Error::NotFound { .. }) => {
+                let Some(extra) = labels else {
+                    return Err(Error::Config { reason: format!("network {name} does not exist"), source: None });
+                };
+                let scheme = &self.config.labels;
+                let mut labels: HashMap<String, String> = extra.clone().into_iter().collect();
+                labels.insert(scheme.root().to_owned(), "true".to_owned());
+                labels.insert(scheme.network_key(), "isolated".to_owned());
+                let request = NetworkCreateRequest {
+                    name: name.to_owned(),
+                    driver: Some("bridge".to_owned()),
+                    options: Some(HashMap::from([(BRIDGE_ICC_OPTION.to_owned(), "false".to_owned())])),
+                    labels: Some(labels),
+                    ..Default::default()
+                };
+                match self.call("create network", name, self.docker.create_network(request)).await {
+                    Ok(_) => {
+                        tracing::info!(network = %name, "made a network on which containers cannot reach each other");
+                    }
+                    // Someone else made it just now.
+                    Err(Error::Engine { status: 409, .. }) => {
+                        self.call("inspect network", name, inspect()).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.network_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The bollard client, for the swarm backend beside this module.
@@ -478,9 +604,10 @@ impl DockerManager {
         }
     }
 
-    /// Removes every container and volume carrying label `key=value`,
-    /// whatever its root label: a sweep for test runs and crash leftovers.
-    /// Returns the number of containers and volumes removed.
+    /// Removes every container, volume and network carrying label
+    /// `key=value`, whatever its root label: a sweep for test runs and
+    /// crash leftovers. Returns the number of containers and volumes
+    /// removed.
     ///
     /// # Errors
     ///
@@ -503,11 +630,36 @@ impl DockerManager {
             }
         }
         let n_volumes = self.remove_volumes_matching(&label).await?;
+        self.remove_networks_matching(&label).await?;
         Ok((n_containers, n_volumes))
     }
 
-    /// The values of label `key` on containers and volumes (whatever their
-    /// root label), for sweeping leftovers of crashed runs.
+    /// Removes the networks carrying `label_filter` (`key=value`), once no
+    /// container uses them (retrying briefly while containers go).
+    async fn remove_networks_matching(&self, label_filter: &str) -> Result<()> {
+        let filters = Some(HashMap::from([("label".to_owned(), vec![label_filter.to_owned()])]));
+        let list = self
+            .call("list networks", label_filter, self.docker.list_networks(Some(ListNetworksOptions { filters })))
+            .await?;
+        for id in list.into_iter().filter_map(|n| n.id) {
+            for attempt in 0..20 {
+                match self.call("remove network", &id, self.docker.remove_network(&id)).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => break,
+                    Err(Error::Engine { status: 403 | 409, .. }) if attempt < 19 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(network = %id, error = %e, "could not remove network");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of label `key` on containers, volumes and networks
+    /// (whatever their root label), for sweeping leftovers of crashed runs.
     ///
     /// # Errors
     ///
@@ -516,11 +668,15 @@ impl DockerManager {
         let filters = Some(HashMap::from([("label".to_owned(), vec![key.to_owned()])]));
         let opts = ListContainersOptions { all: true, filters: filters.clone(), ..Default::default() };
         let containers = self.call("list", key, self.docker.list_containers(Some(opts))).await?;
-        let volumes =
-            self.call("list volumes", key, self.docker.list_volumes(Some(ListVolumesOptions { filters }))).await?;
+        let volumes = self
+            .call("list volumes", key, self.docker.list_volumes(Some(ListVolumesOptions { filters: filters.clone() })))
+            .await?;
+        let networks =
+            self.call("list networks", key, self.docker.list_networks(Some(ListNetworksOptions { filters }))).await?;
         let mut values: std::collections::BTreeSet<String> =
             containers.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(key))).collect();
         values.extend(volumes.volumes.unwrap_or_default().into_iter().filter_map(|mut v| v.labels.remove(key)));
+        values.extend(networks.into_iter().filter_map(|n| n.labels.and_then(|mut l| l.remove(key))));
         Ok(values)
     }
 
@@ -840,6 +996,7 @@ impl ContainerManager for DockerManager {
         }
         let image = spec.normalized_image();
         self.ensure_image(&image).await?;
+        self.ensure_launch_network().await?;
 
         let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut input_file = None;
@@ -909,7 +1066,7 @@ impl ContainerManager for DockerManager {
             network_mode: if self.config.effective_endpoint_mode() == EndpointMode::HostNetwork {
                 Some("host".to_owned())
             } else {
-                self.config.network.clone()
+                self.config.network.name().map(str::to_owned)
             },
             ..Default::default()
         };
@@ -934,7 +1091,13 @@ impl ContainerManager for DockerManager {
                 }
                 self.remove_new_volumes(&new_persistent).await;
                 let subject = match &e {
-                    BollardError::DockerResponseServerError { status_code: 404, .. } => image.as_str(),
+                    BollardError::DockerResponseServerError { status_code: 404, message } => {
+                        if message.to_ascii_lowercase().contains("network") {
+                            // Removed behind berth's back: looked at again next time.
+                            self.network_ready.store(false, Ordering::Release);
+                        }
+                        image.as_str()
+                    }
                     _ => spec.name.as_str(),
                 };
                 return Err(self.classify("create", subject, e));
@@ -1064,7 +1227,7 @@ impl ContainerManager for DockerManager {
                 let ip = self
                     .config
                     .network
-                    .as_ref()
+                    .name()
                     .and_then(|n| networks.get(n))
                     .into_iter()
                     .chain(networks.values())

@@ -78,12 +78,31 @@ struct HeaderAuth {
     trusted: Vec<ipnet::IpNet>,
     user: http::HeaderName,
     groups: http::HeaderName,
+    email: http::HeaderName,
+}
+
+/// Who the trusted proxy's headers name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    user: String,
+    groups: Vec<String>,
+    email: Option<String>,
+}
+
+/// `email` when it can be an email address (and a header value): 3 to 254
+/// characters with an `@`, no spaces or control characters.
+fn usable_email(email: &str) -> Option<String> {
+    let email = email.trim();
+    let ok = (3..=254).contains(&email.len())
+        && email.contains('@')
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',');
+    ok.then(|| email.to_owned())
 }
 
 impl HeaderAuth {
-    /// The user and groups the headers name; `Ok(None)` without them.
-    fn identify(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<(String, Vec<String>)>, Denied> {
-        if !headers.contains_key(&self.user) && !headers.contains_key(&self.groups) {
+    /// The user, groups and email the headers name; `Ok(None)` without them.
+    fn identify(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<Named>, Denied> {
+        if ![&self.user, &self.groups, &self.email].iter().any(|h| headers.contains_key(*h)) {
             return Ok(None);
         }
         let trusted = peer.is_some_and(|p| {
@@ -107,7 +126,8 @@ impl HeaderAuth {
             .filter(|g| !g.is_empty())
             .map(str::to_owned)
             .collect();
-        Ok(Some((user.to_owned(), groups)))
+        let email = headers.get(&self.email).and_then(|v| v.to_str().ok()).and_then(usable_email);
+        Ok(Some(Named { user: user.to_owned(), groups, email }))
     }
 }
 
@@ -137,12 +157,73 @@ fn path_and_query(uri: &http::Uri) -> String {
     uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
 }
 
-/// `next` when it is a path on this host (not `//elsewhere`), else `/`.
+/// `next` when it is a path on this host, else `/`: where berth redirects
+/// after a login, a hand-off or a container host's ticket, so never
+/// anywhere a browser could read as another origin (see [`is_local_path`]).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n.to_owned(),
+        Some(n) if is_local_path(n) => n.to_owned(),
         _ => "/".to_owned(),
     }
+}
+
+/// Longest `next` berth redirects to.
+const MAX_NEXT: usize = 4096;
+
+/// Whether `next` is a path on this host however a browser reads it.
+///
+/// Browsers drop tabs and newlines anywhere in a URL, strip leading
+/// control characters and spaces, and read `\` as `/`, so `/\t/evil`
+/// becomes the scheme-relative `//evil`. Hence only printable ASCII (what
+/// a URI's path and query consist of), a leading `/` not followed by `/`
+/// or `\`, and no `\` anywhere; and the same again for every
+/// percent-decoded form (`/%09/evil`, `/%2F/evil`, `/%252F/evil`), in case
+/// anything on the way decodes it.
+fn is_local_path(next: &str) -> bool {
+    fn plain(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.first() == Some(&b'/')
+            && !matches!(b.get(1), Some(b'/' | b'\\'))
+            && !s.chars().any(|c| c.is_control() || c == '\\')
+    }
+    if next.len() > MAX_NEXT || !next.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let mut current = next.to_owned();
+    // A few rounds of decoding; a form still changing after them is refused.
+    for _ in 0..4 {
+        if !plain(&current) {
+            return false;
+        }
+        let decoded = percent_decode(&current);
+        if decoded == current {
+            return true;
+        }
+        current = decoded;
+    }
+    false
+}
+
+/// `s` with `%XX` escapes decoded (invalid UTF-8 replaced, `+` kept).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Both digits are below 16, so this fits a byte.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn urlencode(s: &str) -> String {
@@ -207,7 +288,7 @@ impl Auth {
         let key = session::load_key(&key_file)?;
         let sessions = Sessions::new(
             key,
-            store,
+            store.clone(),
             auth.cookie_name.clone(),
             config.secure_cookies(),
             Duration::from_secs(auth.session_ttl_secs),
@@ -218,11 +299,14 @@ impl Auth {
                 trusted: h.trusted_proxies.clone(),
                 user: http::HeaderName::from_bytes(h.user_header.as_bytes())?,
                 groups: http::HeaderName::from_bytes(h.groups_header.as_bytes())?,
+                email: http::HeaderName::from_bytes(h.email_header.as_bytes())?,
             }),
             _ => None,
         };
         let oidc = match (&auth.oidc, auth.mode) {
-            (Some(o), AuthMode::Oidc) => Some(oidc::Oidc::new(o, &format!("{}/auth/callback", urls.base))?),
+            (Some(o), AuthMode::Oidc) => {
+                Some(oidc::Oidc::new(o, &format!("{}/auth/callback", urls.base), store.clone())?)
+            }
             _ => None,
         };
         Ok(Auth {
@@ -244,10 +328,16 @@ impl Auth {
         self.mode
     }
 
-    /// The identity of `user` in `groups`, limited to `only`.
-    fn identity(&self, user: String, groups: Vec<String>, only: Option<Vec<String>>) -> Identity {
+    /// The identity of `user` in `groups`, with `email`, limited to `only`.
+    fn identity(
+        &self,
+        user: String,
+        groups: Vec<String>,
+        email: Option<String>,
+        only: Option<Vec<String>>,
+    ) -> Identity {
         let admin = self.admins.contains(&user) || groups.iter().any(|g| self.admin_groups.contains(g));
-        let who = Identity::new(user).with_admin(admin).with_groups(groups);
+        let who = Identity::new(user).with_admin(admin).with_groups(groups).with_email(email);
         match only {
             Some(only) => who.only(only),
             None => who,
@@ -265,18 +355,19 @@ impl Auth {
             return Ok(None);
         }
         if let Some(h) = &self.header {
-            if let Some((user, groups)) = h.identify(headers, peer)? {
-                return Ok(Some(self.identity(user, groups, None)));
+            if let Some(named) = h.identify(headers, peer)? {
+                return Ok(Some(self.identity(named.user, named.groups, named.email, None)));
             }
         }
         Ok(self.session(headers).await.map(|(_, who, _)| who))
     }
 
-    /// The request's session: id, identity, expiry.
+    /// The request's session, one made for the host it is sent to (a
+    /// container's own, or berth's): id, identity, expiry.
     async fn session(&self, headers: &HeaderMap) -> Option<(String, Identity, SystemTime)> {
-        let id = self.sessions.session_id(headers)?;
-        let (data, expires) = self.sessions.load(&id).await?;
-        Some((id, self.identity(data.user, data.groups, data.only), expires))
+        let host = self.container_host(headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let (id, data, expires) = self.sessions.find(headers, host).await?;
+        Some((id, self.identity(data.user, data.groups, data.email, data.only), expires))
     }
 
     /// Whether `host` (a `Host` header) names a container's host.
@@ -319,7 +410,7 @@ impl Identify for ProxyIdentify {
             return None;
         }
         let query = request.uri.query();
-        let Some(id) = query_value(query, "ticket").and_then(|t| auth.sessions.take_ticket(&t)) else {
+        let Some(id) = query_value(query, "ticket").and_then(|t| auth.sessions.take_ticket(&t, container)) else {
             return Some(message_page_full(
                 StatusCode::FORBIDDEN,
                 "sign-in link not valid",
@@ -571,13 +662,19 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(q): Q
         Err(oidc::LoginError::Unavailable(e)) => return unavailable(oidc.issuer(), &e),
         Err(oidc::LoginError::Refused(e)) => return refused(&format!("Login refused: {e}.")),
     };
-    let data = SessionData { user: logged_in.user.clone(), groups: logged_in.groups, only: None };
+    let data = SessionData {
+        user: logged_in.user.clone(),
+        groups: logged_in.groups,
+        email: logged_in.email,
+        only: None,
+        host: None,
+    };
     let id = match auth.sessions.create(&data).await {
         Ok((id, _)) => id,
         Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
     };
     // A previous session of this browser ends: a login starts afresh.
-    if let Some(old) = auth.sessions.session_id(&headers) {
+    if let Some((old, ..)) = auth.sessions.find(&headers, None).await {
         auth.sessions.delete(&old).await;
     }
     tracing::info!(user = %logged_in.user, "logged in");
@@ -605,7 +702,7 @@ async fn logout(
     if !csrf_ok(&auth, &headers, user, &form.csrf) {
         return csrf_refused();
     }
-    if let Some(id) = auth.sessions.session_id(&headers) {
+    if let Some((id, ..)) = auth.sessions.find(&headers, None).await {
         auth.sessions.delete(&id).await;
     }
     let mut resp = message_page(StatusCode::OK, "logged out", "You are logged out of berth.");
@@ -672,7 +769,7 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Path(token): Pa
         }
         auth.sessions.delete(old).await;
     }
-    let session = SessionData { user: data.user, groups: Vec::new(), only: Some(only) };
+    let session = SessionData { user: data.user, groups: Vec::new(), email: None, only: Some(only), host: None };
     match auth.sessions.create(&session).await {
         Ok((id, _)) => {
             resp.headers_mut().insert(header::SET_COOKIE, auth.sessions.session_cookie(&id));
@@ -727,13 +824,18 @@ async fn host(
     let next = local_path(q.next.as_deref());
     match placed(&auth, &name).await {
         Some(p) if p.mode == berth_manager::RoutingMode::Host => {
-            let data =
-                SessionData { user: who.user.clone(), groups: who.groups.clone(), only: Some(vec![name.clone()]) };
+            let data = SessionData {
+                user: who.user.clone(),
+                groups: who.groups.clone(),
+                email: who.email.clone(),
+                only: Some(vec![name.clone()]),
+                host: Some(name.clone()),
+            };
             let id = match auth.sessions.create(&data).await {
                 Ok((id, _)) => id,
                 Err(e) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "error", &error_chain(&e)),
             };
-            let ticket = auth.sessions.issue_ticket(&id);
+            let ticket = auth.sessions.issue_ticket(&id, &name);
             redirect(&host_ticket_url(&p.url, &ticket, &next))
         }
         Some(p) => redirect(&format!("{}{}", p.path.trim_end_matches('/'), next)),
@@ -747,9 +849,61 @@ mod tests {
 
     #[test]
     fn next_stays_on_this_host() {
-        assert_eq!(local_path(Some("/docker/a/?x=1")), "/docker/a/?x=1");
-        for bad in [None, Some("//evil.example/"), Some("https://evil.example/"), Some("/\\evil"), Some("x")] {
-            assert_eq!(local_path(bad), "/", "{bad:?}");
+        for good in [
+            "/",
+            "/docker/a/?x=1",
+            "/docker/a/files/my%20data.csv",
+            "/lab?token=a+b&x=%2Fy",
+            "/a/..//b",
+            "/./x",
+            "/ui/wait/v1?launch=3",
+            "/caf%C3%A9",
+        ] {
+            assert_eq!(local_path(Some(good)), good, "{good:?} is a local path");
+        }
+        let long = format!("/{}", "a".repeat(MAX_NEXT));
+        let refused: &[&str] = &[
+            "",
+            "x",
+            "evil.example",
+            "//evil.example/",
+            "///evil.example",
+            "https://evil.example/",
+            "http:/evil.example",
+            "javascript:alert(1)",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/x\\y",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\u{0}/evil.example",
+            "/\u{b}/evil.example",
+            "/\u{c}/evil.example",
+            "/\u{1f}/evil.example",
+            "/\u{7f}/evil.example",
+            "/\u{85}/evil.example",
+            " //evil.example",
+            "\t//evil.example",
+            "/ /evil.example",
+            "/\u{3000}/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%0D%0A/evil.example",
+            "/%00",
+            "/%2F/evil.example",
+            "/%2f/evil.example",
+            "/%5C/evil.example",
+            "/%5c%5cevil.example",
+            "/x%5Cy",
+            "/%252F/evil.example",
+            "/%25252F/evil.example",
+            "/%2525252525252F/evil.example",
+            "/%C2%85/evil.example",
+            &long,
+        ];
+        for bad in refused.iter().copied().map(Some).chain([None]) {
+            assert_eq!(local_path(bad), "/", "{bad:?} is refused");
         }
     }
 
@@ -759,13 +913,35 @@ mod tests {
             trusted: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
             user: http::HeaderName::from_static("x-forwarded-user"),
             groups: http::HeaderName::from_static("x-forwarded-groups"),
+            email: http::HeaderName::from_static("x-forwarded-email"),
         };
         let mut headers = HeaderMap::new();
         assert_eq!(h.identify(&headers, Some("127.0.0.2".parse().unwrap())), Ok(None));
         headers.insert("x-forwarded-user", "ann".parse().unwrap());
         headers.insert("x-forwarded-groups", "a, b,".parse().unwrap());
         let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
-        assert_eq!(ok, ("ann".to_owned(), vec!["a".to_owned(), "b".to_owned()]));
+        let named = |email: Option<&str>| Named {
+            user: "ann".to_owned(),
+            groups: vec!["a".to_owned(), "b".to_owned()],
+            email: email.map(str::to_owned),
+        };
+        assert_eq!(ok, named(None), "the email header is optional");
+        headers.insert("x-forwarded-email", " ann@example.org ".parse().unwrap());
+        let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
+        assert_eq!(ok, named(Some("ann@example.org")));
+        for unusable in ["", "ann", "ann @example.org", "a@b,c@d"] {
+            headers.insert("x-forwarded-email", unusable.parse().unwrap());
+            let ok = h.identify(&headers, Some("127.0.0.1".parse().unwrap())).unwrap().unwrap();
+            assert_eq!(ok, named(None), "{unusable:?}");
+        }
+        // The email header alone from an untrusted peer is refused too.
+        let mut only_email = HeaderMap::new();
+        only_email.insert("x-forwarded-email", "root@example.org".parse().unwrap());
+        assert_eq!(
+            h.identify(&only_email, Some("10.1.2.3".parse().unwrap())).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        headers.insert("x-forwarded-email", "ann@example.org".parse().unwrap());
         assert!(h.identify(&headers, Some("::ffff:127.0.0.1".parse().unwrap())).unwrap().is_some(), "mapped v4");
         for peer in [Some("127.0.0.2"), Some("10.1.2.3"), None] {
             let e = h.identify(&headers, peer.map(|p| p.parse().unwrap())).unwrap_err();

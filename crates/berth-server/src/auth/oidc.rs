@@ -4,11 +4,13 @@
 //! authorization-code flow with PKCE, `state` and `nonce`, and ID-token
 //! validation (issuer, audience, expiry, nonce, signature through the
 //! provider's JWKS, fetched again once when a signature does not verify,
-//! for key rotation).
+//! for key rotation). A login's `state` works once: used states are kept
+//! in the database, so a replayed callback is refused after a restart too.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_history::{HistoryStore, TakeOutcome};
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
@@ -76,6 +78,10 @@ pub struct Flow {
     verifier: String,
     /// Where to go after the login.
     pub next: String,
+    /// When the login started (Unix seconds): a flow older than
+    /// [`FLOW_TTL`] is refused whatever its cookie's own expiry.
+    #[serde(default)]
+    started: u64,
 }
 
 /// Why a login did not work.
@@ -94,6 +100,9 @@ pub struct LoggedIn {
     pub user: String,
     /// The groups claim.
     pub groups: Vec<String>,
+    /// The `email` claim, unless the provider says it is not verified
+    /// (`email_verified: false`).
+    pub email: Option<String>,
 }
 
 /// The relying party.
@@ -107,8 +116,8 @@ pub struct Oidc {
     redirect: RedirectUrl,
     http: reqwest::Client,
     metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
-    /// States of finished logins (a replayed callback is refused), with when.
-    used_states: Mutex<HashMap<String, Instant>>,
+    /// Where the states of finished logins are kept (single-use tokens).
+    store: Arc<HistoryStore>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -117,18 +126,24 @@ impl std::fmt::Debug for Oidc {
     }
 }
 
+/// Now in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Constant-time equality of two strings (through their hashes).
 fn same(a: &str, b: &str) -> bool {
     super::session::hash(a) == super::session::hash(b)
 }
 
 impl Oidc {
-    /// The relying party of `config`, called back at `redirect_url`.
+    /// The relying party of `config`, called back at `redirect_url`,
+    /// keeping used states in `store`.
     ///
     /// # Errors
     ///
     /// The redirect URL does not parse, or the HTTP client cannot be built.
-    pub fn new(config: &OidcSection, redirect_url: &str) -> anyhow::Result<Self> {
+    pub fn new(config: &OidcSection, redirect_url: &str, store: Arc<HistoryStore>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             // Following redirects would open the client up to SSRF.
             .redirect(reqwest::redirect::Policy::none())
@@ -145,7 +160,7 @@ impl Oidc {
             redirect: RedirectUrl::new(redirect_url.to_owned())?,
             http,
             metadata: tokio::sync::Mutex::new(None),
-            used_states: Mutex::default(),
+            store,
         })
     }
 
@@ -206,8 +221,27 @@ impl Oidc {
             nonce: nonce.secret().clone(),
             verifier: verifier.secret().clone(),
             next,
+            started: unix_now(),
         };
         Ok((url.to_string(), flow))
+    }
+
+    /// Marks `state` used, in the database: the first time only. A state
+    /// there already is a replay (a restart does not forget it; rows go
+    /// a day after the flow expired, when its cookie is long refused).
+    async fn use_state(&self, state: &str) -> Result<(), LoginError> {
+        let key = super::session::hash(&format!("oidc-state\0{state}"));
+        let expires = SystemTime::now() + FLOW_TTL;
+        let Err(e) = self.store.put_single_use(&key, "", expires).await else { return Ok(()) };
+        // The insert fails for a state that is there; anything else is the
+        // database failing, and the login is refused either way.
+        match self.store.take_single_use(&key, SystemTime::now()).await {
+            Ok(TakeOutcome::Unknown) | Err(_) => {
+                tracing::warn!(error = %super::error_chain(&e), "recording a login's state failed");
+                Err(LoginError::Unavailable(format!("berth's database failed: {}", super::error_chain(&e))))
+            }
+            Ok(_) => Err(LoginError::Refused("this login was completed already (a replayed state)".into())),
+        }
     }
 
     /// Finishes the login `flow` with the callback's `code` and `state`.
@@ -223,13 +257,10 @@ impl Oidc {
         if !same(&flow.state, state) {
             return Err(LoginError::Refused("the login's state does not match this browser's login".into()));
         }
-        {
-            let mut used = self.used_states.lock().unwrap_or_else(|p| p.into_inner());
-            used.retain(|_, at| at.elapsed() < FLOW_TTL);
-            if used.insert(super::session::hash(state), Instant::now()).is_some() {
-                return Err(LoginError::Refused("this login was completed already (a replayed state)".into()));
-            }
+        if unix_now().saturating_sub(flow.started) > FLOW_TTL.as_secs() {
+            return Err(LoginError::Refused("this login took too long (it expired); start again".into()));
         }
+        self.use_state(state).await?;
         let client = self.client(METADATA_TTL, true).await?;
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -281,6 +312,10 @@ impl Oidc {
             }
             _ => Vec::new(),
         };
-        Ok(LoggedIn { user, groups })
+        let email = claims
+            .email()
+            .filter(|_| claims.email_verified() != Some(false))
+            .and_then(|e| super::usable_email(e.as_str()));
+        Ok(LoggedIn { user, groups, email })
     }
 }

@@ -25,10 +25,19 @@ pub struct SessionData {
     /// The user's groups at login.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The user's email address at login, when the login gave one.
+    #[serde(default)]
+    pub email: Option<String>,
     /// The containers this session is limited to (hand-off links,
     /// container hosts); all the user's when absent.
     #[serde(default)]
     pub only: Option<Vec<String>>,
+    /// The container whose own host this session's cookie was set on
+    /// (hostname routing); `None`: berth's own host. A session counts only
+    /// on its host, so a cookie planted on another host (a sibling host's
+    /// `Domain` cookie) is no session there.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// How long a host ticket (the step from berth's host to a container's) is valid.
@@ -50,7 +59,8 @@ pub struct Sessions {
     /// Lifetime of new sessions.
     pub ttl: Duration,
     cache: Mutex<HashMap<String, (SessionData, SystemTime, Instant)>>,
-    tickets: Mutex<HashMap<String, (String, Instant)>>,
+    /// Host tickets by hash: the session and the container it is for.
+    tickets: Mutex<HashMap<String, (String, String, Instant)>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -187,9 +197,26 @@ impl Sessions {
         self.set_cookie(&self.cookie_name, "", false, None, "/", SameSite::Lax)
     }
 
-    /// The session id in `headers`' session cookie, when one decrypts.
-    pub fn session_id(&self, headers: &HeaderMap) -> Option<String> {
-        cookie_values(headers, &self.cookie_name).find_map(|v| self.open(&self.cookie_name, &v))
+    /// The session ids in `headers`' session cookies that decrypt (a
+    /// browser may send several of the same name: its own, and one a
+    /// sibling host planted for a parent domain).
+    pub fn session_ids(&self, headers: &HeaderMap) -> Vec<String> {
+        cookie_values(headers, &self.cookie_name).filter_map(|v| self.open(&self.cookie_name, &v)).collect()
+    }
+
+    /// The first live session among `headers`' session cookies made for
+    /// `host` (a container's name for its own host, `None` for berth's):
+    /// its id, data and expiry. Sessions of other hosts are ignored.
+    pub async fn find(&self, headers: &HeaderMap, host: Option<&str>) -> Option<(String, SessionData, SystemTime)> {
+        for id in self.session_ids(headers) {
+            if let Some((data, expires)) = self.load(&id).await {
+                if data.host.as_deref() == host {
+                    return Some((id, data, expires));
+                }
+                tracing::debug!(cookie_host = ?data.host, request_host = ?host, "a session cookie of another host: ignored");
+            }
+        }
+        None
     }
 
     /// A new session holding `data`; its id and expiry.
@@ -250,20 +277,22 @@ impl Sessions {
     }
 
     /// A one-time ticket (valid [`TICKET_TTL`]) that hands session `id` to
-    /// a container's host.
-    pub fn issue_ticket(&self, id: &str) -> String {
+    /// the host of `container`, and no other.
+    pub fn issue_ticket(&self, id: &str, container: &str) -> String {
         let ticket = random_hex();
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        tickets.retain(|_, (_, at)| at.elapsed() < TICKET_TTL);
-        tickets.insert(hash(&ticket), (id.to_owned(), Instant::now()));
+        tickets.retain(|_, (_, _, at)| at.elapsed() < TICKET_TTL);
+        tickets.insert(hash(&ticket), (id.to_owned(), container.to_owned(), Instant::now()));
         ticket
     }
 
-    /// The session a ticket carries, once: it is used up.
-    pub fn take_ticket(&self, ticket: &str) -> Option<String> {
+    /// The session a ticket carries to `container`'s host, once: it is
+    /// used up, also when presented on another container's host (where it
+    /// is refused).
+    pub fn take_ticket(&self, ticket: &str, container: &str) -> Option<String> {
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        let (id, at) = tickets.remove(&hash(ticket))?;
-        (at.elapsed() < TICKET_TTL).then_some(id)
+        let (id, for_container, at) = tickets.remove(&hash(ticket))?;
+        (at.elapsed() < TICKET_TTL && for_container == container).then_some(id)
     }
 
     /// The CSRF token of forms for `user` in a browser whose CSRF cookie
@@ -297,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn cookies_are_sealed_and_sessions_stored() {
         let s = sessions();
-        let data = SessionData { user: "ann".into(), groups: vec!["g".into()], only: None };
+        let data = SessionData { user: "ann".into(), groups: vec!["g".into()], email: None, only: None, host: None };
         let (id, _) = s.create(&data).await.unwrap();
         let set = s.session_cookie(&id);
         let set = set.to_str().unwrap();
@@ -306,7 +335,9 @@ mod tests {
         let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, format!("other=1; berth_session={value}").parse().unwrap());
-        assert_eq!(s.session_id(&headers).as_deref(), Some(id.as_str()));
+        assert_eq!(s.session_ids(&headers), std::slice::from_ref(&id));
+        assert_eq!(s.find(&headers, None).await.map(|(i, ..)| i).as_deref(), Some(id.as_str()));
+        assert_eq!(s.find(&headers, Some("viz")).await, None, "berth's own session is none on a container's host");
         assert_eq!(s.load(&id).await.unwrap().0, data);
         // Tampered, or moved to another cookie name: nothing.
         let mut bad = value.to_owned();
@@ -315,14 +346,57 @@ mod tests {
         assert_eq!(s.open("other", value), None);
         s.delete(&id).await;
         assert_eq!(s.load(&id).await, None);
-        // Tickets work once.
-        let t = s.issue_ticket("sid");
-        assert_eq!(s.take_ticket(&t).as_deref(), Some("sid"));
-        assert_eq!(s.take_ticket(&t), None);
+        // Tickets work once, on the host of their container only.
+        let t = s.issue_ticket("sid", "viz");
+        assert_eq!(s.take_ticket(&t, "viz").as_deref(), Some("sid"));
+        assert_eq!(s.take_ticket(&t, "viz"), None);
+        let t = s.issue_ticket("sid", "viz");
+        assert_eq!(s.take_ticket(&t, "other"), None, "a ticket for viz on another container's host");
+        assert_eq!(s.take_ticket(&t, "viz"), None, "and it is used up");
         // CSRF tokens are bound to the nonce and the user.
         let token = s.csrf_token("n1", "ann");
         assert!(s.csrf_ok("n1", "ann", &token));
         assert!(!s.csrf_ok("n2", "ann", &token) && !s.csrf_ok("n1", "bob", &token));
+    }
+
+    /// A browser sends every cookie of the name it has for a host: its
+    /// own, and one a sibling host planted for the parent domain. Each
+    /// session counts on its own host only.
+    #[tokio::test]
+    async fn sessions_count_on_their_own_host_only() {
+        let s = sessions();
+        let session = |user: &str, host: Option<&str>| SessionData {
+            user: user.into(),
+            groups: Vec::new(),
+            email: None,
+            only: host.map(|h| vec![h.to_owned()]),
+            host: host.map(str::to_owned),
+        };
+        let value = |id: &str| {
+            let set = s.session_cookie(id);
+            set.to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+        };
+        let (mallory_main, _) = s.create(&session("mallory", None)).await.unwrap();
+        let (mallory_host, _) = s.create(&session("mallory", Some("mtool"))).await.unwrap();
+        let (alice_host, _) = s.create(&session("alice", Some("atool"))).await.unwrap();
+        // On alice's container host: mallory's planted cookies come first
+        // and are ignored; alice's own counts.
+        let mut headers = HeaderMap::new();
+        let cookies = format!(
+            "berth_session={}; berth_session={}; berth_session={}",
+            value(&mallory_main),
+            value(&mallory_host),
+            value(&alice_host)
+        );
+        headers.insert(header::COOKIE, cookies.parse().unwrap());
+        let (id, data, _) = s.find(&headers, Some("atool")).await.unwrap();
+        assert_eq!((id, data.user.as_str()), (alice_host.clone(), "alice"));
+        // mallory's host session on berth's host, alice's on mallory's: none.
+        let mut planted = HeaderMap::new();
+        planted.insert(header::COOKIE, format!("berth_session={}", value(&mallory_host)).parse().unwrap());
+        assert_eq!(s.find(&planted, None).await, None);
+        planted.insert(header::COOKIE, format!("berth_session={}", value(&alice_host)).parse().unwrap());
+        assert_eq!(s.find(&planted, Some("mtool")).await, None);
     }
 
     #[test]
