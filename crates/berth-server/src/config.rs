@@ -48,6 +48,7 @@
 //! max_per_tool = 10
 //! max_per_user = 3                  # per logged-in user (a tool may set its own max_per_user)
 //! idle_timeout_secs = 3600
+//! orphan_grace_secs = 10            # a container created but never started is removed after this
 //! node_memory_budget_mb = 8192      # per node (cluster backends); a node label <root_label>.mem_budget_mb overrides
 //! node_budget_labels = true         # read nodes' own budgets from that label
 //!
@@ -392,6 +393,12 @@ pub struct FleetSection {
     /// Idle seconds before a container is culled.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds after which a container still `created` (never started)
+    /// that no launch of this server is making counts as half-made (a
+    /// launch of a process that died) and is removed; default 10. Only
+    /// containers of this server's root label are considered.
+    #[serde(default)]
+    pub orphan_grace_secs: Option<u64>,
     /// Memory budget per node in MiB (cluster backends).
     #[serde(default)]
     pub node_memory_budget_mb: Option<u64>,

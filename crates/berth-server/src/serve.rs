@@ -365,6 +365,7 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         max_per_user: config.fleet.max_per_user,
         owner_label: owner_label.clone(),
         idle_timeout: config.fleet.idle_timeout_secs.map(Duration::from_secs),
+        orphan_grace: config.fleet.orphan_grace_secs.map_or(FleetConfig::default().orphan_grace, Duration::from_secs),
         node_memory_budget_mb: config.fleet.node_memory_budget_mb,
         node_budget_labels: config.fleet.node_budget_labels,
         ..FleetConfig::default()
