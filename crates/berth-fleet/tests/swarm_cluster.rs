@@ -7,8 +7,9 @@
 //! the whole conformance suite with every container on a remote node;
 //! spreading by constraints and preferences, with traffic to the nodes'
 //! namespace addresses only; the swarm scheduler's own refusals for lack
-//! of memory and the fleet's eviction and retry; the fleet's per-node
-//! budget; node loss.
+//! of memory and the fleet's eviction and retry; endpoints on an overlay
+//! network, with berth's proxy running on the manager node; the fleet's
+//! per-node budget; node loss.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
 
@@ -19,10 +20,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_fleet::{Fleet, FleetConfig, LaunchOutcome, MemoryActivityStore};
 use berth_manager::conformance::{self, Fixture, http_get};
-use berth_manager::swarm::{SwarmConfig, SwarmManager};
+use berth_manager::swarm::{SwarmConfig, SwarmEndpoints, SwarmManager};
 use berth_manager::{
-    Capabilities, ContainerInfo, ContainerManager, ContainerSpec, ContainerState, Endpoint, EventKind, EventStreamBox,
-    LabelScheme, ListFilter, LogLine, LogOptions, LogStreamBox, NodeInfo, VolumeInfo,
+    Capabilities, ContainerInfo, ContainerManager, ContainerSpec, ContainerState, DEFAULT_ROOT_LABEL, Endpoint,
+    EventKind, EventStreamBox, LabelScheme, ListFilter, LogLine, LogOptions, LogStreamBox, NodeInfo, VolumeInfo,
 };
 use berth_testkit::cluster::TestCluster;
 use futures_util::StreamExt;
@@ -56,8 +57,10 @@ macro_rules! run_checks {
 async fn multi_node_swarm() {
     let Some(docker) = berth_testkit::docker_or_skip("swarm_cluster").await else { return };
     let image = berth_testkit::test_tool_image(&docker).await.unwrap();
+    let proxy_image = berth_testkit::test_proxy_image(&docker).await.unwrap();
     let started = Instant::now();
-    let Some(cluster) = TestCluster::start_or_skip("swarm_cluster", 3, std::slice::from_ref(&image)).await else {
+    let Some(cluster) = TestCluster::start_or_skip("swarm_cluster", 3, &[image.clone(), proxy_image.clone()]).await
+    else {
         return;
     };
     eprintln!("cluster of 3 nodes up in {:.1?}", started.elapsed());
@@ -75,11 +78,12 @@ async fn multi_node_swarm() {
     conformance_on_the_cluster(&swarm, &cluster, &image).await;
     spreading(&swarm, &cluster, &image).await;
     scheduler_refusals(&swarm, &cluster, &image).await;
+    overlay_endpoints(&cluster, &image, &proxy_image).await;
     fleet_budgets_and_node_loss(&swarm, &cluster, &image).await;
     not_a_manager(&cluster).await;
 }
 
-/// Phase 6: a worker, and an engine whose swarm mode is inactive, are each
+/// Phase 7: a worker, and an engine whose swarm mode is inactive, are each
 /// refused within seconds with a specific error.
 async fn not_a_manager(cluster: &TestCluster) {
     let connect = |i: usize| {
@@ -311,7 +315,70 @@ async fn scheduler_refusals(swarm: &Arc<SwarmManager>, cluster: &TestCluster, im
     assert!(swarm.list(&ListFilter::all()).await.unwrap().is_empty());
 }
 
-/// Phases 4 and 5: per-node budgets (96 MiB each), then a node stops.
+/// Phase 4: endpoints on an overlay network (`SwarmEndpoints::Network`).
+/// berth reaches a container there by its service name, through the
+/// swarm's DNS, so it must run on the network itself: the proxy-server
+/// example runs as a container on the manager node, attached to an
+/// attachable overlay network and given the manager's engine socket, its
+/// port published on that node's namespace address. The test sends
+/// requests only to that address; the proxy reaches the container on a
+/// worker by its overlay address, inside the cluster. First, `connect`
+/// refuses an overlay network berth's container could not join.
+async fn overlay_endpoints(cluster: &TestCluster, image: &str, proxy_image: &str) {
+    let (net, closed) = ("berth-overlay", "berth-overlay-closed");
+    cluster.docker(0, &format!("network create -d overlay --attachable {net}")).unwrap();
+    cluster.docker(0, &format!("network create -d overlay {closed}")).unwrap();
+    let on_network =
+        |network: &str| swarm_config(cluster, DEFAULT_ROOT_LABEL).endpoints(SwarmEndpoints::Network).network(network);
+    let r = SwarmManager::connect(on_network(closed)).await;
+    let Err(berth_manager::Error::Config { reason, .. }) = &r else { panic!("a closed overlay network gave {r:?}") };
+    assert!(reason.contains("not attachable") && reason.contains("--attachable"), "{reason}");
+    // Published ports do not need berth on the network.
+    SwarmManager::connect(swarm_config(cluster, DEFAULT_ROOT_LABEL).network(closed)).await.unwrap();
+    let swarm = SwarmManager::connect(on_network(net)).await.unwrap();
+
+    let mark = format!("overlay-{}", std::process::id());
+    let spec = ContainerSpec::new(image, "overlay-tool", 16).env("MARK", &mark);
+    let info = swarm.launch(&spec).await.unwrap();
+    let workers: Vec<&str> = cluster.nodes()[1..].iter().map(|n| n.node_id.as_str()).collect();
+    assert!(info.node.as_deref().is_some_and(|n| workers.contains(&n)), "on a worker: {info:?}");
+    let ports = cluster.docker(0, "service inspect --format '{{json .Endpoint.Ports}}' overlay-tool").unwrap();
+    assert_eq!(ports.trim(), "null", "nothing published on the nodes");
+
+    let manager = cluster.node(0);
+    cluster
+        .docker(
+            0,
+            &format!(
+                "run -d --name berth-proxy --network {net} -v {sock}:/var/run/docker.sock -p {addr}::8000 \
+                 -e RUST_LOG=info {proxy_image} /proxy-server --listen 0.0.0.0:8000 --backend swarm --network {net}",
+                sock = manager.socket.display(),
+                addr = manager.addr
+            ),
+        )
+        .unwrap();
+    let published = cluster.docker(0, "port berth-proxy 8000").unwrap();
+    let proxy: std::net::SocketAddr = published.lines().next().unwrap().trim().parse().unwrap();
+    assert_eq!(proxy.ip(), std::net::IpAddr::V4(manager.addr), "the test talks to the node's address only");
+    let started = Instant::now();
+    let answer = loop {
+        let r = http_get(proxy, "/docker/overlay-tool/env/MARK").await;
+        if matches!(&r, Ok((200, _))) || started.elapsed() > Duration::from_secs(60) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let logs = || cluster.docker(0, "logs berth-proxy 2>&1").unwrap_or_default();
+    let Ok((200, body)) = &answer else { panic!("through the proxy on the overlay: {answer:?}\n{}", logs()) };
+    assert_eq!(body.trim(), mark, "the container on the worker answered");
+    eprintln!("proxied over the overlay network after {:.1?}", started.elapsed());
+
+    cluster.docker(0, "rm -f berth-proxy").unwrap();
+    swarm.remove("overlay-tool").await.unwrap();
+    cluster.docker(0, &format!("network rm {net} {closed}")).unwrap();
+}
+
+/// Phases 5 and 6: per-node budgets (96 MiB each), then a node stops.
 async fn fleet_budgets_and_node_loss(swarm: &Arc<SwarmManager>, cluster: &TestCluster, image: &str) {
     let activity = Arc::new(MemoryActivityStore::new());
     let config = FleetConfig { node_budget_labels: true, ..FleetConfig::default() };
