@@ -1,7 +1,9 @@
 //! `cargo xtask <task>`: berth's project tasks.
 //!
-//! - `images [--real]`: build the tool images from this workspace and
-//!   import them into the engine (no registry needed); with `--real`, also
+//! - `images [--real]`: build the tool images from this workspace (the
+//!   test tool, and the proxy-server example that the multi-node swarm test
+//!   runs inside its cluster) and import them into the engine (no registry
+//!   needed); with `--real`, also
 //!   the real apps' images (`berth_testkit::real_app_image`: a debootstrapped
 //!   Debian base, then JupyterLab, Streamlit, Dash and Shiny), each cached
 //!   by a hash of its inputs, with the time each step took.
@@ -81,6 +83,7 @@ fn swarm_test(args: &[String]) -> anyhow::Result<()> {
     let rt = runtime()?;
     let docker = rt.block_on(connect())?;
     rt.block_on(berth_testkit::test_tool_image(&docker)).context("building the test tool image")?;
+    rt.block_on(berth_testkit::test_proxy_image(&docker)).context("building the test proxy image")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = std::time::Instant::now();
     let status = Command::new(cargo)
@@ -148,7 +151,10 @@ fn images(real: bool) -> anyhow::Result<Vec<String>> {
         let started = std::time::Instant::now();
         let test_tool = berth_testkit::test_tool_image(&docker).await.context("building the test tool image")?;
         println!("{test_tool}  (built or found in {:.1?})", started.elapsed());
-        let mut built = vec![test_tool];
+        let started = std::time::Instant::now();
+        let test_proxy = berth_testkit::test_proxy_image(&docker).await.context("building the test proxy image")?;
+        println!("{test_proxy}  (built or found in {:.1?})", started.elapsed());
+        let mut built = vec![test_tool, test_proxy];
         if real {
             built.extend(real_images(&docker).await?);
         }

@@ -3,7 +3,7 @@
 //! JSON in and out; errors are `{"error": "..."}` with a status that says
 //! what the caller can do (400 invalid, 401 token, 403 not allowed, 404
 //! missing, 409 conflict, 422 image unavailable, 429 limit, 503 engine
-//! down). When a
+//! down or no node able to run the container). When a
 //! bearer token is configured every route but `/healthz` requires it,
 //! except for requests the host application's authentication already gave
 //! an [`Identity`] (a logged-in user). A caller with the token is the
@@ -135,6 +135,9 @@ impl From<berth_fleet::Error> for ApiError {
             F::Manager(M::ImageUnavailable { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             F::Manager(M::EngineUnavailable { .. } | M::EngineTimeout { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             F::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // No node can run it now: constraints no ready node meets, or no
+            // room even after eviction. Nothing was left behind.
+            F::Manager(M::Unschedulable { .. }) | F::NoRoom { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, error_chain(&e))

@@ -34,6 +34,23 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// No node that meets a launch's constraints can hold its memory
+    /// reservation, even after evicting containers (its reservation is
+    /// more than such a node has, or what cannot be evicted there leaves
+    /// too little): the backend refused it for lack of resources, and
+    /// nothing was evicted for it.
+    #[error("no node can make room for container {name:?}: {reason}")]
+    NoRoom {
+        /// Container name.
+        name: String,
+        /// Why evicting cannot help, in numbers (its reservation and the
+        /// nodes' memory).
+        reason: String,
+        /// The backend's refusal
+        /// ([`Unschedulable`](berth_manager::Error::Unschedulable)).
+        #[source]
+        source: berth_manager::Error,
+    },
     /// A staged launch was asked of a fleet without a stager.
     #[error("this fleet has no staging store; staged launches need one")]
     NoStaging,

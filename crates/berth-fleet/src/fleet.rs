@@ -49,7 +49,9 @@ pub struct FleetConfig {
     /// How many times a launch that no node had room for
     /// ([`Unschedulable`](berth_manager::Error::Unschedulable) for lack of
     /// resources) is retried, each time after evicting the least recently
-    /// used container on a node that meets its constraints.
+    /// used containers of a node that meets its constraints where that
+    /// makes room (never when no such node could hold it: that is
+    /// [`Error::NoRoom`]).
     pub unschedulable_retries: usize,
 }
 
@@ -171,9 +173,14 @@ pub struct RecoveryReport {
 ///   of the node where that makes room with the oldest victims.
 /// - A launch no node has room for ([`Unschedulable`](berth_manager::Error::Unschedulable)
 ///   for lack of resources, e.g. a swarm task pending with "no suitable
-///   node") evicts the least recently used container on a node meeting its
-///   constraints and retries, up to [`FleetConfig::unschedulable_retries`]
-///   times; then, or when nothing can be evicted, it fails with that error.
+///   node") evicts the least recently used containers of the node meeting
+///   its constraints where that makes room for its reservation (by the
+///   node's memory and the reservations the fleet sees there) and retries,
+///   up to [`FleetConfig::unschedulable_retries`] times; then, or when
+///   nothing can be evicted, it fails with that error. When eviction cannot
+///   make room (the reservation is more than every eligible node has, or
+///   launches in flight hold the rest) nothing is evicted and the launch
+///   fails with [`Error::NoRoom`].
 /// - Idempotent launch by name: concurrent launches of one name produce
 ///   one container; an existing name with a different spec is a
 ///   [`Error::Conflict`]; an existing one of the same spec that has
@@ -303,8 +310,9 @@ impl Fleet {
     /// # Errors
     ///
     /// [`Error::Conflict`] when the name exists with another spec;
-    /// [`Error::LimitReached`] for the container limits; the manager's
-    /// errors for the launch itself.
+    /// [`Error::LimitReached`] for the container limits; [`Error::NoRoom`]
+    /// when no node meeting its constraints can hold its reservation even
+    /// after eviction; the manager's errors for the launch itself.
     pub async fn launch(&self, spec: ContainerSpec, tool: Option<&str>) -> Result<LaunchOutcome> {
         self.launch_inner(spec, LaunchAs { tool, tool_max_per_user: None }, None).await
     }
@@ -426,23 +434,28 @@ impl Fleet {
         }
         let spec = &spec;
         let mut retries = 0;
-        let launched = loop {
-            let launched = self.manager.launch(spec).await;
-            if let Err(berth_manager::Error::Unschedulable { insufficient_resources: true, reason, .. }) = &launched {
-                if retries < self.config.unschedulable_retries {
-                    retries += 1;
-                    if let Some(victim) = self.evict_for_unschedulable(spec).await? {
-                        tracing::info!(name = %spec.name, %victim, %reason, "no node had room: evicted the least recently used container there, retrying");
-                        evicted.push(victim);
-                        continue;
-                    }
+        let launched: Result<ContainerInfo> = loop {
+            let refusal = match self.manager.launch(spec).await {
+                Err(e @ berth_manager::Error::Unschedulable { insufficient_resources: true, .. })
+                    if retries < self.config.unschedulable_retries =>
+                {
+                    e
                 }
+                other => break other.map_err(Error::from),
+            };
+            retries += 1;
+            match self.make_room(spec, refusal).await {
+                Ok(victims) => {
+                    tracing::info!(name = %spec.name, ?victims, attempt = retries, "no node had room: evicted where that makes room, retrying");
+                    evicted.extend(victims);
+                }
+                Err(e) => break Err(e),
             }
-            break launched;
         };
+        let conflict = matches!(&launched, Err(Error::Manager(e)) if e.is_conflict());
         // On a conflict the staged resources under this name are the
         // winner's now: keep them.
-        if staged_any && launched.as_ref().is_err_and(|e| !e.is_conflict()) {
+        if staged_any && launched.is_err() && !conflict {
             self.release_resources(&spec.name).await;
         }
         if launched.is_ok() {
@@ -453,8 +466,8 @@ impl Fleet {
         let info = match launched {
             Ok(info) => info,
             // Another process (or a fleet on another berth) won the race.
-            Err(e) if e.is_conflict() => return self.existing(self.manager.inspect(&spec.name).await?, hash),
-            Err(e) => return Err(e.into()),
+            Err(_) if conflict => return self.existing(self.manager.inspect(&spec.name).await?, hash),
+            Err(e) => return Err(e),
         };
         if let Err(e) = self.activity.mark_launched(&spec.name, SystemTime::now()).await {
             tracing::warn!(name = %spec.name, error = %e, "could not mark the launch in the activity store");
@@ -713,30 +726,152 @@ impl Fleet {
         Ok(Some(node.id.clone()))
     }
 
-    /// After the backend found no node with room for `spec`: evicts the
-    /// least recently used container on a node that meets its constraints
-    /// (any container on a single engine); `None` when there is none.
-    async fn evict_for_unschedulable(&self, spec: &ContainerSpec) -> Result<Option<String>> {
+    /// After the backend refused `spec` for lack of resources (`refusal`):
+    /// evicts the least recently used containers of the one node meeting
+    /// its constraints where that makes room for its reservation, and
+    /// returns them (none when, by the fleet's count, a node already has
+    /// room: the backend has not yet seen a removal, so retrying is enough).
+    ///
+    /// The room on a node is its memory less the reservations of the
+    /// containers this fleet sees there (running or starting, and launches
+    /// in flight to it); a node of unknown memory may always make room by
+    /// losing its least recently used container. Of the nodes where
+    /// eviction makes room, the one whose needed victims are the oldest
+    /// (then the fewest) gives way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRoom`], with nothing evicted, when eviction cannot make
+    /// room: the reservation is more than every eligible node has, or
+    /// what cannot be evicted leaves too little on each; the refusal
+    /// itself when there is no eligible node or nothing to evict; listing
+    /// and removal failures.
+    async fn make_room(&self, spec: &ContainerSpec, refusal: berth_manager::Error) -> Result<Vec<String>> {
         let _decision = self.decisions.lock().await;
         let nodes = self.manager.nodes().await?;
-        let eligible: HashSet<&str> =
-            nodes.iter().filter(|n| n.ready && n.accepts(&spec.placement)).map(|n| n.id.as_str()).collect();
-        let in_flight: HashSet<String> =
-            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let single = nodes.len() == 1;
+        let eligible: Vec<&NodeInfo> = nodes.iter().filter(|n| n.accepts(&spec.placement)).collect();
+        let need = spec.mem_reservation_mb;
+        let no_room = |reason: String, source| Error::NoRoom { name: spec.name.clone(), reason, source };
+        if eligible.is_empty() {
+            return Err(refusal.into());
+        }
+        // Eviction cannot make a node larger.
+        let largest = eligible.iter().map(|n| n.memory_mb).max().unwrap_or(0);
+        if eligible.iter().all(|n| n.memory_mb > 0) && need > largest {
+            return Err(no_room(
+                format!(
+                    "it reserves {need} MiB and the largest of the {} node{} meeting its constraints has {largest} MiB, \
+                 so evicting containers cannot help",
+                    eligible.len(),
+                    if eligible.len() == 1 { "" } else { "s" }
+                ),
+                refusal,
+            ));
+        }
+        let in_flight: Vec<(String, InFlight)> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(n, _)| **n != spec.name)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let listed = self.manager.list(&ListFilter::all()).await?;
         let last = self.activity.last_activity_all().await?;
-        let victim = listed
-            .iter()
-            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
-            .filter(|c| c.name != spec.name && !in_flight.contains(&c.name))
-            .filter(|c| c.node.as_deref().is_none_or(|n| eligible.contains(n)))
-            .min_by_key(|c| (self.recency(c, &last), c.name.clone()));
-        let Some(victim) = victim else { return Ok(None) };
-        match self.kill(&victim.name).await {
-            Ok(()) => Ok(Some(victim.name.clone())),
-            Err(e) if e.is_not_found() => Ok(Some(victim.name.clone())),
-            Err(e) => Err(e),
+        // Containers with no node run on a single engine's one node.
+        let on = |node: &NodeInfo, c: &ContainerInfo| match &c.node {
+            Some(n) => *n == node.id,
+            None => single,
+        };
+        let mut best: Option<(SystemTime, usize, &NodeInfo, Vec<&ContainerInfo>)> = None;
+        let mut kept_back = Vec::new();
+        for node in &eligible {
+            let here: Vec<&ContainerInfo> = listed
+                .iter()
+                .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
+                .filter(|c| c.name != spec.name && on(node, c))
+                .collect();
+            let (flying, mut candidates): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
+                here.into_iter().partition(|c| in_flight.iter().any(|(n, _)| *n == c.name));
+            candidates.sort_by_key(|c| (self.recency(c, &last), c.name.clone()));
+            let victims: Vec<&ContainerInfo> = if node.memory_mb == 0 {
+                // Unknown memory: the least recently used container may be
+                // enough; the retry tells.
+                candidates.into_iter().take(1).collect()
+            } else {
+                // Launches in flight to this node that are not containers
+                // yet hold their reservation too.
+                let coming = in_flight
+                    .iter()
+                    .filter(|(n, f)| {
+                        f.node.as_deref() == Some(node.id.as_str()) && !flying.iter().any(|c| c.name == *n)
+                    })
+                    .map(|(_, f)| f.mem_mb);
+                let reserved = |c: &&ContainerInfo| c.mem_reservation_mb.unwrap_or(0);
+                let fixed = flying.iter().map(reserved).chain(coming).fold(0u64, u64::saturating_add);
+                let mut used = candidates.iter().map(reserved).fold(fixed, u64::saturating_add);
+                let mut victims = Vec::new();
+                for c in candidates {
+                    if used.saturating_add(need) <= node.memory_mb {
+                        break;
+                    }
+                    used = used.saturating_sub(reserved(&c));
+                    victims.push(c);
+                }
+                if used.saturating_add(need) > node.memory_mb {
+                    let held = if fixed > 0 {
+                        format!(", {fixed} MiB of it held by launches in flight")
+                    } else {
+                        String::new()
+                    };
+                    kept_back.push(format!("{} has {} MiB{held}", node.hostname, node.memory_mb));
+                    continue;
+                }
+                if victims.is_empty() {
+                    // By the fleet's count this node has room already.
+                    return Ok(Vec::new());
+                }
+                victims
+            };
+            if victims.is_empty() {
+                continue;
+            }
+            let newest = victims.iter().map(|c| self.recency(c, &last)).max().unwrap_or(SystemTime::UNIX_EPOCH);
+            if best.as_ref().is_none_or(|(t, n, _, _)| (newest, victims.len()) < (*t, *n)) {
+                best = Some((newest, victims.len(), node, victims));
+            }
         }
+        let Some((_, _, node, victims)) = best else {
+            if kept_back.is_empty() {
+                // Nothing of this fleet's runs where it could go.
+                return Err(refusal.into());
+            }
+            return Err(no_room(
+                format!(
+                    "it reserves {need} MiB and even with every other container evicted no node meeting its \
+                     constraints has room ({})",
+                    kept_back.join("; ")
+                ),
+                refusal,
+            ));
+        };
+        let mut evicted = Vec::new();
+        for victim in victims {
+            tracing::info!(
+                victim = %victim.name,
+                for_ = %spec.name,
+                node = %node.hostname,
+                "evicting the least recently used container on the node to make room the backend lacked"
+            );
+            match self.kill(&victim.name).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            evicted.push(victim.name.clone());
+        }
+        Ok(evicted)
     }
 
     fn check_limits(

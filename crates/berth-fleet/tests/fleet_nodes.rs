@@ -111,15 +111,58 @@ async fn no_room_on_any_node_evicts_and_retries_or_fails_clearly() {
     launch_in_order(&fleet, vec![spec("aa", 32), spec("bb", 32), spec("cc", 32), spec("dd", 32)]).await;
     let outcome = fleet.launch(spec("ee", 32), None).await.unwrap();
     assert_eq!(evicted(&outcome), ["aa"], "the least recently used container anywhere gives way");
-    assert_eq!(placement(&manager).await.len(), 4);
-    // More than any node has: evicting cannot help; the error says why.
+    let before = placement(&manager).await;
+    assert_eq!(before.len(), 4);
+    // More than any node has: evicting cannot help, so nothing is evicted,
+    // and the error says why.
     let r = fleet.launch(spec("huge", 128), None).await;
-    let Err(Error::Manager(berth_manager::Error::Unschedulable { reason, insufficient_resources: true, .. })) = &r
-    else {
-        panic!("{r:?}")
-    };
-    assert!(reason.contains("insufficient resources"), "{reason}");
+    let Err(Error::NoRoom { reason, source, .. }) = &r else { panic!("{r:?}") };
+    assert!(reason.contains("128 MiB") && reason.contains("64 MiB"), "{reason}");
+    assert!(
+        matches!(source, berth_manager::Error::Unschedulable { insufficient_resources: true, .. }),
+        "the backend's refusal is kept: {source:?}"
+    );
+    let message = r.as_ref().unwrap_err().to_string();
+    assert!(message.contains("\"huge\"") && message.contains("cannot"), "{message}");
     assert!(manager.inspect("huge").await.unwrap_err().is_not_found());
+    assert_eq!(placement(&manager).await, before, "no container was evicted for a launch no node can hold");
+}
+
+#[tokio::test]
+async fn eviction_happens_only_where_it_makes_room() {
+    // n1 holds aa (8 MiB) and bb (56), n2 holds cc (16) and dd (32); least
+    // recently used first: aa, cc, bb, dd. A 32 MiB launch fits nowhere.
+    // Evicting aa alone would not make room on n1, so cc (on n2) goes,
+    // though aa is older.
+    let (fleet, manager, activity, _) = cluster(FleetConfig::default(), None, 64);
+    let on = |s: ContainerSpec, node: &str| s.constraint(format!("node.id=={node}"));
+    launch_in_order(
+        &fleet,
+        vec![on(spec("aa", 8), "n1"), on(spec("cc", 16), "n2"), on(spec("bb", 56), "n1"), on(spec("dd", 32), "n2")],
+    )
+    .await;
+    let t0 = SystemTime::now();
+    for (i, name) in ["aa", "cc", "bb", "dd"].into_iter().enumerate() {
+        activity.touch(name, t0 + Duration::from_secs(i as u64 + 1));
+    }
+    let outcome = fleet.launch(spec("new", 32), None).await.unwrap();
+    assert_eq!(evicted(&outcome), ["cc"], "only the victim whose node then fits");
+    assert_eq!(outcome.info().node.as_deref(), Some("n2"));
+    let names: Vec<String> = placement(&manager).await.into_iter().map(|(c, _)| c).collect();
+    assert_eq!(names, ["aa", "bb", "dd", "new"]);
+
+    // Only n1 is eligible and even an empty n1 cannot hold 72 MiB: nothing
+    // is evicted there, whatever n2 holds.
+    let r = fleet.launch(spec("wide", 72).constraint("node.labels.zone==a"), None).await;
+    assert!(matches!(r, Err(Error::NoRoom { .. })), "{r:?}");
+    let names: Vec<String> = placement(&manager).await.into_iter().map(|(c, _)| c).collect();
+    assert_eq!(names, ["aa", "bb", "dd", "new"]);
+
+    // n1 can hold 60 MiB once both of its containers go: both are evicted
+    // at once (not one per retry), and the launch lands there.
+    let outcome = fleet.launch(spec("big", 60).constraint("node.labels.zone==a"), None).await.unwrap();
+    assert_eq!(evicted(&outcome), ["aa", "bb"]);
+    assert_eq!(outcome.info().node.as_deref(), Some("n1"));
 }
 
 #[tokio::test]

@@ -2,8 +2,11 @@
 //! (see `berth_testkit::swarm`): a launch through the API waits until
 //! ready, the tool answers through the proxy with its staged input (mode
 //! `url`, fetched from the staging listener, whose peer check admits the
-//! swarm's containers), the container is a swarm service carrying the
-//! tool's constraint, and removal through the API removes the service.
+//! swarm's containers), the container is a swarm service whose spec
+//! carries the tool's constraint and spread preference beside the
+//! engine-wide constraint, removal through the API removes the service, and
+//! a tool whose constraint no node meets is refused through the API (503,
+//! saying so) with no service made.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on failure by design.
 
@@ -36,6 +39,17 @@ fn free_port_pair() -> u16 {
         }
     }
     panic!("no two consecutive free ports found");
+}
+
+/// `.Spec.TaskTemplate.Placement` of swarm service `name`, as the engine
+/// has it (read with the Docker CLI, which finds the engine as the tests do).
+fn service_placement(name: &str) -> serde_json::Value {
+    let out = Command::new("docker")
+        .args(["service", "inspect", "--format", "{{json .Spec.TaskTemplate.Placement}}", name])
+        .output()
+        .expect("running docker service inspect");
+    assert!(out.status.success(), "docker service inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// One JSON API call over a fresh connection; `(status, body)`.
@@ -71,10 +85,18 @@ async fn serve_on_a_swarm() {
          [engine.swarm]\nconstraints = [\"node.role==manager\"]\n\n[proxy]\nstart_timeout_secs = 60\n"
     );
     let labels: String = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
+    // The tool's constraint names this very node (so it is the tool's, not
+    // one every node meets by default); its preference spreads over a
+    // label no node has (swarm then places as if it were absent).
+    let on_this_node = format!("node.id=={}", swarm.local_node_id());
+    let spread = format!("node.labels.{root}-zone");
+    let nowhere = format!("node.labels.{root}-nowhere==yes");
     let tools = format!(
         "[[tools]]\nname = \"probe\"\nimage = {image:?}\nmem_reservation_mb = 32\ninput_mode = \"url\"\n\
-         constraints = [\"node.platform.os==linux\"]\n\n[tools.default_parameters]\nfrom = \"swarm\"\n\n\
-         [tools.labels]\n{labels}"
+         constraints = [{on_this_node:?}]\npreferences = [{spread:?}]\n\n\
+         [tools.default_parameters]\nfrom = \"swarm\"\n\n[tools.labels]\n{labels}\n\
+         [[tools]]\nname = \"nowhere\"\nimage = {image:?}\nmem_reservation_mb = 32\n\
+         constraints = [{nowhere:?}]\n\n[tools.labels]\n{labels}"
     );
     std::fs::write(dir.join("berth.toml"), config).unwrap();
     std::fs::write(dir.join("tools.toml"), tools).unwrap();
@@ -123,6 +145,32 @@ async fn serve_on_a_swarm() {
     let listed = scheme_swarm.list(&ListFilter::all()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].node.as_deref(), Some(scheme_swarm.local_node_id()));
+    // The tool's placement reached the service spec the swarm schedules by.
+    let placement = service_placement(&name);
+    let constraints: Vec<&str> =
+        placement["Constraints"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(constraints.contains(&on_this_node.as_str()), "the tool's constraint: {placement}");
+    assert!(constraints.contains(&"node.role==manager"), "the engine-wide constraint: {placement}");
+    assert_eq!(
+        placement["Preferences"],
+        serde_json::json!([{"Spread": {"SpreadDescriptor": spread}}]),
+        "the tool's spread preference: {placement}"
+    );
+
+    // A tool whose constraint no node meets: a clear refusal through the
+    // API, and nothing made.
+    let unplaced = run.name("nowhere");
+    let body = serde_json::json!({"name": unplaced, "tool": "nowhere"}).to_string();
+    let (status, answer) = api(addr, "POST", "/api/v1/containers?wait=true", &body).await;
+    assert_eq!(status, 503, "{answer}\n{}", log_text());
+    let error: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("no node can run container {unplaced:?}")) && message.contains(&nowhere),
+        "the refusal names the container and the constraint: {message}"
+    );
+    assert!(scheme_swarm.inspect(&unplaced).await.unwrap_err().is_not_found(), "no service left behind");
+    assert_eq!(scheme_swarm.list(&ListFilter::all()).await.unwrap().len(), 1);
 
     let (status, _) = api(addr, "DELETE", &format!("/api/v1/containers/{name}"), "").await;
     assert!(status == 200 || status == 204, "remove: {status}");

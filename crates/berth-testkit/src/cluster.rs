@@ -185,6 +185,16 @@ impl TestCluster {
         }
     }
 
+    /// Runs the Docker CLI against node `i`'s engine (`docker -H <its
+    /// socket> <args>`, `args` as a shell would split them); its stdout.
+    ///
+    /// # Errors
+    ///
+    /// The CLI's complaint.
+    pub fn docker(&self, i: usize, args: &str) -> Result<String, ClusterError> {
+        sh(&format!("{} {args}", self.nodes[i].docker()))
+    }
+
     /// Makes node `i` leave the swarm (`docker swarm leave --force`): its
     /// engine is then one whose swarm mode is inactive.
     ///

@@ -6,7 +6,7 @@
 //! - [`TestRun`]: a per-test label put on everything the test creates; the
 //!   run removes it all on drop (even when the test panics), and the first
 //!   run of a process sweeps leftovers of test processes that died.
-//! - [`static_tool_image`] / [`test_tool_image`]: build a workspace binary
+//! - [`static_tool_image`] / [`test_tool_image`] / [`test_proxy_image`]: build a workspace binary
 //!   statically, put it alone in a root filesystem tar and import it as an
 //!   image through the engine's API (no registry, no Dockerfile), cached by a
 //!   hash of its sources.
@@ -296,6 +296,29 @@ pub async fn test_tool_image(manager: &DockerManager) -> Result<String, Error> {
     Ok(image)
 }
 
+static TEST_PROXY: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+
+/// Image repository of [`test_proxy_image`].
+pub const TEST_PROXY_REPO: &str = "berth-test-proxy";
+
+/// The `proxy-server` example as an image (`/proxy-server`), for tests
+/// that run berth's proxy inside a test cluster (the swarm's overlay
+/// endpoint mode needs berth on the overlay network); built like
+/// [`test_tool_image`].
+///
+/// # Errors
+///
+/// As [`static_tool_image`].
+pub async fn test_proxy_image(manager: &DockerManager) -> Result<String, Error> {
+    let mut cached = TEST_PROXY.lock().await;
+    if let Some(image) = cached.as_ref() {
+        return Ok(image.clone());
+    }
+    let image = static_tool_image(manager, "proxy-server", "proxy-server", TEST_PROXY_REPO).await?;
+    *cached = Some(image.clone());
+    Ok(image)
+}
+
 /// Builds binary `bin` of workspace package `package` as a static
 /// executable, and imports it as image `<repo>:<hash>` holding only
 /// `/<bin>`, with `CMD ["/<bin>"]` and label [`IMAGE_LABEL`]. The hash
@@ -343,19 +366,52 @@ fn find_package_dir(root: &Path, package: &str) -> Result<PathBuf, Error> {
     })
 }
 
-/// Directories of the package's path dependencies (`path = "..."` in its
-/// manifest), so a change in a library the tool uses changes its hash.
+/// Directories of the package's path dependencies, transitively: `path =
+/// "..."` in a manifest, and `workspace = true` entries that the
+/// workspace's `[workspace.dependencies]` give a path (`berth-manager`), so
+/// a change in any library the binary is built from changes its hash.
+/// Dev-dependencies are not part of the binary and are left out.
 fn path_dependencies(package_dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let manifest = package_dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .map_err(|source| Error::Io { context: format!("reading {}", manifest.display()), source })?;
-    Ok(text
-        .split("path = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(|rel| package_dir.join(rel))
-        .filter(|dir| dir.join("Cargo.toml").is_file() && dir != package_dir)
-        .collect())
+    let root = workspace_root();
+    let read = |dir: &Path| -> Result<toml::Table, Error> {
+        let manifest = dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .map_err(|source| Error::Io { context: format!("reading {}", manifest.display()), source })?;
+        text.parse().map_err(|e| Error::Build {
+            package: dir.display().to_string(),
+            detail: format!("{} does not parse: {e}", manifest.display()),
+        })
+    };
+    let workspace = read(&root)?;
+    let workspace_deps = workspace.get("workspace").and_then(|w| w.get("dependencies")).and_then(toml::Value::as_table);
+    let mut found: Vec<PathBuf> = Vec::new();
+    let package_dir = package_dir.canonicalize().unwrap_or_else(|_| package_dir.to_path_buf());
+    let mut todo = vec![package_dir.clone()];
+    while let Some(dir) = todo.pop() {
+        let manifest = read(&dir)?;
+        for section in ["dependencies", "build-dependencies"] {
+            let Some(deps) = manifest.get(section).and_then(toml::Value::as_table) else { continue };
+            for (name, dep) in deps {
+                let path = match dep.get("path").and_then(toml::Value::as_str) {
+                    Some(rel) => Some(dir.join(rel)),
+                    None if dep.get("workspace").and_then(toml::Value::as_bool) == Some(true) => workspace_deps
+                        .and_then(|w| w.get(name))
+                        .and_then(|d| d.get("path"))
+                        .and_then(toml::Value::as_str)
+                        .map(|rel| root.join(rel)),
+                    None => None,
+                };
+                let Some(path) = path else { continue };
+                let Ok(path) = path.canonicalize() else { continue };
+                if path.join("Cargo.toml").is_file() && path != package_dir && !found.contains(&path) {
+                    found.push(path.clone());
+                    todo.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Hex SHA-256 (first 16 digits) over the paths and contents of every file
@@ -439,6 +495,24 @@ fn rootfs_tar(bin: &str, content: &[u8]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_dependencies_are_followed_through_the_workspace() {
+        let root = workspace_root();
+        let names = |package: &str| -> Vec<String> {
+            let dir = find_package_dir(&root, package).unwrap();
+            let deps = path_dependencies(&dir).unwrap();
+            deps.iter().filter_map(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
+        };
+        // berth-manager only through `workspace = true` and through
+        // berth-proxy: a change there must rebuild the image.
+        let proxy = names("proxy-server");
+        for dep in ["berth-manager", "berth-proxy", "berth-history"] {
+            assert!(proxy.iter().any(|n| n == dep), "{dep} in {proxy:?}");
+        }
+        assert!(!proxy.iter().any(|n| n == "berth-testkit"), "no dev-dependencies: {proxy:?}");
+        assert_eq!(names("berth-testtool"), ["berth-tool-http"]);
+    }
 
     #[test]
     fn hash_is_stable_and_sensitive() {

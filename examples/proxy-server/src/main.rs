@@ -4,7 +4,7 @@
 //! ```text
 //! proxy-server [--listen 127.0.0.1:8000] [--prefix /docker] [--host-suffix docker.localhost]
 //!              [--endpoints auto|bridge|published|host] [--logs-path docker-logs]
-//!              [--history FILE] [--threads N] [--backend docker|swarm]
+//!              [--history FILE] [--threads N] [--backend docker|swarm] [--network NAME]
 //! ```
 //!
 //! Path routing by default (`/docker/<name>/...`); `--host-suffix`
@@ -12,9 +12,11 @@
 //! found like the Docker CLI finds it. With `--history`, every proxied
 //! request is recorded in that SQLite file (off the hot path). With
 //! `--backend swarm` the engine must be a swarm manager, and the proxy
-//! serves its swarm services' containers (host-mode published ports).
-//! Used by `cargo xtask bench proxy` (with and without history) and
-//! `cargo xtask bench swarm`.
+//! serves its swarm services' containers (host-mode published ports; with
+//! `--network NAME`, their addresses on that attachable overlay network,
+//! which this process must then run attached to). Used by `cargo xtask
+//! bench proxy` (with and without history), `cargo xtask bench swarm`, and
+//! inside the multi-node test swarm for the overlay endpoint mode.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use anyhow::{Context, bail};
 use berth_history::{HistoryConfig, HistoryStore};
 use berth_manager::ContainerManager;
 use berth_manager::docker::{DockerConfig, DockerManager, EndpointMode};
-use berth_manager::swarm::{SwarmConfig, SwarmManager};
+use berth_manager::swarm::{SwarmConfig, SwarmEndpoints, SwarmManager};
 use berth_proxy::{
     ActivityRecorder, AllowAll, HostRouting, PathRouting, Proxy, ProxyConfig, RouteTable, Routing, ServerLimits,
     TableConfig,
@@ -42,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let mut history: Option<String> = None;
     let mut threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut swarm = false;
+    let mut network: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
                     other => bail!("unknown --backend {other:?} (docker, swarm)"),
                 }
             }
+            "--network" => network = Some(value()?),
             "--endpoints" => {
                 mode = match value()?.as_str() {
                     "auto" => EndpointMode::Auto,
@@ -84,8 +88,15 @@ async fn main() -> anyhow::Result<()> {
             None => routing,
         }),
     };
+    if network.is_some() && !swarm {
+        bail!("--network needs --backend swarm");
+    }
     let manager: Arc<dyn ContainerManager> = if swarm {
-        Arc::new(SwarmManager::connect(SwarmConfig::new(DockerConfig::from_env()?)).await?)
+        let mut config = SwarmConfig::new(DockerConfig::from_env()?);
+        if let Some(network) = network {
+            config = config.endpoints(SwarmEndpoints::Network).network(network);
+        }
+        Arc::new(SwarmManager::connect(config).await?)
     } else {
         Arc::new(DockerManager::connect(DockerConfig::from_env()?.endpoint_mode(mode)).await?)
     };

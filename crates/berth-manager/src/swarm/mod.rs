@@ -132,7 +132,8 @@ impl SwarmManager {
     /// As [`DockerManager::connect`]; [`Error::NotSwarmManager`] when swarm
     /// mode is not active on the engine or the engine is a worker;
     /// [`Error::Config`] when [`SwarmConfig::network`] is missing, not an
-    /// overlay network, or missing for [`SwarmEndpoints::Network`].
+    /// overlay network, or missing or not attachable for
+    /// [`SwarmEndpoints::Network`].
     pub async fn connect(config: SwarmConfig) -> Result<Self> {
         let engine = DockerManager::connect(config.engine.clone()).await?;
         let endpoint = config.engine.host.display_url();
@@ -175,6 +176,19 @@ impl SwarmManager {
                 return Err(Error::Config {
                     reason: format!(
                         "network {network:?} is not a swarm-scoped (overlay) network: create it with `docker network create -d overlay --attachable {network}`"
+                    ),
+                    source: None,
+                });
+            }
+            // berth reaches tasks on the network only from a container of
+            // its own attached to it, and only an attachable overlay takes
+            // containers that are not swarm services.
+            if config.endpoints == SwarmEndpoints::Network && found.attachable != Some(true) {
+                return Err(Error::Config {
+                    reason: format!(
+                        "overlay network {network:?} is not attachable, so berth's own container cannot join it to reach \
+                         containers there (swarm endpoints = \"network\"): create it with \
+                         `docker network create -d overlay --attachable {network}`"
                     ),
                     source: None,
                 });
