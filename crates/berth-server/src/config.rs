@@ -1145,7 +1145,10 @@ mod tests {
             assert!(script.contains(&format!("echo 'www-root-path={root}' >>")), "{script}");
             assert!(script.ends_with("exec /init"), "{script}");
             assert_eq!(spec.hints.strip_prefix, None, "stripped, the default");
-            assert_eq!((spec.hints.ready_path.as_deref(), spec.hints.ready_status.clone()), (Some("/"), vec![200, 302]));
+            assert_eq!(
+                (spec.hints.ready_path.as_deref(), spec.hints.ready_status.clone()),
+                (Some("/"), vec![200, 302])
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
