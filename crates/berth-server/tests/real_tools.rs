@@ -415,13 +415,6 @@ async fn real_tools_behind_berth(mode: Mode) {
     let test = format!("real_tools_by_{}", mode.as_str());
     let Some(docker) = berth_testkit::docker_or_skip(&test).await else { return };
     let dir = TempDir::new(&format!("berth-real-tools-{}", mode.as_str()));
-    // Chromium resolves every container host to loopback, and calls no one else.
-    let browser_args = [
-        "--host-resolver-rules=MAP *.docker.localhost 127.0.0.1",
-        "--disable-background-networking",
-        "--disable-component-update",
-    ];
-    let Some(browser) = Browser::start_with(&test, &dir.0, &browser_args).await else { return };
     // Dropped before `dir`: removes whatever the server launched, whatever happens.
     let run = TestRun::start(&docker).await;
     std::fs::create_dir_all(shots_dir()).unwrap();
@@ -435,15 +428,35 @@ async fn real_tools_behind_berth(mode: Mode) {
     let root_label = format!("berth-real-{}-{}", std::process::id(), mode.as_str());
     write_config(&dir.0, port, &root_label, mode);
     let berth = Berth::start(&dir.0, port).await;
+    // Chromium resolves every container host to loopback, and calls no
+    // one else. Started last: from here on, a failure closes its session
+    // (and so Chromium) before it panics.
+    let browser_args = [
+        "--host-resolver-rules=MAP *.docker.localhost 127.0.0.1",
+        "--disable-background-networking",
+        "--disable-component-update",
+    ];
+    let Some(browser) = Browser::start_with(&test, &dir.0, &browser_args).await else { return };
     let owner = format!("u{}", run.id());
     let names: Vec<String> = TOOLS.iter().map(|t| format!("{t}-{}", run.id())).collect();
 
     let started = Instant::now();
+    // Launches and checks run as tasks of their own, so that a failed
+    // assertion still leaves the browser here to take a screenshot with
+    // (and its session to close).
     let launches = tokio::spawn({
         let (addr, owner, names) = (berth.addr, owner.clone(), names.clone());
         async move {
             let launches = TOOLS.iter().zip(names).map(|(tool, name)| launch(addr, mode, tool, name, &owner));
-            futures_util::future::join_all(launches).await
+            let apps = futures_util::future::join_all(launches).await;
+            for app in &apps {
+                let expected = match mode {
+                    Mode::Path => (format!("/docker/{}/", app.name), format!("http://{addr}/docker/{}/", app.name)),
+                    Mode::Host => ("/".to_owned(), format!("http://{}.{HOST_SUFFIX}:{}/", app.name, addr.port())),
+                };
+                assert_eq!((app.path.clone(), app.url.clone()), expected, "where {} is published", app.tool);
+            }
+            apps
         }
     })
     .await;
@@ -456,16 +469,6 @@ async fn real_tools_behind_berth(mode: Mode) {
         }
     };
     eprintln!("{test}: all four ready after {:.1?}", started.elapsed());
-    for app in &apps {
-        let expected = match mode {
-            Mode::Path => (format!("/docker/{}/", app.name), format!("http://127.0.0.1:{port}/docker/{}/", app.name)),
-            Mode::Host => ("/".to_owned(), format!("http://{}.{HOST_SUFFIX}:{port}/", app.name)),
-        };
-        assert_eq!((app.path.clone(), app.url.clone()), expected, "{}", app.tool);
-    }
-
-    // The checks run as a task of their own, so that a failed assertion
-    // still leaves the browser here to take a screenshot with.
     let checked = tokio::spawn(check_apps(browser.client.clone(), berth.addr, apps.clone())).await;
     if let Err(e) = checked {
         diagnose(&browser.client, &berth, &names, mode).await;
