@@ -8,10 +8,18 @@
 //! timed), the time from asking for a container to the app's first 2xx or
 //! 3xx answer on its ready path, polled every 50 ms over a fresh loopback
 //! connection. Each way of launching is a [`Launcher`], one column of the
-//! table; today the only one is [`DockerRun`], which does what `docker run
-//! -d -p 127.0.0.1::PORT IMAGE` does through the engine API (create, start,
-//! publish on 127.0.0.1). A "through berth" column is one more
-//! [`Launcher`] (launch through berth's API, poll through its proxy).
+//! table:
+//!
+//! - [`DockerRun`] does what `docker run -d -p 127.0.0.1::PORT IMAGE` does
+//!   through the engine API (create, start, publish on 127.0.0.1) and polls
+//!   the app's published port;
+//! - [`ThroughBerth`] runs the release `berth serve` binary with the real
+//!   tools' registry (`demo/real-tools.toml`, as `berth_testkit::
+//!   real_tools_registry` makes it), launches each app from its registry
+//!   entry with `POST /api/v1/containers` as a client would, and polls
+//!   through berth's proxy (`/docker/<name><ready_path>`), which answers
+//!   its please-wait page (503) until its own readiness probe has seen
+//!   the app answer.
 //!
 //! Rounds are interleaved (round 1 of every app and column, then round 2,
 //! ...), so a change in the machine's load spreads over all cells; one
@@ -19,14 +27,18 @@
 //! median of the rounds with the fastest and slowest; it is printed and
 //! written between the `<!-- bench:launch:start -->` and
 //! `<!-- bench:launch:end -->` markers of `docs/BENCHMARKS.md`. Every
-//! container carries the label `berth-bench=launch` and is removed after
-//! its round; a sweep of that label at the start and at the end removes
-//! leftovers, also when the benchmark fails.
+//! container (and JupyterLab's persistent volume under berth) carries the
+//! label `berth-bench=launch` and is removed after its round; a sweep of
+//! that label at the start and at the end removes leftovers, also when
+//! the benchmark fails. berth serve is stopped and its state directory
+//! removed when the benchmark ends.
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -57,6 +69,17 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Memory reservation of the benchmark's containers, in MiB.
 const MEM_RESERVATION_MB: u64 = 512;
+
+/// The bearer token of the benchmark's berth serve.
+const BERTH_TOKEN: &str = "bench-launch";
+
+/// The owner berth's launches are made for (its persistent volumes are
+/// named after it).
+const BERTH_OWNER: &str = "berth-bench";
+
+/// Root label of the benchmark's berth serve, apart from any other berth
+/// on the engine.
+const BERTH_ROOT_LABEL: &str = "berth-launch-bench";
 
 /// A boxed future, as [`Launcher`]'s methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,6 +142,204 @@ impl Launcher for DockerRun {
             Ok(())
         })
     }
+}
+
+/// Through berth: the release `berth serve` binary with the real tools'
+/// registry; a launch is `POST /api/v1/containers` with the tool's name
+/// (answered once the container is created and started), and readiness is
+/// polled through berth's proxy at `/docker/<name><ready_path>`. The
+/// registry's entries are used as they are (command, environment, memory,
+/// readiness, volumes) except `cpus`, set to the [`DockerRun`] column's
+/// value: the entries' own 0.5 to 1 CPU would measure that limit, not
+/// berth.
+pub struct ThroughBerth {
+    /// berth's listener, on loopback.
+    addr: SocketAddr,
+    /// Each app's image reference, registry tool name and ready path
+    /// (under its public path).
+    tools: Vec<(String, String, String)>,
+    /// The server; stopped, and its directory removed, on drop.
+    server: BerthProcess,
+}
+
+/// A running `berth serve`, stopped on drop with its directory removed.
+struct BerthProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl ThroughBerth {
+    /// Builds `berth` in release mode and starts `berth serve` on a free
+    /// loopback port with the real tools' registry, every tool carrying
+    /// the benchmark's label and `cpus`.
+    ///
+    /// # Errors
+    ///
+    /// The build, the registry (its images), the server not answering.
+    pub async fn start(docker: &DockerManager, cpus: f64) -> anyhow::Result<ThroughBerth> {
+        let root = berth_testkit::workspace_root();
+        println!("building berth (release)");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "--quiet", "-p", "berth-server", "--bin", "berth"])
+            .status()
+            .context("running cargo build")?;
+        ensure!(status.success(), "building berth failed ({status})");
+        let binary = root.join("target/release/berth");
+
+        let mut registry: toml::Table = berth_testkit::real_tools_registry(docker)
+            .await
+            .context("the real tools' registry")?
+            .parse()
+            .context("parsing the real tools' registry")?;
+        let entries = registry.get_mut("tools").and_then(toml::Value::as_array_mut).context("no [[tools]]")?;
+        let mut tools = Vec::new();
+        for entry in entries.iter_mut() {
+            let table = entry.as_table_mut().context("a [[tools]] entry is not a table")?;
+            let text = |key: &str| table.get(key).and_then(toml::Value::as_str).map(str::to_owned);
+            let (Some(name), Some(image)) = (text("name"), text("image")) else {
+                bail!("a tool without name or image")
+            };
+            tools.push((image, name, text("ready_path").unwrap_or_else(|| "/".into())));
+            table.insert("cpus".into(), toml::Value::Float(cpus));
+            let labels = toml::Table::from_iter([(LABEL.to_owned(), toml::Value::String(LABEL_VALUE.into()))]);
+            table.insert("labels".into(), toml::Value::Table(labels));
+        }
+
+        let dir = root.join("target").join(format!("bench-launch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("tools.toml"), toml::to_string(&registry)?).context("writing the registry")?;
+        let port = free_port_pair()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = format!(
+            "listen = \"{addr}\"\ndata_dir = \"state\"\nroot_label = \"{BERTH_ROOT_LABEL}\"\ntools = \"tools.toml\"\n\n\
+             [engine]\nendpoints = \"published\"\n\n[proxy]\nstart_timeout_secs = {timeout}\n\n\
+             [api]\ntoken = \"{BERTH_TOKEN}\"\n\n[fleet]\nmemory_budget_mb = 65536\n",
+            timeout = READY_TIMEOUT.as_secs(),
+        );
+        std::fs::write(dir.join("berth.toml"), config).context("writing berth.toml")?;
+        let log = std::fs::File::create(dir.join("berth.log")).context("creating berth.log")?;
+        let child = Command::new(&binary)
+            .current_dir(&dir)
+            .args(["serve", "--config", "berth.toml"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut server = BerthProcess { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(200) = status_of(addr, "/healthz").await {
+                break;
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("berth serve ended with {status}:\n{}", server.log());
+            }
+            ensure!(Instant::now() < deadline, "berth serve did not answer within 30 s:\n{}", server.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("berth serve (release) answers on {addr}");
+        Ok(ThroughBerth { addr, tools, server })
+    }
+}
+
+impl ThroughBerth {
+    /// Removes persistent volume `name` through the API, if it exists
+    /// (a warning when that fails).
+    pub async fn remove_volume(&self, name: &str) {
+        match api(self.addr, "DELETE", &format!("/api/v1/volumes/{name}"), None).await {
+            Ok((200 | 204 | 404, _)) => {}
+            Ok((status, answer)) => eprintln!("warning: removing volume {name}: {status} {answer}"),
+            Err(e) => eprintln!("warning: removing volume {name}: {e:#}"),
+        }
+    }
+}
+
+impl BerthProcess {
+    /// The server's output.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("berth.log")).unwrap_or_default()
+    }
+}
+
+impl Launcher for ThroughBerth {
+    fn column(&self) -> &str {
+        "through berth serve"
+    }
+
+    fn launch<'a>(&'a self, app: RealApp, image: &'a str, name: &'a str) -> BoxFuture<'a, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let (_, tool, ready_path) = self
+                .tools
+                .iter()
+                .find(|(i, _, _)| i == image)
+                .with_context(|| format!("no registry tool runs {image} ({app})"))?;
+            let body = serde_json::json!({"tool": tool, "name": name, "owner": BERTH_OWNER}).to_string();
+            let (status, answer) = api(self.addr, "POST", "/api/v1/containers", Some(&body)).await?;
+            ensure!(
+                matches!(status, 200 | 202),
+                "launching {tool} as {name}: {status} {answer}\n{}",
+                self.server.log()
+            );
+            Ok(Started { addr: self.addr, path: format!("/docker/{name}{ready_path}") })
+        })
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let (status, answer) = api(self.addr, "DELETE", &format!("/api/v1/containers/{name}"), None).await?;
+            ensure!(matches!(status, 200 | 204 | 404), "removing {name}: {status} {answer}");
+            Ok(())
+        })
+    }
+}
+
+/// A request to berth's API with its token, over a fresh connection;
+/// the status and the raw rest of the answer.
+async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
+        let body = body.unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BERTH_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.context("sending")?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.context("reading")?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
+        let rest = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        anyhow::Ok((status, rest))
+    };
+    tokio::time::timeout(Duration::from_secs(60), attempt)
+        .await
+        .with_context(|| format!("{method} {path}: no answer within 60 s"))?
+}
+
+/// A port `p` with `127.0.0.1:p` and `0.0.0.0:p+1` free (berth's main and
+/// staging listeners).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let main = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let port = main.local_addr()?.port();
+        if port < u16::MAX && TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no two consecutive free ports found")
 }
 
 /// Settings of the launch benchmark.
@@ -199,8 +420,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             images.push((app, image));
         }
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
-        let launchers: Vec<Box<dyn Launcher>> = vec![Box::new(DockerRun { docker: docker.clone(), cpus })];
-        measure(&launchers, &images, options.rounds).await
+        let berth = ThroughBerth::start(&docker, cpus).await?;
+        let docker_run = DockerRun { docker: docker.clone(), cpus };
+        let launchers: [&dyn Launcher; 2] = [&docker_run, &berth];
+        let cells = measure(&launchers, &images, options.rounds).await;
+        // JupyterLab's volume outlives its containers under berth; remove
+        // it as a user would (the sweep below would take it too).
+        berth.remove_volume(&format!("jupyter-home-{BERTH_OWNER}")).await;
+        cells
     });
     rt.block_on(sweep(&docker));
     let cells = result?;
@@ -229,7 +456,7 @@ async fn sweep(docker: &DockerManager) {
 /// A warm-up round, then `rounds` interleaved rounds of every app under
 /// every launcher.
 async fn measure(
-    launchers: &[Box<dyn Launcher>],
+    launchers: &[&dyn Launcher],
     images: &[(RealApp, String)],
     rounds: usize,
 ) -> anyhow::Result<Vec<Cell>> {
@@ -243,7 +470,7 @@ async fn measure(
         for (a, (app, image)) in images.iter().enumerate() {
             for (l, launcher) in launchers.iter().enumerate() {
                 let name = format!("berth-bench-{}-{round}-{l}", app.name());
-                let took = launch_to_ready(launcher.as_ref(), *app, image, &name).await;
+                let took = launch_to_ready(*launcher, *app, image, &name).await;
                 let removed = launcher.remove(&name).await;
                 let took = took?;
                 removed?;
@@ -310,7 +537,7 @@ fn table(cells: &[Cell]) -> String {
             columns.push(&c.column);
         }
     }
-    let mut out = String::from("| app | port | ready path |");
+    let mut out = String::from("| app | port | ready path (docker run) |");
     for column in &columns {
         let _ = write!(out, " {column}: median s (min–max) |");
     }
@@ -345,13 +572,21 @@ fn section(command: &str, rounds: usize, load: &str, took: Duration, table: &str
     format!(
         "\n## Launch to ready: real apps\n\n\
          Command: `{command}` (the whole benchmark took {took:.0?}). Measured {date} on {cpus} CPUs; load \
-         average (1, 5, 15 min) at the start: {load}.\n\n\
+         average (1, 5, 15 min) at the start: {load}. The machine is shared and noisy: differences under about \
+         ±15% between runs, or between columns, are noise.\n\n\
          Each cell is the time from asking for a container to the app's first 2xx or 3xx answer on its ready \
          path (polled every {poll} ms over a fresh loopback connection): the median of {rounds} rounds, \
          with the fastest and slowest, after one unmeasured warm-up launch. Rounds are interleaved across apps \
-         and columns. *docker run + polling* is `docker run -d -p 127.0.0.1::PORT --cpus {cpus} IMAGE` done \
-         through the engine API (create, start), then polling the published port. The images are \
-         `berth_testkit::real_app_image`'s (see `demo/real-tools/README.md`).\n\n{table}\n",
+         and columns. The images are `berth_testkit::real_app_image`'s (see `demo/real-tools/README.md`).\n\n\
+         - *docker run + polling*: `docker run -d -p 127.0.0.1::PORT --cpus {cpus} IMAGE` done through the \
+         engine API (create, start), then polling the published port at the ready path in the table.\n\
+         - *through berth serve*: the release `berth serve` binary with `demo/real-tools.toml`'s entries (their command, \
+         environment, memory limits, readiness and volumes; `cpus` set to {cpus} like the other column), \
+         `POST /api/v1/containers` with the tool's name (answered once the container has started), then \
+         polling through berth's proxy at `/docker/<name>` plus the entry's `ready_path` (JupyterLab `/api`, \
+         Streamlit `/_stcore/health`, Dash `/_dash-layout`, Shiny `/`), where berth answers its please-wait \
+         page until its own readiness probe (every 250 ms) has seen the app answer. JupyterLab mounts its \
+         persistent volume there, made in the warm-up round.\n\n{table}\n",
         date = utc_now(),
         poll = POLL_INTERVAL.as_millis(),
     )

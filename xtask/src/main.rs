@@ -10,7 +10,8 @@
 //! - `test [args]`: build the images (the real apps' too), run
 //!   `cargo test --workspace [args]`,
 //!   check that the tests left no container or volume behind, and remove
-//!   the test images again (`--keep-images` keeps them as a cache).
+//!   the test images again, except the real apps' images of the current
+//!   sources, which stay as a cache (`--keep-images` keeps every image).
 //! - `demo [--listen ADDR] [--no-real]`: build the demo tool images and the
 //!   real tools (JupyterLab, Streamlit, Dash, Shiny; `--no-real` skips
 //!   them), write a server config and registry under `target/demo/`, and
@@ -231,8 +232,13 @@ fn test(args: &[String]) -> anyhow::Result<()> {
                 berth_testkit::sweep_run(&docker, value).await?;
             }
             if !keep_images {
-                let n = docker.remove_images_with_label(berth_testkit::IMAGE_LABEL, None).await?;
-                println!("removed {n} test image(s)");
+                // The real apps' images take minutes to build and change
+                // rarely: keep the ones these sources make (their tags are
+                // content hashes), remove their stale versions and the
+                // cheap test images.
+                let keep = berth_testkit::real_image_references()?;
+                let n = docker.remove_images_with_label_except(berth_testkit::IMAGE_LABEL, None, &keep).await?;
+                println!("removed {n} test image(s); kept the real apps' images of these sources as a cache");
             }
             if !left.is_empty() && live.is_empty() {
                 bail!("tests left containers or volumes behind (runs {left:?}); they have been removed");

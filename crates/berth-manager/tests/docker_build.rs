@@ -1,6 +1,7 @@
 //! `DockerManager::build_image` against the engine: builds FROM a local
 //! image with build arguments and labels, classified failures with the
-//! build's last lines, and removal by label of images built on each other.
+//! build's last lines, and removal by label of images built on each other
+//! (and keeping the ones named).
 
 use berth_manager::Error;
 use berth_manager::docker::{DockerConfig, DockerManager, ImageBuild};
@@ -75,6 +76,12 @@ async fn builds_on_local_images_and_removes_them_children_first() {
         .build_image(context(&[("build/Containerfile", "ARG BASE\nFROM ${BASE}\nLABEL stage=two\n")]), &grand)
         .await
         .expect("grandchild build");
+    assert!(docker.image_exists(&child).await.unwrap() && docker.image_exists(&grandchild).await.unwrap());
+
+    // Images tagged with a kept reference stay (a cache of expensive builds).
+    let keep = [child.clone(), grandchild.clone()];
+    let removed = docker.remove_images_with_label_except(BUILD_LABEL, Some(run.id()), &keep).await.expect("remove");
+    assert_eq!(removed, 0);
     assert!(docker.image_exists(&child).await.unwrap() && docker.image_exists(&grandchild).await.unwrap());
 
     // The child cannot go before the grandchild built on it, whatever the

@@ -1380,6 +1380,7 @@ backlog = 5
 
     #[test]
     fn the_real_tools_registry_is_valid() {
+        use berth_manager::RoutingMode;
         // What `cargo xtask` does with demo/real-tools.toml: drop the
         // build-only `local` key; the server must then accept every entry.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -1401,10 +1402,27 @@ backlog = 5
         assert!(spec.command.unwrap().contains(&"--ServerApp.base_url=/docker/nb/".to_owned()));
         assert_eq!(spec.hints.ready_path.as_deref(), Some("/docker/nb/api"), "probed under the path it keeps");
         assert_eq!(spec.volumes[0].name, "jupyter-home-ann");
-        // RStudio wants hostname routing: a path-only server refuses it.
+        // Every entry works under path routing alone, as a user copies it.
         let path_only = Config::parse(&dir.join("berth.toml"), "tools = \"tools.toml\"\n").unwrap();
-        let e = path_only.registry().unwrap_err().to_string();
-        assert!(e.contains("tools.routing") && e.contains("rstudio"), "{e}");
+        let registry = path_only.registry().unwrap();
+        assert!(registry.tools.iter().all(|t| t.routing.is_none()), "no entry needs one routing");
+        // RStudio is told its root (www-root-path) under either routing;
+        // berth strips the prefix.
+        let rstudio = registry.get("rstudio").unwrap();
+        for (placement, root) in [
+            (config.public_urls().place("rs", Some(RoutingMode::Path)).unwrap(), "/docker/rs/"),
+            (config.public_urls().place("rs", Some(RoutingMode::Host)).unwrap(), "/"),
+        ] {
+            let spec = rstudio.spec("rs", Some("ann"), &placement).unwrap();
+            let script = spec.command.unwrap().last().cloned().unwrap();
+            assert!(script.contains(&format!("echo 'www-root-path={root}' >>")), "{script}");
+            assert!(script.ends_with("exec /init"), "{script}");
+            assert_eq!(spec.hints.strip_prefix, None, "stripped, the default");
+            assert_eq!(
+                (spec.hints.ready_path.as_deref(), spec.hints.ready_status.clone()),
+                (Some("/"), vec![200, 302])
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

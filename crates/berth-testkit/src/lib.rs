@@ -33,8 +33,8 @@ mod real;
 
 pub use real::{
     BASE_PACKAGES, DEBIAN_SUITE, DEBOOTSTRAP_VARIANT, DEFAULT_DEBIAN_MIRROR, ENV_DEBIAN_MIRROR, HOST_CA_DIR,
-    REAL_BASE_REPO, REAL_PYTHON_REPO, RealApp, real_app_image, real_base_image, real_images_dir, real_python_image,
-    real_rootfs, real_tools_registry,
+    REAL_BASE_REPO, REAL_PYTHON_REPO, RealApp, real_app_image, real_base_image, real_image_references, real_images_dir,
+    real_python_image, real_rootfs, real_tools_registry,
 };
 
 use std::collections::BTreeMap;

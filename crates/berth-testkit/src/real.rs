@@ -16,8 +16,10 @@
 //!
 //! An image's tag hashes its build context and its parent's reference, so
 //! an unchanged image is found, not rebuilt. Every image carries
-//! [`IMAGE_LABEL`](crate::IMAGE_LABEL) (`berth-test.image=<repo>`), so
-//! `cargo xtask test` removes them with the test images. Building needs
+//! [`IMAGE_LABEL`](crate::IMAGE_LABEL) (`berth-test.image=<repo>`);
+//! `cargo xtask test` removes the test images at its end but keeps the
+//! real ones the current sources make ([`real_image_references`]), and
+//! removes their stale versions. Building needs
 //! root and `debootstrap` (for the root filesystem) and the Debian and
 //! PyPI mirrors; build output is logged at `info`.
 
@@ -215,6 +217,20 @@ pub async fn real_tools_registry(manager: &DockerManager) -> Result<String, Erro
     }
     *tools = kept;
     toml::to_string(&registry).map_err(|e| bad(format!("writing the registry: {e}")))
+}
+
+/// The references of every real image the current sources make (base,
+/// Python layer, apps), computed without building anything: what a cache
+/// of real images keeps, anything else of their repositories is stale.
+///
+/// # Errors
+///
+/// [`Error::Io`] reading the build contexts or the host's CA files.
+pub fn real_image_references() -> Result<Vec<String>, Error> {
+    let plan = Plan::new()?;
+    let mut references = vec![plan.base_reference, plan.python.reference];
+    references.extend(plan.apps.into_iter().map(|(_, layer)| layer.reference));
+    Ok(references)
 }
 
 /// The Python layer `berth-real/python:<hash>` (Debian's python3 with a
@@ -664,6 +680,9 @@ mod tests {
         refs.sort_unstable();
         refs.dedup();
         assert_eq!(refs.len(), 5);
+        let listed = real_image_references().unwrap();
+        assert_eq!(listed.len(), 6, "base, python and four apps: {listed:?}");
+        assert!(listed.contains(&plan.base_reference) && listed.contains(&plan.app(RealApp::Shiny).reference));
     }
 
     #[test]

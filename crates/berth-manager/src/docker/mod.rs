@@ -570,6 +570,23 @@ impl DockerManager {
     ///
     /// Transport errors; images still in use are skipped with a warning.
     pub async fn remove_images_with_label(&self, key: &str, value: Option<&str>) -> Result<usize> {
+        self.remove_images_with_label_except(key, value, &[]).await
+    }
+
+    /// As [`remove_images_with_label`](Self::remove_images_with_label),
+    /// but keeps every image tagged with one of `keep` (`repo:tag`
+    /// references): a cache of expensive images survives while their
+    /// stale versions go.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors; images still in use are skipped with a warning.
+    pub async fn remove_images_with_label_except(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        keep: &[String],
+    ) -> Result<usize> {
         let filter = match value {
             Some(v) => format!("{key}={v}"),
             None => key.to_owned(),
@@ -579,6 +596,7 @@ impl DockerManager {
             ..Default::default()
         };
         let mut images = self.call("list images", key, self.docker.list_images(Some(opts))).await?;
+        images.retain(|image| !image.repo_tags.iter().any(|tag| keep.contains(tag)));
         let mut removed = 0;
         // An image that others were built FROM cannot be removed (not even
         // forced) before them; the list is in no particular order, so

@@ -222,10 +222,16 @@ impl<'a> Req<'a> {
 
     /// Sends it with `Connection: close` and reads the whole answer.
     pub async fn send(self, to: SocketAddr) -> Answer {
+        self.send_within(to, Duration::from_secs(30)).await
+    }
+
+    /// As [`send`](Self::send), waiting at most `wait` for the whole
+    /// answer (e.g. a launch with `?wait=true`).
+    pub async fn send_within(self, to: SocketAddr, wait: Duration) -> Answer {
         let mut stream = self.connect(to).await;
         stream.write_all(self.head(to, true).as_bytes()).await.unwrap();
         let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        tokio::time::timeout(wait, stream.read_to_end(&mut raw))
             .await
             .unwrap_or_else(|_| panic!("{} {} timed out", self.method, self.path))
             .unwrap();
@@ -359,6 +365,12 @@ pub struct Browser {
 impl Browser {
     /// `None` (after a loud skip) without Chromium or chromedriver.
     pub async fn start(test: &str, dir: &Path) -> Option<Browser> {
+        Browser::start_with(test, dir, &[]).await
+    }
+
+    /// As [`start`](Self::start), with `extra` Chromium arguments (e.g.
+    /// `--host-resolver-rules=...`).
+    pub async fn start_with(test: &str, dir: &Path, extra: &[&str]) -> Option<Browser> {
         let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]);
         let driver = on_path(&["chromedriver"]);
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
@@ -384,16 +396,17 @@ impl Browser {
             }
         })
         .await;
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ];
+        args.extend_from_slice(extra);
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,900"],
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://{addr}"))
