@@ -51,7 +51,15 @@ const MARK_START: &str = "<!-- bench:proxy:start -->";
 const MARK_END: &str = "<!-- bench:proxy:end -->";
 
 /// Usage of `cargo xtask bench proxy`.
-const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connections N]";
+const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connections N] [--rounds N]";
+
+/// The user `berth serve` knows from the trusted header in the benchmark
+/// (it owns the tool container, so the owner hooks let it through).
+const BENCH_USER: &str = "bench";
+
+/// The label berth serve reads a container's owner from
+/// (`berth_axum::DEFAULT_OWNER_LABEL`, which xtask does not depend on).
+const OWNER_LABEL: &str = "berth-owner";
 
 /// Runs the benchmark named by `args[0]` with the remaining arguments.
 ///
@@ -60,15 +68,17 @@ const USAGE: &str = "usage: cargo xtask bench proxy [--duration SECS] [--connect
 /// Unknown benchmarks or arguments, and whatever makes the benchmark fail.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some((name, rest)) = args.split_first() else {
-        bail!("{USAGE}\n{}\n{}", crate::bench_launch::USAGE, crate::bench_swarm::USAGE);
+        bail!("{USAGE}\n{}\n{}\n{}", crate::bench_launch::USAGE, crate::bench_swarm::USAGE, crate::bench_memory::USAGE);
     };
     match name.as_str() {
         "proxy" => proxy(&ProxyOptions::parse(rest)?, rest),
         "launch" => crate::bench_launch::run(rest),
         "swarm" => crate::bench_swarm::run(rest),
+        "memory" => crate::bench_memory::run(rest),
         other => {
             bail!(
-                "unknown benchmark {other:?}; benchmarks: proxy, launch, swarm\n{USAGE}\n{}\n{}",
+                "unknown benchmark {other:?}; benchmarks: proxy, launch, swarm, memory\n{USAGE}\n{}\n{}\n{}",
+                crate::bench_memory::USAGE,
                 crate::bench_launch::USAGE,
                 crate::bench_swarm::USAGE
             )
@@ -83,12 +93,16 @@ struct ProxyOptions {
     duration_secs: u64,
     /// Open connections `wrk` keeps.
     connections: u32,
+    /// Interleaved rounds: each round runs every target once per size;
+    /// the report gives each target's median.
+    rounds: usize,
 }
 
 impl ProxyOptions {
-    /// Parses `--duration SECS` and `--connections N` (defaults 10 and 32).
+    /// Parses `--duration SECS`, `--connections N` and `--rounds N`
+    /// (defaults 8, 32 and 3).
     fn parse(args: &[String]) -> anyhow::Result<Self> {
-        let mut options = ProxyOptions { duration_secs: 10, connections: 32 };
+        let mut options = ProxyOptions { duration_secs: 8, connections: 32, rounds: 3 };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
@@ -100,6 +114,10 @@ impl ProxyOptions {
                 "--connections" => {
                     options.connections = value()?.parse().context("--connections takes a number")?;
                     ensure!(options.connections >= 2, "--connections must be at least 2 (wrk runs 2 threads)");
+                }
+                "--rounds" => {
+                    options.rounds = value()?.parse().context("--rounds takes a number")?;
+                    ensure!(options.rounds >= 1, "--rounds must be at least 1");
                 }
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
@@ -249,8 +267,10 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let mut guard = Cleanup { rt, docker: None, container: false, children: Vec::new(), dir: dir.clone() };
 
-    // Five free loopback ports: the tool, berth (without and with history), nginx and HAProxy.
-    let [tool_port, berth_port, berth_history_port, nginx_port, haproxy_port] = free_ports::<5>()?;
+    // Free loopback ports: the tool, berth (without and with history),
+    // nginx, HAProxy, and berth serve with its staging listener.
+    let [tool_port, berth_port, berth_history_port, nginx_port, haproxy_port, serve_port, staging_port] =
+        free_ports::<7>()?;
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
 
     // The tool, in a container on the host network.
@@ -277,6 +297,8 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
             // No log line per request: the engine's log driver would cost
             // more than the HTTP under test, in every row alike.
             .env("BERTH_TOOL_QUIET", "1")
+            // berth serve's owner hooks let only its owner through.
+            .label(OWNER_LABEL, BENCH_USER)
             .label(LABEL, "1");
         docker.launch(&spec).await
     })?;
@@ -287,13 +309,13 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
     // berth's proxy.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = berth_testkit::workspace_root();
-    println!("building proxy-server (release)");
+    println!("building proxy-server and berth (release)");
     let status = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "proxy-server"])
+        .args(["build", "--release", "--quiet", "-p", "proxy-server", "-p", "berth-server"])
         .status()
         .context("running cargo build")?;
-    ensure!(status.success(), "building proxy-server failed ({status})");
+    ensure!(status.success(), "building proxy-server and berth failed ({status})");
     let berth_addr = loopback(berth_port);
     let proxy_server = root.join("target").join("release").join("proxy-server");
     spawn(
@@ -315,6 +337,24 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
     )?;
     let berth_history = Target { name: "berth+history", addr: history_addr, prefix: format!("/docker/{CONTAINER}") };
     wait_ok(&mut guard, "berth's proxy with history", berth_history.addr, &format!("{}/", berth_history.prefix))?;
+
+    // berth serve: the binary users run, with its default configuration
+    // but for a login mode (so the owner hooks run on every request: the
+    // trusted header names the user, who owns the tool), host-network
+    // endpoints for the tool, and the engine's own network (the tool is on
+    // the host network; berth makes no network of its own).
+    let serve_dir = dir.join("berth-serve");
+    std::fs::create_dir_all(&serve_dir).with_context(|| format!("creating {}", serve_dir.display()))?;
+    let serve_config = serve_dir.join("berth.toml");
+    std::fs::write(&serve_config, berth_serve_config(serve_port, staging_port))
+        .with_context(|| format!("writing {}", serve_config.display()))?;
+    spawn(
+        &mut guard,
+        "berth-serve",
+        Command::new(root.join("target").join("release").join("berth")).arg("serve").arg("--config").arg(&serve_config),
+    )?;
+    let serve = Target { name: "berth serve", addr: loopback(serve_port), prefix: format!("/docker/{CONTAINER}") };
+    wait_ok(&mut guard, "berth serve", serve.addr, &format!("{}/", serve.prefix))?;
 
     // nginx.
     let nginx_conf = dir.join("nginx.conf");
@@ -343,7 +383,7 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
     let haproxy = Target { name: "haproxy", addr: loopback(haproxy_port), prefix: String::new() };
     wait_ok(&mut guard, "haproxy", haproxy.addr, "/")?;
 
-    let targets = [direct, berth, berth_history, nginx, haproxy];
+    let targets = [direct, berth, berth_history, serve, nginx, haproxy];
     for size in SIZES {
         for target in &targets {
             check_bytes(target, size)?;
@@ -351,38 +391,43 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
     }
     println!("every target answers 200 with exactly the requested bytes");
 
-    let mut results = Vec::new();
-    for size in SIZES {
-        for target in &targets {
-            guard.check_children()?;
-            let url = target.url(size);
-            wrk(&["-t2", &format!("-c{}", options.connections), "-d1s", &url]).context("warm-up run")?;
-            let output = wrk(&[
-                "-t2",
-                &format!("-c{}", options.connections),
-                &format!("-d{}s", options.duration_secs),
-                "--latency",
-                &url,
-            ])?;
-            let m =
-                parse_wrk(&output, size, target.name).with_context(|| format!("parsing wrk's output:\n{output}"))?;
-            println!(
-                "{:>7} {:<8} {:>10.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  {} requests{}",
-                size_label(size),
-                m.target,
-                m.rps,
-                m.p50_ms,
-                m.p99_ms,
-                m.requests,
-                errors_label(&m).map(|e| format!("  ({e})")).unwrap_or_default()
-            );
-            results.push(m);
+    // Interleaved rounds: every target once per size in each round, so
+    // the machine's slow drifts touch every target alike.
+    let user_header = format!("X-Forwarded-User: {BENCH_USER}");
+    let mut runs = Vec::new();
+    for round in 1..=options.rounds {
+        println!("round {round} of {}", options.rounds);
+        for size in SIZES {
+            for target in &targets {
+                guard.check_children()?;
+                let url = target.url(size);
+                let connections = format!("-c{}", options.connections);
+                wrk(&["-t2", &connections, "-d1s", "-H", &user_header, &url]).context("warm-up run")?;
+                let duration = format!("-d{}s", options.duration_secs);
+                let output = wrk(&["-t2", &connections, &duration, "--latency", "-H", &user_header, &url])?;
+                let m = parse_wrk(&output, size, target.name)
+                    .with_context(|| format!("parsing wrk's output:\n{output}"))?;
+                println!(
+                    "{:>7} {:<13} {:>10.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  {} requests{}",
+                    size_label(size),
+                    m.target,
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.requests,
+                    errors_label(&m).map(|e| format!("  ({e})")).unwrap_or_default()
+                );
+                runs.push(m);
+            }
         }
     }
     guard.check_children()?;
+    let results = medians(&runs, &targets);
 
-    let pid = guard.child("proxy-server").context("proxy-server is not running")?.id();
-    let peak_rss_kib = peak_rss_kib(pid)?;
+    let proxy_pid = guard.child("proxy-server").context("proxy-server is not running")?.id();
+    let serve_pid = guard.child("berth-serve").context("berth serve is not running")?.id();
+    let serve_peak_rss_kib = peak_rss_kib(serve_pid)?;
+    let peak_rss_kib = peak_rss_kib(proxy_pid)?;
     let command = std::iter::once("cargo xtask bench proxy".to_owned())
         .chain(raw_args.iter().cloned())
         .collect::<Vec<_>>()
@@ -391,13 +436,19 @@ fn proxy(options: &ProxyOptions, raw_args: &[String]) -> anyhow::Result<()> {
         command,
         options: *options,
         results,
+        runs,
         peak_rss_kib,
+        serve_peak_rss_kib,
         facts: machine_facts(),
         load_before,
         took: started.elapsed(),
     };
     let table = report.table();
-    println!("\n{table}\nberth proxy-server peak RSS (VmHWM): {}\n", rss_label(peak_rss_kib));
+    println!(
+        "\n{table}\npeak RSS (VmHWM): proxy-server {}, berth serve {}\n",
+        rss_label(peak_rss_kib),
+        rss_label(serve_peak_rss_kib)
+    );
     let doc = root.join("docs").join("BENCHMARKS.md");
     write_section(&doc, MARK_START, MARK_END, &report.section())?;
     println!("wrote {}", doc.display());
@@ -501,7 +552,13 @@ fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout)).context("setting a read timeout")?;
     stream.set_write_timeout(Some(timeout)).context("setting a write timeout")?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").context("sending a request")?;
+    // The user header is for berth serve's login (every target gets it,
+    // as every target gets it from wrk).
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-User: {BENCH_USER}\r\nConnection: close\r\n\r\n"
+    )
+    .context("sending a request")?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).context("reading a response")?;
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("response without a complete head")?;
@@ -713,10 +770,14 @@ struct Report {
     command: String,
     /// The effective settings.
     options: ProxyOptions,
-    /// One measurement per size and target.
+    /// Per size and target, the median of the rounds.
     results: Vec<Measurement>,
-    /// berth's peak RSS in KiB.
+    /// Every run of every round.
+    runs: Vec<Measurement>,
+    /// proxy-server's peak RSS in KiB.
     peak_rss_kib: u64,
+    /// berth serve's peak RSS in KiB.
+    serve_peak_rss_kib: u64,
     /// The machine.
     facts: MachineFacts,
     /// `/proc/loadavg`'s 1, 5 and 15 minute load averages at the start.
@@ -729,8 +790,8 @@ impl Report {
     /// The results as a markdown table.
     fn table(&self) -> String {
         let mut out = String::from(
-            "| size | target | req/s | p50 ms | p99 ms | vs direct | vs best of nginx/haproxy | errors |\n\
-             |---:|:---|---:|---:|---:|---:|---:|:---|\n",
+            "| size | target | req/s (median) | rounds: min–max | p50 ms | p99 ms | vs direct | vs best of nginx/haproxy | errors |\n\
+             |---:|:---|---:|---:|---:|---:|---:|---:|:---|\n",
         );
         for m in &self.results {
             let of_size =
@@ -744,12 +805,18 @@ impl Report {
                 Some(b) if b > 0.0 => format!("{:.2}×", m.rps / b),
                 _ => "–".to_owned(),
             };
+            let rounds: Vec<f64> =
+                self.runs.iter().filter(|r| r.size == m.size && r.target == m.target).map(|r| r.rps).collect();
+            let low = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = rounds.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} | {} |",
                 size_label(m.size),
                 m.target,
                 m.rps,
+                low,
+                high,
                 m.p50_ms,
                 m.p99_ms,
                 ratio(direct),
@@ -763,20 +830,22 @@ impl Report {
     /// The generated section of `docs/BENCHMARKS.md`, markers excluded.
     fn section(&self) -> String {
         let f = &self.facts;
-        let ProxyOptions { duration_secs, connections } = self.options;
+        let ProxyOptions { duration_secs, connections, rounds } = self.options;
         let mut out = String::new();
         let _ = write!(
             out,
             "\n## Proxy throughput\n\n\
-             Command: `{command}` (each run: `wrk -t2 -c{connections} -d{duration_secs}s --latency`, after a 1 s \
-             warm-up run; the whole benchmark took {took:.0?}).\n\n\
+             Command: `{command}` ({rounds} interleaved rounds; in each, every target once per size: \
+             `wrk -t2 -c{connections} -d{duration_secs}s --latency`, after a 1 s warm-up run; the whole benchmark \
+             took {took:.0?}). Each row gives the median of its rounds (requests per second, p50 and p99 each \
+             the median of the rounds' values) and the rounds' range.\n\n\
              Measured {date} on {cpus} CPUs ({model}), Linux {kernel}, Docker Engine {engine}; \
              {tools}. Load average (1, 5, 15 min) at the start: {load}.\n\n\
              **All on one machine:** `wrk` (2 threads), the test tool and the proxy under test share the same \
              {cpus} cores, so the load generator competes with what it measures and the numbers are lower than on \
-             separate machines. Take the ratios as the result, not the absolute rates. Each figure comes from a single run, and \
-             other work on the machine shows up in it: repeated runs differ by several percent (more for \
-             p99), so small differences are noise.\n\n\
+             separate machines. Take the ratios as the result, not the absolute rates. Other work on the \
+             machine shows up in every run: rounds of the same target differ by several percent (up to ±15%, \
+             more for p99), so differences of that size are noise.\n\n\
              The tool is `berth-testtool` (one thread per connection, started with `BERTH_TOOL_QUIET=1` so it \
              prints no log line per request) in a container with network mode `host` and a CPU limit of all {cpus} CPUs (berth's default of 0.5 \
              CPU would throttle it), answering `GET /bytes/<n>` with `n` bytes. *direct* is \
@@ -787,6 +856,12 @@ impl Report {
              - **berth+history**: the same with `--history FILE`: every request is reported to the SQLite \
                history store (a bounded channel, batched transactions on the store's own thread); comparing \
                it with *berth* gives the history's cost;\n\
+             - **berth serve**: the `berth` binary users run (release build), with its default configuration \
+               except `[auth] mode = \"header\"` (every request carries `X-Forwarded-User: {BENCH_USER}` from a \
+               trusted proxy, so the owner hooks identify the user and check the container's owner on every \
+               request), `[engine] endpoints = \"host\"` and the engine's own network; history (SQLite), \
+               metrics, the API and the web app are on, as they are by default; wrk sends the same header to every \
+               target;\n\
              - **nginx**: `worker_processes 2`, `worker_connections 4096`, `access_log off`, an upstream with \
                `keepalive 64`, `proxy_http_version 1.1` and an empty `Connection` header; otherwise nginx's \
                defaults, in particular `proxy_buffering on` (a 1 MiB response outgrows its in-memory buffers, \
@@ -809,8 +884,9 @@ impl Report {
         out.push_str(&self.table());
         let _ = write!(
             out,
-            "\nberth's peak resident memory (`VmHWM` of `proxy-server` after all runs): {}.\n\n",
-            rss_label(self.peak_rss_kib)
+            "\nPeak resident memory after all runs (`VmHWM`): `proxy-server` {}, `berth serve` {}.\n\n",
+            rss_label(self.peak_rss_kib),
+            rss_label(self.serve_peak_rss_kib)
         );
         out
     }
@@ -840,6 +916,58 @@ fn errors_label(m: &Measurement) -> Option<String> {
         parts.push(format!("socket errors: {socket}"));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Per size and target (in `targets`' order), the median of `runs`:
+/// requests per second, p50 and p99 each the median of the runs' values;
+/// request and error counts summed.
+fn medians(runs: &[Measurement], targets: &[Target]) -> Vec<Measurement> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let mut out = Vec::new();
+    for size in SIZES {
+        for target in targets {
+            let of: Vec<&Measurement> = runs.iter().filter(|m| m.size == size && m.target == target.name).collect();
+            let Some(first) = of.first() else { continue };
+            out.push(Measurement {
+                size,
+                target: first.target,
+                rps: median(of.iter().map(|m| m.rps).collect()),
+                p50_ms: median(of.iter().map(|m| m.p50_ms).collect()),
+                p99_ms: median(of.iter().map(|m| m.p99_ms).collect()),
+                requests: of.iter().map(|m| m.requests).sum(),
+                non_2xx: of.iter().map(|m| m.non_2xx).sum(),
+                socket_errors: of.iter().find_map(|m| m.socket_errors.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// `berth serve`'s configuration in the benchmark: defaults, but for the
+/// listeners, a trusted-header login, host-network endpoints and the
+/// engine's network.
+fn berth_serve_config(port: u16, staging_port: u16) -> String {
+    format!(
+        "listen = \"127.0.0.1:{port}\"\n\
+         data_dir = \"data\"\n\
+         [engine]\n\
+         endpoints = \"host\"\n\
+         network = \"bridge\"\n\
+         [staging]\n\
+         public_base = \"http://127.0.0.1:{staging_port}\"\n\
+         bind = \"127.0.0.1:{staging_port}\"\n\
+         [auth]\n\
+         mode = \"header\"\n\
+         [auth.header]\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n"
+    )
 }
 
 /// The nginx configuration: listen on `listen_port`, forward to the tool.

@@ -22,12 +22,14 @@
 //!   multi-node swarm of extra daemons in network namespaces), with
 //!   `BERTH_REQUIRE_DOCKER=1` and `BERTH_REQUIRE_CLUSTER=1`, then the same
 //!   leftover check as `test`.
-//! - `bench proxy|launch|swarm`: the benchmarks (see `bench.rs`).
+//! - `bench proxy|launch|swarm|memory`: the benchmarks (see `bench.rs`,
+//!   `bench_launch.rs`, `bench_swarm.rs`, `bench_memory.rs`).
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
 mod bench;
 mod bench_launch;
+mod bench_memory;
 mod bench_swarm;
 use std::process::{Command, ExitCode};
 

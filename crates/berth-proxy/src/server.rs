@@ -1,27 +1,7 @@
 //! Serving HTTP on sockets, with the limits that protect the server: what
 //! `berth serve` and the examples listen with.
 //!
-//! A [`Server`] accepts connections and hands each request to a
-//! `tower::Service` (a [`Proxy`], or a service that dispatches between a
-//! proxy and an application). It speaks HTTP/1.1 (with upgrades) and
-//! HTTP/2 with prior knowledge (h2c), and enforces [`ServerLimits`]:
-//!
-//! - **header-read timeout**: a connection must deliver a complete request
-//!   head within the timeout of being accepted (counted from the accept,
-//!   so a client that sends nothing, or trickles a header line at a time,
-//!   is closed at the same deadline), and every later head within the
-//!   timeout of the connection going idle, which also closes idle
-//!   keep-alive connections;
-//! - **head size**: a larger HTTP/1 head is answered 431 (an HTTP/2 header
-//!   list beyond it is refused by the protocol's own mechanism);
-//! - **connection cap**: one count for the whole server, however many
-//!   threads accept; at the cap, new clients wait (each listener holds at
-//!   most one accepted connection unserved, the rest wait in the kernel's
-//!   backlog) and established connections go on being served;
-//! - **graceful shutdown** ([`Shutdown`]): stop accepting, let requests in
-//!   flight finish within [`ServerLimits::shutdown_grace`], then close.
-//!
-//! Slow clients are closed quietly: one rate-limited warning says how many.
+//! See [`Server`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,7 +16,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -56,8 +37,8 @@ pub struct ServerLimits {
     /// list), in bytes; a larger HTTP/1 head is answered 431.
     pub max_header_bytes: usize,
     /// Most concurrent connections served, for the whole [`Server`] (every
-    /// thread and listener of it together); further clients wait (one
-    /// accepted per listener, the rest in the kernel's backlog).
+    /// thread and listener of it together); further clients wait in the
+    /// kernel's backlog.
     pub max_connections: usize,
     /// After a [`Shutdown`], how long requests in flight may take to
     /// finish before their connections are closed.
@@ -149,9 +130,30 @@ struct Shared {
     open: AtomicU64,
 }
 
-/// Serves HTTP on listeners with [`ServerLimits`] and graceful shutdown;
-/// see the [module documentation](self). Cheap to clone: clones share the
-/// connection cap and the shutdown signal.
+/// A [`Server`] accepts connections and hands each request to a
+/// `tower::Service` (a [`Proxy`], or a service that dispatches between a
+/// proxy and an application). It speaks HTTP/1.1 (with upgrades) and
+/// HTTP/2 with prior knowledge (h2c), and enforces [`ServerLimits`]:
+///
+/// - **header-read timeout**: a connection must deliver a complete request
+///   head within the timeout of being accepted (counted from the accept,
+///   so a client that sends nothing, or trickles a header line at a time,
+///   is closed at the same deadline), and every later head within the
+///   timeout of the connection going idle, which also closes idle
+///   keep-alive connections;
+/// - **head size**: a larger HTTP/1 head is answered 431 (an HTTP/2 header
+///   list beyond it is refused by the protocol's own mechanism);
+/// - **connection cap**: one count for the whole server, however many
+///   threads serve; at the cap, new clients wait in the kernel's backlog
+///   (a [`serve`](Self::serve) loop holds at most one accepted
+///   connection unserved) and established connections go on being served;
+/// - **graceful shutdown** ([`Shutdown`]): stop accepting, let requests in
+///   flight finish within [`ServerLimits::shutdown_grace`], then close.
+///
+/// Slow clients are closed quietly: one rate-limited warning says how many.
+
+///
+/// Cheap to clone: clones share the connection cap and the shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Server {
     shared: Arc<Shared>,
@@ -290,17 +292,20 @@ impl Server {
         Ok(())
     }
 
-    /// Serves on `addr` from `threads` threads, each running its own
-    /// single-threaded runtime with its own listening socket (`SO_REUSEPORT`:
-    /// the kernel spreads connections) and its own service from
+    /// Serves on `addr` from `threads` worker threads, each running its own
+    /// single-threaded runtime with its own service from
     /// `make_service(thread_index)`, the way nginx runs one worker per core:
     /// a request and its upstream connection stay on one thread, with no
-    /// cross-thread wake-ups. The connection cap and the shutdown are
-    /// shared by all threads. Returns once every thread listens.
+    /// cross-thread wake-ups. One more thread accepts connections and hands
+    /// each to the worker serving the fewest (with one `SO_REUSEPORT`
+    /// socket per worker, the kernel's hashing left one worker with twice
+    /// the connections of the other in some runs, and that worker's core
+    /// the bottleneck). The connection cap and the shutdown are shared by
+    /// all threads. Returns once the socket listens.
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Io`] when a thread cannot start its runtime or bind
+    /// [`crate::Error::Io`] when binding fails or a thread cannot start
     /// (the threads already started are stopped).
     pub fn serve_on_threads<F, S, B>(
         &self,
@@ -315,72 +320,163 @@ impl Server {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let listener =
+            listen(addr).map_err(|source| crate::Error::Io { context: format!("binding {addr}"), source })?;
+        let mut workers = Vec::new();
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let service = make_service(i);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+            let load = Arc::new(AtomicU64::new(0));
             let server = self.clone();
-            let (bound, bound_rx) = std::sync::mpsc::channel::<crate::Result<()>>();
-            let spawned = std::thread::Builder::new().name(format!("berth-serve-{i}")).spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|source| crate::Error::Io { context: "starting a serving runtime".into(), source });
-                let rt = match rt {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = bound.send(Err(crate::Error::Io {
-                            context: format!("starting serving thread {i}"),
-                            source: std::io::Error::other(e.to_string()),
-                        }));
-                        return Err(e);
-                    }
-                };
-                rt.block_on(async move {
-                    let listener = match reuseport_listener(addr) {
-                        Ok(l) => {
-                            let _ = bound.send(Ok(()));
-                            l
-                        }
-                        Err(e) => {
-                            let _ = bound.send(Err(crate::Error::Io {
-                                context: format!("binding {addr}"),
-                                source: std::io::Error::new(e.kind(), e.to_string()),
-                            }));
-                            return Err(crate::Error::Io { context: format!("binding {addr}"), source: e });
-                        }
-                    };
-                    server.serve(listener, service).await
-                })
-            });
-            let handle = match spawned {
-                Ok(h) => h,
+            let worker_load = load.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("berth-serve-{i}"))
+                .spawn(move || server.worker(rx, worker_load, service));
+            match spawned {
+                Ok(handle) => handles.push(handle),
                 Err(source) => {
                     self.abort_threads(handles);
                     return Err(crate::Error::Io { context: "starting a serving thread".into(), source });
                 }
-            };
-            match bound_rx.recv() {
-                Ok(Ok(())) => handles.push(handle),
-                Ok(Err(e)) => {
-                    let _ = handle.join();
-                    self.abort_threads(handles);
-                    return Err(e);
-                }
-                Err(_) => {
-                    let _ = handle.join();
-                    self.abort_threads(handles);
-                    return Err(crate::Error::Io {
-                        context: "starting a serving thread".into(),
-                        source: std::io::Error::other("the thread ended before listening"),
-                    });
-                }
+            }
+            workers.push(Worker { handoff: tx, load });
+        }
+        let server = self.clone();
+        let spawned =
+            std::thread::Builder::new().name("berth-accept".into()).spawn(move || server.acceptor(listener, workers));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(source) => {
+                self.abort_threads(handles);
+                return Err(crate::Error::Io { context: "starting the accepting thread".into(), source });
             }
         }
         Ok(ServingThreads { handles })
     }
 
-    /// Stops threads started before a failure: their listeners close at
-    /// once (nothing was served yet).
+    /// The accepting thread: takes a slot under the cap, accepts, and hands
+    /// the connection to the least loaded worker, until the shutdown.
+    fn acceptor(&self, listener: std::net::TcpListener, workers: Vec<Worker>) -> crate::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| crate::Error::Io { context: "starting the accepting runtime".into(), source })?;
+        let shared = &self.shared;
+        rt.block_on(async move {
+            let local = listener.local_addr().ok();
+            let listener = TcpListener::from_std(listener)
+                .map_err(|source| crate::Error::Io { context: "listening".into(), source })?;
+            tracing::debug!(?local, workers = workers.len(), "accepting");
+            let mut next = 0usize;
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    () = shared.shutdown.triggered() => break,
+                    permit = shared.permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                let (stream, peer) = tokio::select! {
+                    biased;
+                    () = shared.shutdown.triggered() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors, mostly: wait, do not spin.
+                            tracing::warn!(?local, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker");
+                        continue;
+                    }
+                };
+                // The least loaded worker; among equals, the next in turn.
+                next = (next + 1) % workers.len();
+                let chosen = (0..workers.len())
+                    .map(|k| (next + k) % workers.len())
+                    .min_by_key(|&w| workers[w].load.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                workers[chosen].load.fetch_add(1, Ordering::Relaxed);
+                if workers[chosen].handoff.send(Handoff { stream, peer, permit }).is_err() {
+                    workers[chosen].load.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(worker = chosen, "a serving thread is gone; closing a connection");
+                }
+            }
+            drop(listener);
+            Ok(())
+        })
+    }
+
+    /// A worker thread: serves the connections handed to it with
+    /// `service` until the shutdown, then lets them finish.
+    fn worker<S, B>(
+        &self,
+        mut handoff: UnboundedReceiver<Handoff>,
+        load: Arc<AtomicU64>,
+        service: S,
+    ) -> crate::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| crate::Error::Io { context: "starting a serving runtime".into(), source })?;
+        let shared = self.shared.clone();
+        rt.block_on(async move {
+            let builder = Arc::new(builder(&shared.limits));
+            let connections = TaskTracker::new();
+            loop {
+                let Handoff { stream, peer, permit } = tokio::select! {
+                    biased;
+                    () = shared.shutdown.triggered() => break,
+                    next = handoff.recv() => match next {
+                        Some(h) => h,
+                        None => break,
+                    },
+                };
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        load.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, error = %e, "cannot serve a handed-over connection");
+                        continue;
+                    }
+                };
+                let (service, builder, shared, load) = (service.clone(), builder.clone(), shared.clone(), load.clone());
+                connections.spawn(async move {
+                    shared.open.fetch_add(1, Ordering::Relaxed);
+                    connection(&builder, &shared, TokioIo::new(stream), peer, service).await;
+                    shared.open.fetch_sub(1, Ordering::Relaxed);
+                    load.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            // Connections handed over but not taken yet are closed.
+            handoff.close();
+            while let Ok(h) = handoff.try_recv() {
+                load.fetch_sub(1, Ordering::Relaxed);
+                drop(h);
+            }
+            connections.close();
+            connections.wait().await;
+            Ok(())
+        })
+    }
+
+    /// Stops threads started before a failure.
     fn abort_threads(&self, handles: Vec<std::thread::JoinHandle<crate::Result<()>>>) {
         if handles.is_empty() {
             return;
@@ -392,13 +488,31 @@ impl Server {
     }
 }
 
-/// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }?;
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+/// A worker as the accepting thread sees it.
+struct Worker {
+    /// Where its connections go.
+    handoff: UnboundedSender<Handoff>,
+    /// Connections it serves (or was handed and will serve).
+    load: Arc<AtomicU64>,
+}
+
+/// An accepted connection on its way to a worker, with its slot under
+/// the cap.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A non-blocking listening socket on `addr` (`SO_REUSEADDR`, a backlog of
+/// 1024: std's default of 128 drops bursts of new connections).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// The protocol settings from `limits`.
@@ -515,8 +629,7 @@ pub async fn serve<H: ProxyHooks>(listener: TcpListener, proxy: Proxy<H>, limits
 }
 
 /// Serves `proxy` on `addr` from `threads` threads, each with its own
-/// runtime, listening socket and [`Proxy::fork`] (see
-/// [`Server::serve_on_threads`]). Blocks until every thread has ended
+/// runtime and [`Proxy::fork`] (see [`Server::serve_on_threads`]). Blocks until every thread has ended
 /// (they end only on error).
 ///
 /// The route table's own tasks keep running on the caller's runtime.
