@@ -62,16 +62,23 @@ pub(crate) fn plain(title: &str, body: &str) -> String {
 }
 
 /// A page of the web app: the navigation with `nav` current, who is
-/// signed in (with the logout form, carrying `csrf_field`), `title` as
-/// the heading and `body` (HTML) under it.
+/// signed in (with the logout form, carrying `csrf_field`, unless that is
+/// empty), `title` as the heading and `body` (HTML) under it.
 pub(crate) fn framed(nav: Nav, me: Option<&Identity>, csrf_field: &str, title: &str, body: &str) -> String {
     let link = |n: Nav, href: &str, text: &str| {
         let current = if n == nav { " aria-current=\"page\"" } else { "" };
         format!("<li><a href=\"{href}\"{current}>{text}</a></li>")
     };
+    // Pages without a CSRF field (the same for everyone: error pages) have
+    // no logout form, which would be refused without one.
+    let logout = if csrf_field.is_empty() {
+        String::new()
+    } else {
+        format!(" · <form class=inline method=post action=/auth/logout>{csrf_field}<button>Log out</button></form>")
+    };
     let who = match me {
         Some(i) => format!(
-            "<div class=who>Signed in as <b>{user}</b>{admin}{only} · <form class=inline method=post action=/auth/logout>{csrf_field}<button>Log out</button></form></div>",
+            "<div class=who>Signed in as <b>{user}</b>{admin}{only}{logout}</div>",
             user = esc(&i.user),
             admin = if i.admin { " (admin)" } else { "" },
             only = i.only.as_ref().map(|o| format!(", for {} only", esc(&o.join(", ")))).unwrap_or_default(),

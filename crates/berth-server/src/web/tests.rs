@@ -343,6 +343,8 @@ async fn others_containers_are_missing_on_every_page() {
         let theirs = send(&app, with(Some(&bob), get(path))).await;
         let nobodys = send(&app, with(Some(&bob), get(&missing(path)))).await;
         assert_eq!(theirs.0, StatusCode::NOT_FOUND, "{path}");
+        // Signed in as bob, with no form (a logout form needs a CSRF token).
+        assert!(theirs.1.contains("Signed in as <b>bob</b>") && !theirs.1.contains("<form"), "{}", theirs.1);
         assert_eq!((theirs.0, theirs.1), (nobodys.0, nobodys.1.replace("nobodys", "alices")), "{path}");
         if !path.contains("follow") {
             // Alice's own (no history is recorded here: that page says so).
