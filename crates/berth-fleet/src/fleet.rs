@@ -213,6 +213,8 @@ pub struct Fleet {
     /// Exact launch times of containers this fleet launched (the engine's
     /// listing keeps creation times to the second only).
     launched_at: Mutex<HashMap<String, SystemTime>>,
+    /// Evictions and idle culls lately (see [`Fleet::recent_removals`]).
+    removals: crate::removals::RecentRemovals,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -241,6 +243,7 @@ impl Fleet {
             name_locks: Mutex::default(),
             launch_done: tokio::sync::Notify::new(),
             launched_at: Mutex::default(),
+            removals: Default::default(),
         }
     }
 
@@ -577,7 +580,7 @@ impl Fleet {
                             "evicting the least recently used container to fit the memory budget"
                         );
                         match self.kill(&victim.name).await {
-                            Ok(()) => {}
+                            Ok(()) => self.evicted(victim, spec),
                             Err(e) if e.is_not_found() => {}
                             Err(e) => return Err(e),
                         }
@@ -717,7 +720,7 @@ impl Fleet {
                 "evicting the least recently used container on the node to fit its memory budget"
             );
             match self.kill(&victim.name).await {
-                Ok(()) => {}
+                Ok(()) => self.evicted(victim, spec),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -865,7 +868,7 @@ impl Fleet {
                 "evicting the least recently used container on the node to make room the backend lacked"
             );
             match self.kill(&victim.name).await {
-                Ok(()) => {}
+                Ok(()) => self.evicted(victim, spec),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -948,6 +951,19 @@ impl Fleet {
         }
     }
 
+    /// The containers this fleet removed on its own lately (evictions and
+    /// idle culls, at most [`RECENT_REMOVALS`](crate::RECENT_REMOVALS)),
+    /// newest first. Kept in memory: a restart forgets them.
+    pub fn recent_removals(&self) -> Vec<crate::removals::Removal> {
+        self.removals.newest_first()
+    }
+
+    /// Remembers that `victim` was evicted for the launch of `spec`.
+    fn evicted(&self, victim: &ContainerInfo, spec: &ContainerSpec) {
+        let reason = crate::removals::RemovalReason::Evicted { for_container: spec.name.clone() };
+        self.removals.record(&victim.name, &victim.labels, &self.config.owner_label, reason);
+    }
+
     /// Removes the container, its volumes and resources, and marks its
     /// history.
     ///
@@ -989,6 +1005,8 @@ impl Fleet {
                 match self.kill(&c.name).await {
                     Ok(()) => {
                         tracing::info!(name = %c.name, idle_secs = quiet.as_secs(), "culled idle container");
+                        let reason = crate::removals::RemovalReason::Idle { idle: quiet };
+                        self.removals.record(&c.name, &c.labels, &self.config.owner_label, reason);
                         removed.push(c.name);
                     }
                     Err(e) if e.is_not_found() => {}

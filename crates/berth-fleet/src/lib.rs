@@ -40,11 +40,13 @@ mod error;
 mod fleet;
 #[cfg(feature = "history")]
 mod history;
+mod removals;
 #[cfg(feature = "staging")]
 mod staging;
 
 pub use activity::{ActivityStore, MemoryActivityStore};
 pub use error::{Error, Result};
 pub use fleet::{ContainerResources, DEFAULT_OWNER_LABEL, Fleet, FleetConfig, LaunchAs, LaunchOutcome, RecoveryReport};
+pub use removals::{RECENT_REMOVALS, Removal, RemovalReason};
 #[cfg(feature = "staging")]
 pub use staging::{StagedFile, Stager};

@@ -457,9 +457,10 @@ pub struct StagingSection {
     pub any_peer: bool,
 }
 
-/// The web app at `/` (launch, kill, logs, upload). With `auth.mode =
-/// "none"` it has no login: anyone who reaches it can do what it offers;
-/// with a login mode each user sees their own containers.
+/// The web app at `/` (running containers, launch, fleet, uploads). With
+/// `auth.mode = "none"` it has no login: anyone who reaches it can do what
+/// it offers; with a login mode each user sees their own containers and
+/// uploads.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSection {

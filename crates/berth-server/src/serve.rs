@@ -260,32 +260,6 @@ fn routing(config: &Config) -> Routing {
     }
 }
 
-/// Serves the files of `dirs` (the first holding a name wins) at
-/// `/_berth/data/<name>`; plain names only: no `/`, no `..`, no hidden files.
-fn data_router(dirs: Vec<std::path::PathBuf>) -> Router {
-    use axum::extract::Path as UrlPath;
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    Router::new().route(
-        "/_berth/data/{name}",
-        axum::routing::get(move |UrlPath(name): UrlPath<String>| {
-            let dirs = dirs.clone();
-            async move {
-                if !crate::web::valid_file_name(&name) {
-                    return (StatusCode::NOT_FOUND, "not found\n").into_response();
-                }
-                for dir in &dirs {
-                    if let Ok(bytes) = tokio::fs::read(dir.join(&name)).await {
-                        let ct = berth_staging::content_type_for(&name);
-                        return ([(header::CONTENT_TYPE, ct)], bytes).into_response();
-                    }
-                }
-                (StatusCode::NOT_FOUND, "not found\n").into_response()
-            }
-        }),
-    )
-}
-
 /// The listener containers fetch staged inputs and data files from:
 /// `[staging] bind`, else all interfaces on the public base's port (its
 /// peers are checked, see [`crate::peers`]).
@@ -437,8 +411,8 @@ async fn build(config: &Config) -> anyhow::Result<Built> {
         images: config.api.image_policy(),
     };
     let uploads = config.data_dir.join("uploads");
-    let data_dirs: Vec<std::path::PathBuf> = std::iter::once(uploads.clone()).chain(config.data.dir.clone()).collect();
-    let data = data_router(data_dirs);
+    // Uploads are shared without a login, per user with one.
+    let data = crate::web::data_router(uploads.clone(), config.data.dir.clone(), auth.mode() == AuthMode::None);
     let web = config.web_enabled().then(|| {
         crate::web::web_router(crate::web::WebState {
             api: api.clone(),

@@ -1,10 +1,18 @@
 //! The demo's whole journey in a real browser: the `berth` binary serves
-//! the web app with the CSV viewer as its only tool, and headless Chromium
+//! the web app with the CSV viewer (and a variant of it), and headless Chromium
 //! (driven over WebDriver by `fantoccini`, through a `chromedriver` this
-//! test starts) uploads a CSV, launches the viewer on it, sees berth's
-//! please-wait page turn into the heatmap by itself, and kills the
-//! container again. Screenshots of each step go to
-//! `target/browser-test/` (and `failure.png` when something breaks).
+//! test starts) goes through every page: the empty running list; the
+//! launch page, where it uploads a CSV, unfolds the viewer's card, and
+//! sees a broken parameters field refused beside the field by the browser
+//! and (with the browser's checks off) by the server; berth's please-wait
+//! page turning into the heatmap by itself; the running list updating
+//! without a reload when a container is launched elsewhere; the logs
+//! page following a request made meanwhile; the history page; the fleet
+//! page after an eviction; the list on a phone-sized screen; and kills
+//! that ask first (no, then yes). Screenshots of each step go to
+//! `target/browser-test/` (and `failure.png` when something breaks); with
+//! `BERTH_SCREENSHOTS_TO_DOCS=1` those the README shows are copied into
+//! `docs/screenshots/`.
 //!
 //! Skipped loudly without Chromium and chromedriver (a failure with
 //! `BERTH_REQUIRE_BROWSER=1`) or without a Docker engine (a failure with
@@ -37,6 +45,8 @@ const ROWS: usize = 12;
 const NUMERIC: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
 /// How long the viewer answers 503 after start (`parameters.warmup_secs`).
 const WARMUP_SECS: u64 = 3;
+/// The server's memory budget: two viewers (32 MiB each) fit, a third does not.
+const BUDGET_MB: u64 = 80;
 /// The ends of the viridis scale: each column's minimum and maximum cell.
 const VIRIDIS_MIN: &str = "#440154";
 const VIRIDIS_MAX: &str = "#fde725";
@@ -189,16 +199,21 @@ async fn start_server(dir: &Path, image: &str, run: &TestRun) -> Server {
     let config = format!(
         "listen = \"{addr}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
          [engine]\nendpoints = \"published\"\nnetwork_labels = {{ {network_labels} }}\n\n\
-         [proxy]\nstart_timeout_secs = 60\n\n[data]\ndir = {data:?}\n",
+         [proxy]\nstart_timeout_secs = 60\n\n[fleet]\nmemory_budget_mb = {BUDGET_MB}\n\n[data]\ndir = {data:?}\n",
         network_labels = network_labels.join(", "),
         state = dir.join("state").display().to_string(),
         data = data.display().to_string(),
     );
     let labels: String = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
+    // A second tool (the same image) for the launch page's cards; only
+    // the first is launched.
     let tools = format!(
         "[[tools]]\nname = \"csv-viewer\"\ndescription = \"CSV files as tables and heatmaps.\"\nimage = {image:?}\n\
          port = 80\nmem_reservation_mb = 32\ninput_mode = \"url\"\ndefault_files = []\n\n\
-         [tools.default_parameters]\npalette = \"viridis\"\nwarmup_secs = {WARMUP_SECS}\n\n[tools.labels]\n{labels}"
+         [tools.default_parameters]\npalette = \"viridis\"\nwarmup_secs = {WARMUP_SECS}\n\n[tools.labels]\n{labels}\n\
+         [[tools]]\nname = \"csv-magma\"\ndescription = \"The CSV viewer with the magma palette.\"\nimage = {image:?}\n\
+         port = 80\nmem_reservation_mb = 48\nmax_per_user = 1\ninput_mode = \"url\"\ndefault_files = []\n\n\
+         [tools.default_parameters]\npalette = \"magma\"\n\n[tools.labels]\n{labels}"
     );
     std::fs::write(dir.join("berth.toml"), config).unwrap();
     std::fs::write(dir.join("tools.toml"), tools).unwrap();
@@ -299,8 +314,61 @@ fn shots_dir() -> PathBuf {
     berth_testkit::workspace_root().join("target/browser-test")
 }
 
+/// The journey's screenshots, each with the name it has in
+/// `docs/screenshots/` when it is shown in the README.
+const SHOTS: [(&str, Option<&str>); 11] = [
+    ("01-running-empty.png", None),
+    ("02-launch.png", Some("launch.png")),
+    ("03-launch-errors.png", Some("launch-errors.png")),
+    ("04-please-wait.png", Some("please-wait.png")),
+    ("05-heatmap.png", None),
+    ("06-running.png", Some("running.png")),
+    ("07-logs.png", Some("logs.png")),
+    ("08-history.png", Some("history.png")),
+    ("09-fleet.png", Some("fleet.png")),
+    ("10-running-phone.png", Some("running-phone.png")),
+    ("11-killed.png", None),
+];
+
+/// Environment variable that copies the journey's screenshots into
+/// `docs/screenshots/` (after a change to the web app's looks).
+const ENV_SCREENSHOTS_TO_DOCS: &str = "BERTH_SCREENSHOTS_TO_DOCS";
+
+/// Copies the screenshots the README shows into `docs/screenshots/`.
+fn screenshots_to_docs() {
+    let docs = berth_testkit::workspace_root().join("docs/screenshots");
+    std::fs::create_dir_all(&docs).unwrap();
+    for (shot, doc) in SHOTS {
+        if let Some(doc) = doc {
+            std::fs::copy(shots_dir().join(shot), docs.join(doc)).unwrap_or_else(|e| panic!("copying {shot}: {e}"));
+            eprintln!("docs/screenshots/{doc} from {shot}");
+        }
+    }
+}
+
+/// A screenshot of the whole page (as tall as its content, so small pages
+/// make small pictures).
 async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+    screenshot_of(client, "html", name).await;
+}
+
+/// The browser window's size for the journey.
+const WINDOW: (u32, u32) = (1280, 900);
+
+/// A screenshot of the element `selector` selects, all of it: the window
+/// is made as tall as the page for it (an element screenshot shows only
+/// what is in the window), then set back.
+async fn screenshot_of(client: &Client, selector: &str, name: &str) {
+    let sizes = client
+        .execute("return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]", Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+    let [page, frame] = [0, 1].map(|i| sizes[i].as_u64().unwrap_or(0) as u32);
+    client.set_window_size(WINDOW.0, (page + frame).clamp(WINDOW.1, 3000)).await.expect("a window for the page");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let element = client.find(Locator::Css(selector)).await.unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+    let png = element.screenshot().await.unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+    client.set_window_size(WINDOW.0, WINDOW.1).await.expect("the window back");
     let path = shots_dir().join(name);
     std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     eprintln!("screenshot: {}", path.display());
@@ -338,7 +406,7 @@ async fn server_engine(root_label: &str) -> DockerManager {
 /// What the journey works on.
 struct Journey {
     client: Client,
-    base: String,
+    addr: SocketAddr,
     csv_path: PathBuf,
     uploads: PathBuf,
     name: String,
@@ -346,23 +414,83 @@ struct Journey {
     run_labels: BTreeMap<String, String>,
 }
 
-/// Everything the browser does, from the index to the kill.
+/// `POST path` with a JSON body to the server; `(status, body)`.
+async fn post_json(addr: SocketAddr, path: &str, body: &Value) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The texts of the cells of the running list's row of `name`, once it has one.
+async fn row_cells(client: &Client, name: &str) -> Vec<String> {
+    let xpath = format!("//tbody[@id='running']/tr[@data-name='{name}']/td");
+    poll(&format!("{name}'s row"), Duration::from_secs(20), || {
+        let xpath = xpath.clone();
+        async move {
+            let tds = client.find_all(Locator::XPath(&xpath)).await.ok()?;
+            let mut out = Vec::new();
+            for td in tds {
+                out.push(td.text().await.ok()?);
+            }
+            (!out.is_empty()).then_some(out)
+        }
+    })
+    .await
+}
+
+/// The number of documents this tab has loaded (it grows with every
+/// navigation, reloads included), via a marker a reload would lose.
+async fn mark_page(client: &Client) {
+    client.execute("window.berthMarker = 'still here'", Vec::new()).await.expect("set the marker");
+}
+
+async fn page_kept(client: &Client) -> bool {
+    let v = client.execute("return window.berthMarker || ''", Vec::new()).await.expect("read the marker");
+    v == json!("still here")
+}
+
+/// Everything the browser does, from the empty list to the last kill.
 async fn journey(j: Journey) -> Report {
-    let Journey { client, base, csv_path, uploads, name, root_label, run_labels } = j;
+    let Journey { client, addr, csv_path, uploads, name, root_label, run_labels } = j;
+    let base = format!("http://{addr}");
     let csv = std::fs::read_to_string(&csv_path).unwrap();
 
-    // a. The demo web app's index.
-    client.goto(&format!("{base}/")).await.expect("open the index");
-    let title = client.title().await.expect("title");
-    assert_eq!(title, "tools");
-    let headings = strings(&client, "return Array.from(document.querySelectorAll('h2')).map(e => e.textContent)").await;
-    assert_eq!(headings, ["Running", "Launch", "Upload a data file"]);
+    // a. The running list, empty.
+    client.goto(&format!("{base}/")).await.expect("open the running list");
+    assert_eq!(client.title().await.expect("title"), "Running · berth");
+    let nav =
+        strings(&client, "return Array.from(document.querySelectorAll('header nav a')).map(e => e.textContent)").await;
+    assert_eq!(nav, ["Running", "Launch", "Fleet"]);
+    let current =
+        strings(&client, "return Array.from(document.querySelectorAll('[aria-current=page]')).map(e => e.textContent)")
+            .await;
+    assert_eq!(current, ["Running"]);
     assert!(all(&client, r#"form[action^="/ui/kill/"]"#).await.is_empty(), "no container runs yet");
-    let running = client.find(Locator::Css("table")).await.expect("the running table").text().await.expect("text");
+    let running =
+        client.find(Locator::Css("tbody#running")).await.expect("the running list").text().await.expect("text");
     assert!(running.contains("nothing is running"), "{running}");
-    screenshot(&client, "01-index.png").await;
+    screenshot(&client, "01-running-empty.png").await;
 
-    // b. Upload the CSV through the form.
+    // b. The launch page: upload the CSV through its form.
+    client.find(Locator::LinkText("Launch")).await.expect("the Launch tab").click().await.expect("click");
+    poll("the launch page", Duration::from_secs(10), || {
+        let client = &client;
+        async move { (client.title().await.ok()? == "Launch · berth").then_some(()) }
+    })
+    .await;
+    let headings =
+        strings(&client, "return Array.from(document.querySelectorAll('main h2')).map(e => e.textContent)").await;
+    assert_eq!(headings, ["Tools", "Data files"]);
     let upload = r#"form[action="/ui/upload"]"#;
     let input = client.find(Locator::Css(&format!("{upload} input[type=file][name=file]"))).await.expect("file input");
     input.send_keys(csv_path.to_str().unwrap()).await.expect("choose the file");
@@ -373,28 +501,68 @@ async fn journey(j: Journey) -> Report {
         async move { (!all(client, checkbox).await.is_empty()).then_some(()) }
     })
     .await;
-    assert_eq!(client.current_url().await.expect("url").path(), "/");
+    assert_eq!(client.current_url().await.expect("url").path(), "/ui/launch");
     assert_eq!(std::fs::read_to_string(uploads.join(CSV_NAME)).expect("the upload is stored"), csv);
-    screenshot(&client, "02-uploaded.png").await;
+    let notice = client.find(Locator::Css(".notice")).await.expect("a notice").text().await.expect("text");
+    assert_eq!(notice, format!("{CSV_NAME} was uploaded."));
 
-    // c. Launch the viewer on it.
-    let tool = client
-        .find(Locator::XPath(
-            "//div[contains(concat(' ', normalize-space(@class), ' '), ' tool ')][h3[normalize-space(.)='csv-viewer']]",
-        ))
-        .await
-        .expect("the csv-viewer's launch form");
-    let form = tool.find(Locator::Css(r#"form[action="/ui/launch"]"#)).await.expect("launch form");
-    form.find(Locator::Css("input[name=name]")).await.expect("name input").send_keys(&name).await.expect("type");
+    // c. The viewer's card: its form is folded until asked for.
+    let card_xpath =
+        "//div[contains(concat(' ', normalize-space(@class), ' '), ' tool ')][h3[normalize-space(.)='csv-viewer']]";
+    let card = client.find(Locator::XPath(card_xpath)).await.expect("the csv-viewer's card");
+    let card_text = card.text().await.expect("card text");
+    assert!(card_text.contains("CSV files as tables and heatmaps.") && card_text.contains("32 MiB"), "{card_text}");
+    let form = card.find(Locator::Css(r#"form[action="/ui/launch"]"#)).await.expect("launch form");
+    let name_input = form.find(Locator::Css("input[name=name]")).await.expect("name input");
+    assert!(!name_input.is_displayed().await.expect("displayed?"), "the form starts folded");
+    card.find(Locator::Css("summary")).await.expect("the card's summary").click().await.expect("unfold");
+    name_input.send_keys(&name).await.expect("type");
     let file = form.find(Locator::Css(&checkbox)).await.expect("file checkbox");
     assert!(!file.is_selected().await.expect("checked?"), "the upload is not a default file");
     file.click().await.expect("tick the file");
     assert!(file.is_selected().await.expect("checked?"));
     let params = form.find(Locator::Css("textarea[name=parameters]")).await.expect("parameters");
-    let params: Value = serde_json::from_str(&params.prop("value").await.expect("value").unwrap_or_default())
+    let prefilled: Value = serde_json::from_str(&params.prop("value").await.expect("value").unwrap_or_default())
         .expect("the prefilled parameters are JSON");
-    assert_eq!(params, json!({"palette": "viridis", "warmup_secs": WARMUP_SECS}));
-    let launch = form.find(Locator::Css("button[name=action][value=launch]")).await.expect("launch button");
+    assert_eq!(prefilled, json!({"palette": "viridis", "warmup_secs": WARMUP_SECS}));
+    screenshot(&client, "02-launch.png").await;
+
+    // Broken parameters: the browser says so beside the field and keeps the form.
+    let broken = format!("{{\"palette\": \"viridis\", \"warmup_secs\": {WARMUP_SECS}");
+    params.clear().await.expect("clear");
+    params.send_keys(&broken).await.expect("type");
+    let error = "return document.getElementById('t0-params-err').textContent";
+    let said = client.execute(error, Vec::new()).await.expect("error text");
+    assert!(said.as_str().is_some_and(|s| s.contains("not JSON")), "the browser's check: {said}");
+    let launch_button = r#"button[name=action][value=launch]"#;
+    form.find(Locator::Css(launch_button)).await.expect("launch button").click().await.expect("click");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.current_url().await.expect("url").path(), "/ui/launch", "the browser kept the form");
+    // Past the browser's check (as a script-less browser would be), the
+    // server answers with the form again and the error beside the field.
+    client
+        .execute("document.querySelector('#tool-csv-viewer form').noValidate = true", Vec::new())
+        .await
+        .expect("switch the browser's checks off");
+    form.find(Locator::Css(launch_button)).await.expect("launch button").click().await.expect("click");
+    let server_says = poll("the server's answer to the broken form", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let e = client.find(Locator::Id("t0-params-err")).await.ok()?.text().await.ok()?;
+            (e.contains("parameters are not JSON") && !all(client, ".errors").await.is_empty()).then_some(e)
+        }
+    })
+    .await;
+    eprintln!("the server's check: {server_says}");
+    let form = client.find(Locator::Css("#tool-csv-viewer form")).await.expect("the form again");
+    let kept = form.find(Locator::Css("input[name=name]")).await.expect("name").prop("value").await.expect("value");
+    assert_eq!(kept.as_deref(), Some(name.as_str()), "the name is kept");
+    assert!(form.find(Locator::Css(&checkbox)).await.expect("file").is_selected().await.expect("checked?"));
+    screenshot_of(&client, "#tool-csv-viewer", "03-launch-errors.png").await;
+    let params = form.find(Locator::Css("textarea[name=parameters]")).await.expect("parameters");
+    params.clear().await.expect("clear");
+    params.send_keys(&format!("{broken}}}")).await.expect("type");
+    let launch = form.find(Locator::Css(launch_button)).await.expect("launch button");
     let clicked = Instant::now();
     launch.click().await.expect("click launch");
 
@@ -412,7 +580,7 @@ async fn journey(j: Journey) -> Report {
         async move { (!all(client, r#"#berth-progress li[data-phase="waiting"]"#).await.is_empty()).then_some(()) }
     })
     .await;
-    screenshot(&client, "03-please-wait.png").await;
+    screenshot(&client, "04-please-wait.png").await;
     let status = client.find(Locator::Id("berth-status")).await.expect("#berth-status");
     let status_text = status.text().await.expect("status text");
     let status_phase = status.attr("data-phase").await.expect("data-phase");
@@ -489,37 +657,146 @@ async fn journey(j: Journey) -> Report {
     assert_eq!(summary, format!("{ROWS} rows, {} columns, {} numeric.", NUMERIC.len() + 1, NUMERIC.len()));
     let navigation = strings(&client, "return performance.getEntriesByType('navigation').map(e => e.type)").await;
     let navigation = navigation.join(",");
-    screenshot(&client, "04-heatmap.png").await;
+    screenshot(&client, "05-heatmap.png").await;
 
-    // f. Back on the index, the container is listed; kill it.
-    client.goto(&format!("{base}/")).await.expect("open the index");
-    let row_xpath = format!("//tr[td[1]/a[normalize-space(.)='{name}']]");
-    let row = client.find(Locator::XPath(&row_xpath)).await.expect("the container's row");
-    let cells_text: Vec<String> = {
-        let mut out = Vec::new();
-        for td in row.find_all(Locator::Css("td")).await.expect("cells") {
-            out.push(td.text().await.expect("cell text"));
-        }
-        out
-    };
-    assert_eq!(cells_text[..4], [name.clone(), "csv-viewer".into(), "running".into(), "yes".into()], "{cells_text:?}");
+    // f. Back on the running list, the container is listed.
+    client.goto(&format!("{base}/")).await.expect("open the running list");
+    let cells_text = row_cells(&client, &name).await;
+    eprintln!("running list row: {cells_text:?}");
+    // Name, tool, owner, age, memory, last activity, status, ready.
+    assert_eq!(cells_text[..3], [name.clone(), "csv-viewer".into(), "-".into()], "{cells_text:?}");
+    assert_eq!(cells_text[4], "32 MiB", "{cells_text:?}");
+    assert_eq!(cells_text[5], "just now", "the heatmap's requests: {cells_text:?}");
+    assert_eq!(cells_text[6..8], ["running".to_owned(), "yes".to_owned()], "{cells_text:?}");
+    let badge = client
+        .find(Locator::Css(&format!(r#"tr[data-name="{name}"] .badge"#)))
+        .await
+        .expect("status badge")
+        .attr("class")
+        .await
+        .expect("class");
+    assert_eq!(badge.as_deref(), Some("badge ok"));
     // The registry's extra labels reached the container (so the test run's clean-up covers it).
     let info = server_engine(&root_label).await.inspect(&name).await.expect("inspect the container");
     for (key, value) in &run_labels {
         assert_eq!(info.labels.get(key), Some(value), "label {key} on {name}: {:?}", info.labels);
     }
-    let kill = format!(r#"form[action="/ui/kill/{name}"] button"#);
-    client.find(Locator::Css(&kill)).await.expect("kill button").click().await.expect("click kill");
-    poll("the container's row to go", Duration::from_secs(20), || {
-        let (client, row_xpath) = (&client, &row_xpath);
+    // Live: a container launched elsewhere (the API) appears without a reload.
+    mark_page(&client).await;
+    let second = format!("{name}-b");
+    let (status, body) = post_json(addr, "/api/v1/containers", &json!({"name": second, "tool": "csv-viewer"})).await;
+    assert_eq!(status, 202, "{body}");
+    let second_cells = row_cells(&client, &second).await;
+    assert!(page_kept(&client).await, "the list was reloaded instead of refreshed");
+    eprintln!("the second container appeared live: {second_cells:?}");
+    let live = client.find(Locator::Id("live-status")).await.expect("#live-status").text().await.expect("text");
+    assert!(live.starts_with("Updated "), "{live}");
+    screenshot(&client, "06-running.png").await;
+
+    // g. Its logs, followed in the page: a request made now shows up.
+    let logs_link = format!(r#"tr[data-name="{name}"] a[href="/ui/logs/{name}"]"#);
+    client.find(Locator::Css(&logs_link)).await.expect("logs link").click().await.expect("click");
+    poll("the logs page following", Duration::from_secs(10), || {
+        let client = &client;
+        async move { (!all(client, "pre#log[data-following=yes]").await.is_empty()).then_some(()) }
+    })
+    .await;
+    let text = client.find(Locator::Id("log")).await.expect("#log").text().await.expect("text");
+    assert!(text.contains("listening on 0.0.0.0:80"), "{text}");
+    let marker = "/?followed=logs";
+    let (status, _) = berth_manager::conformance::http_get(addr, &format!("/docker/{name}{marker}")).await.unwrap();
+    assert_eq!(status, 200);
+    poll("the new request in the followed log", Duration::from_secs(10), || {
+        let client = &client;
         async move {
-            let url = client.current_url().await.ok()?;
-            let rows = client.find_all(Locator::XPath(row_xpath)).await.ok()?;
-            (url.path() == "/" && rows.is_empty() && !all(client, "h2").await.is_empty()).then_some(())
+            let text = client.find(Locator::Id("log")).await.ok()?.text().await.ok()?;
+            text.contains(&format!("GET {marker}")).then_some(())
         }
     })
     .await;
-    screenshot(&client, "05-killed.png").await;
+    screenshot(&client, "07-logs.png").await;
+
+    // h. Its request history: a table, newest first.
+    client.find(Locator::LinkText("History")).await.expect("history link").click().await.expect("click");
+    let first = poll("the history table", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let row = client.find(Locator::Css("main tbody tr")).await.ok()?;
+            let mut cells = Vec::new();
+            for td in row.find_all(Locator::Css("td")).await.ok()? {
+                cells.push(td.text().await.ok()?);
+            }
+            (cells.len() == 4).then_some(cells)
+        }
+    })
+    .await;
+    assert_eq!(first[1..3], [format!("/docker/{name}{marker}"), "200".to_owned()], "the newest first: {first:?}");
+    screenshot(&client, "08-history.png").await;
+
+    // i. The fleet: a third container does not fit the budget (80 MiB):
+    // the least recently used one (the second, never visited) is evicted.
+    let (status, _) = berth_manager::conformance::http_get(addr, &format!("/docker/{name}/")).await.unwrap();
+    assert_eq!(status, 200);
+    let third = format!("{name}-c");
+    let (status, body) = post_json(addr, "/api/v1/containers", &json!({"name": third, "tool": "csv-viewer"})).await;
+    assert_eq!(status, 202, "{body}");
+    let evicted: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(evicted["evicted"], json!([second]), "{body}");
+    client.find(Locator::LinkText("Fleet")).await.expect("the Fleet tab").click().await.expect("click");
+    let removals = poll("the eviction on the fleet page", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let text = client.find(Locator::Id("removals")).await.ok()?.text().await.ok()?;
+            text.contains("evicted").then_some(text)
+        }
+    })
+    .await;
+    assert!(removals.contains(&second) && removals.contains(&format!("to make room for {third}")), "{removals}");
+    let main = client.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
+    assert!(main.contains("64 of 80 MiB reserved (80%)"), "{main}");
+    screenshot(&client, "09-fleet.png").await;
+
+    // j. On a phone-sized screen the list turns into cards.
+    client.set_window_size(390, 844).await.expect("phone size");
+    client.goto(&format!("{base}/")).await.expect("open the running list");
+    row_cells(&client, &third).await;
+    let header_hidden = client
+        .execute("return getComputedStyle(document.querySelector('table.list thead')).position", Vec::new())
+        .await
+        .expect("style");
+    assert_eq!(header_hidden, json!("absolute"), "the table's header is out of the way on a phone");
+    let png = client.screenshot().await.expect("the phone's screen");
+    std::fs::write(shots_dir().join("10-running-phone.png"), png).unwrap();
+    client.set_window_size(WINDOW.0, WINDOW.1).await.expect("desktop size");
+
+    // k. Kill, with a confirmation: no, then yes.
+    client.goto(&format!("{base}/")).await.expect("open the running list");
+    row_cells(&client, &name).await;
+    let kill = format!(r#"form[action="/ui/kill/{name}"] button"#);
+    client.find(Locator::Css(&kill)).await.expect("kill button").click().await.expect("click kill");
+    let question = client.get_alert_text().await.expect("the confirmation");
+    assert!(question.starts_with(&format!("Kill {name}?")), "{question}");
+    client.dismiss_alert().await.expect("say no");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!row_cells(&client, &name).await.is_empty(), "still there after saying no");
+    for victim in [&name, &third] {
+        let kill = format!(r#"form[action="/ui/kill/{victim}"] button"#);
+        client.find(Locator::Css(&kill)).await.expect("kill button").click().await.expect("click kill");
+        client.accept_alert().await.expect("say yes");
+        let row_xpath = format!("//tbody[@id='running']/tr[@data-name='{victim}']");
+        poll("the container's row to go", Duration::from_secs(20), || {
+            let (client, row_xpath) = (&client, &row_xpath);
+            async move {
+                let url = client.current_url().await.ok()?;
+                let rows = client.find_all(Locator::XPath(row_xpath)).await.ok()?;
+                (url.path() == "/" && rows.is_empty() && !all(client, "h1").await.is_empty()).then_some(())
+            }
+        })
+        .await;
+        let notice = client.find(Locator::Css(".notice")).await.expect("notice").text().await.expect("text");
+        assert_eq!(notice, format!("{victim} was killed."));
+    }
+    screenshot(&client, "11-killed.png").await;
 
     Report { to_please_wait, to_heatmap, status_text, progress_text, phases, navigation }
 }
@@ -571,9 +848,7 @@ async fn demo_journey_in_a_browser() {
     .unwrap_or_else(|e| panic!("image of berth-csv-viewer: {e}"));
     let dir = TempDir::new("berth-browser-test");
     std::fs::create_dir_all(shots_dir()).unwrap();
-    for old in
-        ["01-index.png", "02-uploaded.png", "03-please-wait.png", "04-heatmap.png", "05-killed.png", "failure.png"]
-    {
+    for old in SHOTS.iter().map(|(shot, _)| shot).chain(&["failure.png"]) {
         let _ = std::fs::remove_file(shots_dir().join(old));
     }
     let csv_path = dir.0.join(CSV_NAME);
@@ -582,13 +857,12 @@ async fn demo_journey_in_a_browser() {
     let server = start_server(&dir.0, &image, &run).await;
     let (_driver, client, driver_log) = start_browser(&dir.0, &browser).await;
     let name = format!("browser-viz-{}", run.id());
-    let base = format!("http://{}", server.addr);
 
     // The journey runs as a task of its own, so that a failed assertion in
     // it still leaves this function the browser to take a screenshot with.
     let outcome = tokio::spawn(journey(Journey {
         client: client.clone(),
-        base,
+        addr: server.addr,
         csv_path,
         uploads: server.uploads.clone(),
         name: name.clone(),
@@ -628,4 +902,7 @@ async fn demo_journey_in_a_browser() {
     assert!(left.is_empty(), "the server's containers left in the engine: {left:?}");
     let gone = engine.inspect(&name).await;
     assert!(matches!(gone, Err(berth_manager::Error::NotFound { .. })), "{name} still in the engine: {gone:?}");
+    if std::env::var(ENV_SCREENSHOTS_TO_DOCS).is_ok_and(|v| v == "1") {
+        screenshots_to_docs();
+    }
 }

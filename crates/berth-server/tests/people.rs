@@ -236,6 +236,7 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
         "/api/v1/containers/{}/logs",
         "/api/v1/containers/{}/history",
         "/ui/logs/{}",
+        "/ui/logs/{}/text",
         "/ui/history/{}",
     ] {
         let (mine, miss) = both(template.to_owned());
@@ -308,6 +309,54 @@ async fn header_checks(front: SocketAddr, berth: SocketAddr, run_id: String) {
     assert_eq!(kill("bob", &a1, &token).send(front).await.status, 404);
     assert_eq!(kill("bob", &b1, "0000").send(front).await.status, 403, "a wrong CSRF token");
     assert_eq!(kill("alice", &b1, &token).send(front).await.status, 403, "bob's token is not alice's");
+    // The list's refreshes and the fleet page do not name alice's containers to bob.
+    for path in ["/ui/running", "/ui/fleet", "/ui/launch"] {
+        let page = bob(Req::get(path)).send(front).await;
+        assert!(page.status == 200 && !page.body.contains(&a1) && !page.body.contains(&ah), "{path}: {page:?}");
+    }
+
+    // Uploads are each user's own: alice's file is in a directory named
+    // by neither her name nor a plain hash of it, listed to her only,
+    // refused to bob's launches, served to containers under that name only.
+    let upload = |user: &str, cookie: &str, token: &str, file: &str, content: &str| {
+        let boundary = "berthTestBoundary";
+        let mut req = as_user(user, Req::method("POST", "/ui/upload"))
+            .header("cookie", &format!("berth_csrf={cookie}"))
+            .header("content-type", &format!("multipart/form-data; boundary={boundary}"));
+        req.body = Some(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n--{boundary}\r\n\
+             Content-Disposition: form-data; name=\"file\"; filename=\"{file}\"\r\nContent-Type: text/csv\r\n\r\n\
+             {content}\r\n--{boundary}--\r\n"
+        ));
+        req
+    };
+    let launch_page = as_user("alice", Req::get("/ui/launch")).send(front).await;
+    let (alice_cookie, alice_token) = csrf_of(&launch_page);
+    let a = upload("alice", &alice_cookie, &alice_token, "secret.csv", "alice only").send(front).await;
+    assert_eq!(a.status, 303, "{a:?}");
+    let alices_page = as_user("alice", Req::get("/ui/launch")).send(front).await.body;
+    let at = alices_page.find("/_berth/data/u-").expect("alice's upload in her launch form") + "/_berth/data/".len();
+    let alices_dir = alices_page[at..at + 34].to_owned();
+    assert!(alices_page[at + 34..].starts_with("/secret.csv"), "{alices_page}");
+    assert!(!alices_dir.contains("alice"), "{alices_dir}");
+    let bobs_page = bob(Req::get("/ui/launch")).send(front).await.body;
+    assert!(!bobs_page.contains(&alices_dir) && !bobs_page.contains("secret.csv"), "{bobs_page}");
+    let staging = SocketAddr::new(berth.ip(), berth.port() + 1);
+    let fetched = Req::get(leak(format!("/_berth/data/{alices_dir}/secret.csv"))).send(staging).await;
+    assert_eq!((fetched.status, fetched.body.as_str()), (200, "alice only"), "{fetched:?}");
+    assert_eq!(Req::get("/_berth/data/secret.csv").send(staging).await.status, 404, "not in a shared namespace");
+    let (bob_cookie, bob_token) = csrf_of(&bob(Req::get("/ui/launch")).send(front).await);
+    let stolen = format!("http%3A%2F%2Fgw%2F_berth%2Fdata%2F{alices_dir}%2Fsecret.csv");
+    for field in ["file", "urls"] {
+        let a = bob(Req::method("POST", "/ui/launch"))
+            .header("cookie", &format!("berth_csrf={bob_cookie}"))
+            .form(&format!(
+                "csrf={bob_token}&tool=probe&name=b9-{run_id}&{field}={stolen}&parameters=%7B%7D&action=launch"
+            ))
+            .send(front)
+            .await;
+        assert!(a.status == 400 && a.body.contains("is not one of your files"), "bob launching with {field}: {a:?}");
+    }
 
     // The admin (group berth-admins) sees and reaches both.
     let list = as_user("root", Req::get("/api/v1/containers")).send(front).await.json();
@@ -623,10 +672,11 @@ async fn oidc_checks(client: &fantoccini::Client, berth: SocketAddr, run_id: &st
     // 2. Launch from the form: the container is alice's, and it never sees
     // berth's cookie.
     let alices = format!("oa-{run_id}");
-    let form = client
-        .find(Locator::XPath("//div[contains(@class,'tool')][h3[normalize-space(.)='probe']]//form"))
-        .await
-        .unwrap();
+    client.goto(&format!("{base}/ui/launch")).await.unwrap();
+    let card =
+        client.find(Locator::XPath("//div[contains(@class,'tool')][h3[normalize-space(.)='probe']]")).await.unwrap();
+    card.find(Locator::Css("summary")).await.unwrap().click().await.unwrap();
+    let form = card.find(Locator::Css("form")).await.unwrap();
     form.find(Locator::Css("input[name=name]")).await.unwrap().send_keys(&alices).await.unwrap();
     form.find(Locator::Css("button[value=launch]")).await.unwrap().click().await.unwrap();
     support::poll("the tool", Duration::from_secs(60), || async {
