@@ -151,7 +151,6 @@ struct Shared {
 ///   flight finish within [`ServerLimits::shutdown_grace`], then close.
 ///
 /// Slow clients are closed quietly: one rate-limited warning says how many.
-
 ///
 /// Cheap to clone: clones share the connection cap and the shutdown signal.
 #[derive(Debug, Clone)]
