@@ -581,6 +581,8 @@ async fn launch(
     let Json(request) = request?;
     let owner = launch_owner(user.as_ref().map(|Extension(u)| u), service.is_some(), &request)?;
     if request.dry_run {
+        // A dry run answers what the launch would: an invalid name is a 400.
+        check_request(&state, &request)?;
         let tool = resolve_tool(&state, &request)?;
         return Ok(Json(json!({"input": input_document(&state, &tool, &request)})).into_response());
     }
@@ -854,7 +856,7 @@ async fn history(
 /// the stream. Each event's data is a `LaunchEvent` (JSON).
 #[utoipa::path(get, path = "/api/v1/containers/{name}/events", params(ContainerName, EventsQuery), responses(
     (status = 200, description = "an event stream of LaunchEvent data, ending after ready, failed or timeout",
-        content_type = "text/event-stream", body = String),
+        content_type = "text/event-stream"),
     (status = 400, description = "a bad query string", body = ErrorBody),
     (status = 404, description = "invalid name", body = ErrorBody),
     (status = 503, description = "too many streams open; retry later", body = ErrorBody,
@@ -1180,7 +1182,7 @@ async fn links(
 /// Remove by label, or idle for `idle_secs` (admins).
 #[utoipa::path(post, path = "/api/v1/purge", request_body = PurgeRequest, responses(
     (status = 200, description = "the removed containers", body = Purged),
-    (status = 400, description = "neither or both of label and idle_secs", body = ErrorBody),
+    (status = 400, description = "neither or both of label and idle_secs, or an empty label", body = ErrorBody),
     (status = 403, description = "not an admin", body = ErrorBody),
     (status = 415, description = "not JSON", body = ErrorBody),
     (status = 422, description = "body not a PurgeRequest", body = ErrorBody),
@@ -1196,7 +1198,7 @@ async fn purge(
         return Err(ApiError(StatusCode::FORBIDDEN, "only admins may purge".into()));
     }
     let removed = match (req.label, req.idle_secs) {
-        (Some(label), None) => state.fleet.purge_by_label(&label, req.value.as_deref()).await?,
+        (Some(label), None) if !label.is_empty() => state.fleet.purge_by_label(&label, req.value.as_deref()).await?,
         (None, Some(secs)) => state.fleet.purge_inactive(Duration::from_secs(secs)).await?,
         _ => return Err(ApiError(StatusCode::BAD_REQUEST, "give either label (and value) or idle_secs".into())),
     };

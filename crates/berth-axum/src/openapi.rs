@@ -91,6 +91,9 @@ pub(crate) fn complete(paths: Document) -> Document {
         if let (Some(body), "/api/v1/containers/{name}/links") = (&mut op.request_body, path) {
             body.required = Some(Required::False);
         }
+        if path == "/api/v1/containers/{name}/events" {
+            describe_events(op);
+        }
     }
     let schemas = &mut doc.components.get_or_insert_with(Default::default).schemas;
     // A launch names a tool, or an image (whose tool the image-only keys
@@ -107,6 +110,30 @@ pub(crate) fn complete(paths: Document) -> Document {
     );
     one_of(schemas.get_mut("PurgeRequest"), json!([given("label"), given("idle_secs")]));
     doc
+}
+
+/// Describes each event of the launch-progress stream. OpenAPI 3.1 has no
+/// way to say what the events of a `text/event-stream` are; OpenAPI 3.2's
+/// `itemSchema` (one schema per event: `event`, `data`, `id`, `retry`)
+/// does, and tools that know it (schemathesis) check each event against
+/// it. It goes in as an extension of the media type, where 3.2 puts it.
+fn describe_events(op: &mut Operation) {
+    let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else { return };
+    let Some(stream) = ok.content.get_mut("text/event-stream") else { return };
+    stream.schema = None;
+    let event = json!({
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["creating", "starting", "waiting", "ready", "failed", "timeout"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/LaunchEvent"},
+            },
+        },
+    });
+    stream.extensions.get_or_insert_with(Extensions::default).insert("itemSchema".into(), event);
 }
 
 /// Rewrites rustdoc links (``[`Item`]``, ``[`Item`](path)``) in every

@@ -187,6 +187,7 @@ pub(crate) struct PurgeRequest {
     pub(crate) value: Option<String>,
     /// Remove containers idle for at least this many seconds.
     #[serde(default, deserialize_with = "integral::option")]
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     pub(crate) idle_secs: Option<u64>,
 }
 
@@ -206,6 +207,7 @@ pub(crate) struct WaitQuery {
 pub(crate) struct LogsQuery {
     /// Only the last this many lines.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     pub(crate) tail: Option<usize>,
     /// Stream new lines as the container writes them, until it stops.
     #[serde(default)]
@@ -218,6 +220,7 @@ pub(crate) struct LogsQuery {
 pub(crate) struct EventsQuery {
     /// A launch ticket: report a failed launch only if it is this one.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     pub(crate) launch: Option<u64>,
 }
 

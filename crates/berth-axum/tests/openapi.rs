@@ -175,3 +175,10 @@ async fn integer_fields_take_integral_floats() {
     let resp = send(&app, Method::POST, "/api/v1/purge", Some(json!({"idle_secs": 0.5}))).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_purge_by_an_empty_label_is_refused() {
+    let app = api().await;
+    let resp = send(&app, Method::POST, "/api/v1/purge", Some(json!({"label": ""}))).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
