@@ -20,12 +20,15 @@
 //!   `BERTH_REQUIRE_DOCKER=1` and `BERTH_REQUIRE_CLUSTER=1`, then the same
 //!   leftover check as `test`.
 //! - `bench proxy|launch|swarm`: the benchmarks (see `bench.rs`).
+//! - `schemathesis [args]`: schemathesis (from PyPI) against `berth serve`
+//!   on the mock backend, open and with a token (see `schemathesis.rs`).
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
 mod bench;
 mod bench_launch;
 mod bench_swarm;
+mod schemathesis;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <images [--real]|test|swarm-test|demo|bench> [args]");
+        eprintln!("usage: cargo xtask <images [--real]|test|swarm-test|demo|bench|schemathesis> [args]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
@@ -61,8 +64,9 @@ fn main() -> ExitCode {
         "swarm-test" => swarm_test(rest),
         "demo" => demo(rest),
         "bench" => bench::run(rest),
+        "schemathesis" => schemathesis::run(rest),
         other => {
-            eprintln!("unknown task {other:?}; tasks: images, test, swarm-test, demo, bench");
+            eprintln!("unknown task {other:?}; tasks: images, test, swarm-test, demo, bench, schemathesis");
             return ExitCode::from(2);
         }
     };
