@@ -24,6 +24,8 @@
 //!   leftover check as `test`.
 //! - `bench proxy|launch|swarm|memory`: the benchmarks (see `bench.rs`,
 //!   `bench_launch.rs`, `bench_swarm.rs`, `bench_memory.rs`).
+//! - `schemathesis [args]`: schemathesis (from PyPI) against `berth serve`
+//!   on the mock backend, open and with a token (see `schemathesis.rs`).
 
 #![allow(clippy::print_stdout)] // A command-line program reports on stdout.
 
@@ -31,6 +33,7 @@ mod bench;
 mod bench_launch;
 mod bench_memory;
 mod bench_swarm;
+mod schemathesis;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <images [--real]|test|swarm-test|demo|bench> [args]");
+        eprintln!("usage: cargo xtask <images [--real]|test|swarm-test|demo|bench|schemathesis> [args]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
@@ -66,8 +69,9 @@ fn main() -> ExitCode {
         "swarm-test" => swarm_test(rest),
         "demo" => demo(rest),
         "bench" => bench::run(rest),
+        "schemathesis" => schemathesis::run(rest),
         other => {
-            eprintln!("unknown task {other:?}; tasks: images, test, swarm-test, demo, bench");
+            eprintln!("unknown task {other:?}; tasks: images, test, swarm-test, demo, bench, schemathesis");
             return ExitCode::from(2);
         }
     };

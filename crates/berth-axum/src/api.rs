@@ -19,20 +19,25 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use berth_fleet::{Fleet, LaunchOutcome};
 use berth_history::{HistoryQuery, HistoryStore};
 use berth_manager::{ContainerInfo, ListFilter, LogOptions};
 use berth_proxy::{Failure, FailureReason, Lookup, RouteTable, TableConfig};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Identity;
 pub use crate::launches::{
     FAILED_LAUNCH_MEMORY, LaunchGuard, LaunchRecord, LaunchState, LaunchTicket, Launches, MAX_EVENT_STREAMS,
     MAX_LAUNCH_RECORDS,
 };
+use crate::schema::{
+    Container, ContainerList, ContainerName, ErrorBody, EventsQuery, History, LaunchAnswer, Link, LinkRequest,
+    LogsQuery, NotReady, PurgeRequest, Purged, ToolList, VolumeList, VolumeName, WaitQuery,
+};
+pub use crate::schema::{LaunchRequest, VolumeRequest};
 use crate::template::Template;
 
 use crate::tools::default_port;
@@ -81,21 +86,43 @@ impl std::fmt::Debug for ApiState {
 
 /// The management API router: `/api/v1/...` and `/healthz`.
 pub fn api_router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
-    let v1 = Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/tools", get(tools))
-        .route("/api/v1/containers", get(list).post(launch))
-        .route("/api/v1/containers/{name}", get(inspect).delete(remove))
-        .route("/api/v1/containers/{name}/logs", get(logs))
-        .route("/api/v1/containers/{name}/history", get(history))
-        .route("/api/v1/containers/{name}/events", get(events))
-        .route("/api/v1/containers/{name}/links", post(links))
-        .route("/api/v1/volumes", get(volumes))
-        .route("/api/v1/volumes/{name}", axum::routing::delete(remove_volume))
-        .route("/api/v1/purge", post(purge))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(state)
+    let (public, protected) = routes();
+    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), bearer));
+    let (router, _) = public.merge(protected).split_for_parts();
+    router.with_state(state)
+}
+
+/// The API's routes, each with its description (`#[utoipa::path]`): those
+/// anyone may call, and those behind the bearer token.
+fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
+    let public = OpenApiRouter::new().routes(routes!(healthz));
+    let protected = OpenApiRouter::new()
+        .routes(routes!(openapi))
+        .routes(routes!(tools))
+        .routes(routes!(list, launch))
+        .routes(routes!(inspect, remove))
+        .routes(routes!(logs))
+        .routes(routes!(history))
+        .routes(routes!(events))
+        .routes(routes!(links))
+        .routes(routes!(volumes))
+        .routes(routes!(remove_volume))
+        .routes(routes!(purge))
+        .routes(routes!(metrics));
+    (public, protected)
+}
+
+/// The OpenAPI 3.1 description of this API, generated from its routes
+/// (see [`crate::openapi`]).
+pub fn openapi_spec() -> utoipa::openapi::OpenApi {
+    let (public, protected) = routes();
+    crate::openapi::complete(public.merge(protected).into_openapi())
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "ok", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// An API error: status and message.
@@ -192,100 +219,10 @@ async fn bearer(State(state): State<ApiState>, headers: HeaderMap, mut req: Requ
     next.run(req).await
 }
 
+/// The tool registry.
+#[utoipa::path(get, path = "/api/v1/tools", responses((status = 200, description = "the tools", body = ToolList)))]
 async fn tools(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({"tools": state.registry.tools}))
-}
-
-/// A launch request (the body of `POST /api/v1/containers`): a registry
-/// `tool`, or an `image` when the server's [`ImagePolicy`] allows it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LaunchRequest {
-    /// Container name.
-    pub name: String,
-    /// Tool name in the registry; empty with `image`.
-    #[serde(default)]
-    pub tool: String,
-    /// An image to launch instead of a registry tool (input by environment,
-    /// no default files or parameters). Refused unless
-    /// [`ApiState::images`] allows it.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// For `image`: the HTTP port inside the container (default 80).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// For `image`: the memory reservation in MiB (default
-    /// [`DEFAULT_IMAGE_MEMORY_MB`]).
-    #[serde(default)]
-    pub mem_reservation_mb: Option<u64>,
-    /// For `image`: the hard memory limit in MiB.
-    #[serde(default)]
-    pub mem_limit_mb: Option<u64>,
-    /// For `image`: the CPU share.
-    #[serde(default)]
-    pub cpus: Option<f64>,
-    /// For `image`: the hard CPU limit.
-    #[serde(default)]
-    pub cpu_limit: Option<f64>,
-    /// For `image`: the size of `/dev/shm` in MiB.
-    #[serde(default)]
-    pub shm_size_mb: Option<u64>,
-    /// For `image`: replaces its `CMD` (templates, see [`ToolDef`]).
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    /// For `image`: replaces its `ENTRYPOINT` (templates).
-    #[serde(default)]
-    pub entrypoint: Option<Vec<String>>,
-    /// For `image`: environment variables (values are templates).
-    #[serde(default)]
-    pub env: Option<BTreeMap<String, String>>,
-    /// For `image`: the working directory (a template).
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// For `image`: the user (a template).
-    #[serde(default)]
-    pub user: Option<String>,
-    /// For `image`: persistent volumes (names are templates).
-    #[serde(default)]
-    pub volumes: Option<Vec<VolumeRequest>>,
-    /// For `image`: the readiness path, under its public root.
-    #[serde(default)]
-    pub ready_path: Option<String>,
-    /// For `image`: statuses that mean ready.
-    #[serde(default)]
-    pub ready_status: Option<Vec<u16>>,
-    /// For `image`: seconds it may take to become ready.
-    #[serde(default)]
-    pub start_timeout_secs: Option<u64>,
-    /// For `image`: whether the proxy strips the path prefix.
-    #[serde(default)]
-    pub strip_prefix: Option<bool>,
-    /// For `image`: `path` or `host` routing only.
-    #[serde(default)]
-    pub routing: Option<berth_manager::RoutingMode>,
-    /// Data-file URLs; the tool's defaults when absent.
-    #[serde(default)]
-    pub files: Option<Vec<String>>,
-    /// Parameters, merged over the tool's defaults.
-    #[serde(default)]
-    pub parameters: Option<Value>,
-    /// Return the input document instead of launching.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Launch on behalf of this user (the container's owner): only for the
-    /// service (the bearer token) and admins.
-    #[serde(default)]
-    pub owner: Option<String>,
-}
-
-/// A persistent volume of an image launch.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeRequest {
-    /// Volume name (a template, e.g. `home-{owner}`).
-    pub name: String,
-    /// Absolute mount path.
-    pub path: String,
 }
 
 impl LaunchRequest {
@@ -358,12 +295,6 @@ impl LaunchRequest {
         tool.check().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
         Ok(tool)
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WaitQuery {
-    #[serde(default)]
-    wait: bool,
 }
 
 /// The input document for `request` of `tool`, as the container will get
@@ -452,7 +383,7 @@ fn image_memory_too_large(state: &ApiState, request: &LaunchRequest) -> bool {
 }
 
 /// Keys of a launch request that only an `image` launch may set.
-const IMAGE_ONLY_KEYS: &[&str] = &[
+pub(crate) const IMAGE_ONLY_KEYS: &[&str] = &[
     "port",
     "mem_reservation_mb",
     "mem_limit_mb",
@@ -567,6 +498,11 @@ async fn launch_unrecorded(
 /// logged-in user who is not an admin (or is limited to some containers)
 /// gets a 403; the service (bearer token), admins, and callers without an
 /// [`Identity`] (no login layer: the demo) read it.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+    (status = 403, description = "a logged-in user who is not an admin", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn metrics(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Response, ApiError> {
     if matches!(&user, Some(Extension(u)) if !u.admin || u.only.is_some()) {
         return Err(ApiError(
@@ -619,6 +555,24 @@ pub fn launch_owner(
     Ok(Some(owner.clone()))
 }
 
+/// Launch a tool (or an allowed image).
+///
+/// 202 once the container exists (200 when it existed already);
+/// `?wait=true` waits for ready (200), failed (502) or its start timeout
+/// (504); `dry_run` returns the input document instead.
+#[utoipa::path(post, path = "/api/v1/containers", params(WaitQuery), request_body = LaunchRequest, responses(
+    (status = 200, description = "existing, ready (?wait=true), or the input document of a dry run", body = LaunchAnswer),
+    (status = 202, description = "launched", body = Container),
+    (status = 400, description = "invalid (name, tool, settings, templates), or a bad query string", body = ErrorBody),
+    (status = 403, description = "image not allowed here, or owner given by a caller who may not launch for others", body = ErrorBody),
+    (status = 409, description = "exists with another spec", body = ErrorBody),
+    (status = 415, description = "not JSON", body = ErrorBody),
+    (status = 422, description = "body not a LaunchRequest, or image unavailable", body = ErrorBody),
+    (status = 429, description = "limit reached", body = ErrorBody),
+    (status = 502, description = "?wait=true: failed (exited, unreachable), with failure.reason and failure.logs", body = Container),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+    (status = 504, description = "?wait=true: not ready within its start timeout, with the phase it is in", body = NotReady),
+))]
 async fn launch(
     State(state): State<ApiState>,
     wait: Result<Query<WaitQuery>, QueryRejection>,
@@ -630,6 +584,8 @@ async fn launch(
     let Json(request) = request?;
     let owner = launch_owner(user.as_ref().map(|Extension(u)| u), service.is_some(), &request)?;
     if request.dry_run {
+        // A dry run answers what the launch would: an invalid name is a 400.
+        check_request(&state, &request)?;
         let tool = resolve_tool(&state, &request)?;
         return Ok(Json(json!({"input": input_document(&state, &tool, &request)})).into_response());
     }
@@ -729,21 +685,26 @@ pub fn placement_of(state: &ApiState, info: &ContainerInfo) -> Option<Placement>
 pub fn describe(state: &ApiState, info: &ContainerInfo) -> Value {
     let ready = matches!(state.table.peek(&info.name), Some(Lookup::Ready(_)));
     let placement = placement_of(state, info);
-    json!({
-        "name": info.name,
-        "tool": info.labels.get(&state.fleet.tool_label()),
-        "owner": info.labels.get(&state.owner_label),
-        "image": info.image,
-        "status": info.state.as_str(),
-        "exit_code": info.exit_code,
-        "ready": ready,
-        "path": placement.as_ref().map(|p| p.path.clone()),
-        "url": placement.as_ref().map(|p| p.url.clone()),
-        "routing": placement.as_ref().map(|p| p.mode.as_str()),
-        "created": unix(info.created),
-        "volumes": info.persistent_volumes,
-        "mem_reservation_mb": info.mem_reservation_mb,
-    })
+    let container = Container {
+        name: info.name.clone(),
+        tool: info.labels.get(&state.fleet.tool_label()).cloned(),
+        owner: info.labels.get(&state.owner_label).cloned(),
+        image: info.image.clone(),
+        status: info.state.as_str().to_owned(),
+        exit_code: info.exit_code,
+        ready,
+        path: placement.as_ref().map(|p| p.path.clone()),
+        url: placement.as_ref().map(|p| p.url.clone()),
+        routing: placement.as_ref().map(|p| p.mode.into()),
+        created: unix(info.created),
+        volumes: info.persistent_volumes.clone(),
+        mem_reservation_mb: info.mem_reservation_mb,
+        last_activity: None,
+        evicted: None,
+        failure: None,
+    };
+    // Serializing strings, numbers and lists cannot fail.
+    serde_json::to_value(container).unwrap_or_default()
 }
 
 /// Non-admin callers only see their own containers.
@@ -761,6 +722,11 @@ pub fn may_see(state: &ApiState, user: Option<&Identity>, name: &str, labels: &B
     }
 }
 
+/// Containers (an owner sees their own).
+#[utoipa::path(get, path = "/api/v1/containers", responses(
+    (status = 200, description = "the containers the caller may see", body = ContainerList),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn list(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Json<Value>, ApiError> {
     let infos = state.fleet.manager().list(&ListFilter::all()).await?;
     let items: Vec<Value> = infos.iter().filter(|i| visible(&state, &user, i)).map(|i| describe(&state, i)).collect();
@@ -775,6 +741,13 @@ async fn find(state: &ApiState, user: &Option<Extension<Identity>>, name: &str) 
     Ok(info)
 }
 
+/// One container.
+#[utoipa::path(get, path = "/api/v1/containers/{name}", params(ContainerName), responses(
+    (status = 200, description = "the container (with last_activity when history is recorded)", body = Container),
+    (status = 400, description = "invalid name", body = ErrorBody),
+    (status = 404, description = "missing", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn inspect(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -792,6 +765,13 @@ async fn inspect(
     Ok(Json(body))
 }
 
+/// Remove a container with its volumes and staged files.
+#[utoipa::path(delete, path = "/api/v1/containers/{name}", params(ContainerName), responses(
+    (status = 204, description = "removed"),
+    (status = 400, description = "invalid name", body = ErrorBody),
+    (status = 404, description = "missing", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn remove(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -802,22 +782,23 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct LogsQuery {
-    #[serde(default)]
-    tail: Option<usize>,
-    #[serde(default)]
-    follow: bool,
-}
-
 /// One log line as the logs endpoint writes it: unix time, space, text.
 fn log_line(l: &berth_manager::LogLine) -> String {
     format!("{:.6} {}\n", unix(l.timestamp), l.line)
 }
 
-/// `GET .../logs`: the lines so far (the last `tail` of them), or with
-/// `follow=true` a body that streams new lines as the container writes
-/// them and ends when it stops.
+/// Log lines, each `<unix time> <text>`.
+///
+/// The lines so far (the last `tail` of them), or with `follow=true` a
+/// body that streams new lines as the container writes them and ends when
+/// it stops.
+#[utoipa::path(get, path = "/api/v1/containers/{name}/logs", params(ContainerName, LogsQuery), responses(
+    (status = 200, description = "log lines; with follow=true a stream that ends when the container stops",
+        content_type = "text/plain", body = String),
+    (status = 400, description = "invalid name, or a bad query string", body = ErrorBody),
+    (status = 404, description = "missing", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn logs(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -842,6 +823,13 @@ async fn logs(
     Ok((headers, text).into_response())
 }
 
+/// Proxied requests, oldest first.
+#[utoipa::path(get, path = "/api/v1/containers/{name}/history", params(ContainerName), responses(
+    (status = 200, description = "history", body = History),
+    (status = 400, description = "invalid name", body = ErrorBody),
+    (status = 404, description = "missing, or this server records no history", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn history(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -864,14 +852,19 @@ async fn history(
     Ok(Json(json!({"name": name, "history": items})))
 }
 
-/// `GET /api/v1/containers/{name}/events`: see [`launch_events`].
-#[derive(Debug, Default, Deserialize)]
-struct EventsQuery {
-    /// The launch ticket to follow (see [`launch_events`]).
-    #[serde(default)]
-    launch: Option<u64>,
-}
-
+/// Launch progress as server-sent events.
+///
+/// One event per phase change, named after the phase: `creating`,
+/// `starting`, `waiting`, then `ready`, `failed` or `timeout`, which end
+/// the stream. Each event's data is a `LaunchEvent` (JSON).
+#[utoipa::path(get, path = "/api/v1/containers/{name}/events", params(ContainerName, EventsQuery), responses(
+    (status = 200, description = "an event stream of LaunchEvent data, ending after ready, failed or timeout",
+        content_type = "text/event-stream"),
+    (status = 400, description = "a bad query string", body = ErrorBody),
+    (status = 404, description = "invalid name", body = ErrorBody),
+    (status = 503, description = "too many streams open; retry later", body = ErrorBody,
+        headers(("Retry-After" = u32, description = "seconds"))),
+))]
 async fn events(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -1054,8 +1047,12 @@ fn may_see_volume(state: &ApiState, user: Option<&Identity>, volume: &berth_mana
     }
 }
 
-/// `GET /api/v1/volumes`: persistent volumes (an owner sees their own),
-/// with the containers that mount them.
+/// Persistent volumes (an owner sees their own), with the containers
+/// mounting them.
+#[utoipa::path(get, path = "/api/v1/volumes", responses(
+    (status = 200, description = "the volumes the caller may see", body = VolumeList),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn volumes(State(state): State<ApiState>, user: Option<Extension<Identity>>) -> Result<Json<Value>, ApiError> {
     let manager = state.fleet.manager();
     let user = user.as_ref().map(|Extension(u)| u);
@@ -1078,8 +1075,15 @@ async fn volumes(State(state): State<ApiState>, user: Option<Extension<Identity>
     Ok(Json(json!({"volumes": items})))
 }
 
-/// `DELETE /api/v1/volumes/{name}`: removes a persistent volume and its
-/// data (409 while a container mounts it).
+/// Remove a persistent volume and its data (409 while a container mounts
+/// it).
+#[utoipa::path(delete, path = "/api/v1/volumes/{name}", params(VolumeName), responses(
+    (status = 204, description = "removed"),
+    (status = 403, description = "owned by someone else", body = ErrorBody),
+    (status = 404, description = "missing", body = ErrorBody),
+    (status = 409, description = "in use by a container", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn remove_volume(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -1117,17 +1121,21 @@ pub const MAX_LINK_TTL: Duration = Duration::from_secs(3600);
 /// Validity of a hand-off link that asks for none.
 pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(60);
 
-/// The body of `POST /api/v1/containers/{name}/links` (optional).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkRequest {
-    /// Seconds the link is valid (default 60, at most 3600).
-    #[serde(default)]
-    ttl_secs: Option<u64>,
-}
-
-/// `POST /api/v1/containers/{name}/links`: a hand-off link for the
-/// container's owner (the service and admins only).
+/// A hand-off link for the container's owner.
+///
+/// A short-lived, single-use link giving a browser a session for the
+/// container's owner, limited to this container (the service token or an
+/// admin only).
+#[utoipa::path(post, path = "/api/v1/containers/{name}/links", params(ContainerName),
+    request_body(content = Option<LinkRequest>, description = "optional", content_type = "application/json"),
+    responses(
+        (status = 201, description = "the link", body = Link),
+        (status = 400, description = "bad body or ttl, or the container has no owner", body = ErrorBody),
+        (status = 403, description = "not the service or an admin", body = ErrorBody),
+        (status = 404, description = "missing, or this server issues no links", body = ErrorBody),
+        (status = 415, description = "a body that is not JSON", body = ErrorBody),
+        (status = 503, description = "engine unavailable", body = ErrorBody),
+    ))]
 async fn links(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -1174,17 +1182,15 @@ async fn links(
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    #[serde(default)]
-    label: Option<String>,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    idle_secs: Option<u64>,
-}
-
+/// Remove by label, or idle for `idle_secs` (admins).
+#[utoipa::path(post, path = "/api/v1/purge", request_body = PurgeRequest, responses(
+    (status = 200, description = "the removed containers", body = Purged),
+    (status = 400, description = "neither or both of label and idle_secs, or an empty label", body = ErrorBody),
+    (status = 403, description = "not an admin", body = ErrorBody),
+    (status = 415, description = "not JSON", body = ErrorBody),
+    (status = 422, description = "body not a PurgeRequest", body = ErrorBody),
+    (status = 503, description = "engine unavailable", body = ErrorBody),
+))]
 async fn purge(
     State(state): State<ApiState>,
     user: Option<Extension<Identity>>,
@@ -1195,155 +1201,26 @@ async fn purge(
         return Err(ApiError(StatusCode::FORBIDDEN, "only admins may purge".into()));
     }
     let removed = match (req.label, req.idle_secs) {
-        (Some(label), None) => state.fleet.purge_by_label(&label, req.value.as_deref()).await?,
+        (Some(label), None) if !label.is_empty() => state.fleet.purge_by_label(&label, req.value.as_deref()).await?,
         (None, Some(secs)) => state.fleet.purge_inactive(Duration::from_secs(secs)).await?,
         _ => return Err(ApiError(StatusCode::BAD_REQUEST, "give either label (and value) or idle_secs".into())),
     };
     Ok(Json(json!({"removed": removed})))
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses(
+    (status = 200, description = "the OpenAPI 3.1 document", body = Object),
+))]
 async fn openapi(State(state): State<ApiState>) -> Json<Value> {
-    let mut doc = openapi_document();
-    // This server's tools, so that clients (and API fuzzers) know them.
-    let names: Vec<&str> = state.registry.tools.iter().map(|t| t.name.as_str()).collect();
-    if !names.is_empty() {
-        doc["components"]["schemas"]["LaunchRequest"]["properties"]["tool"]["enum"] = json!(names);
-    }
-    Json(doc)
+    Json(openapi_document(&state))
 }
 
-/// The OpenAPI 3.1 description of this API.
-pub fn openapi_document() -> Value {
-    let error = json!({"$ref": "#/components/schemas/Error"});
-    let name = json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"});
-    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": name});
-    let resp =
-        |desc: &str, schema: Value| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
-    let mut doc = json!({
-        "openapi": "3.1.0",
-        "info": {"title": "berth management API", "version": "1"},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-                "Container": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "tool": {"type": ["string", "null"]}, "owner": {"type": ["string", "null"]},
-                    "image": {"type": "string"}, "status": {"type": "string"}, "exit_code": {"type": ["integer", "null"]},
-                    "ready": {"type": "boolean"}, "path": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
-                    "routing": {"type": ["string", "null"], "enum": ["path", "host", null]}, "created": {"type": "number"},
-                    "volumes": {"type": "array", "items": {"type": "string"}},
-                    "mem_reservation_mb": {"type": ["integer", "null"]}, "last_activity": {"type": "number"}}},
-                "Volume": {"type": "object", "properties": {"name": {"type": "string"}, "owner": {"type": ["string", "null"]},
-                    "used_by": {"type": "array", "items": {"type": "string"}}}},
-                "LaunchRequest": {"type": "object", "required": ["name"], "additionalProperties": false,
-                    "description": "A registry tool, or an image when the server allows it (403 otherwise)",
-                    "oneOf": [
-                        {"required": ["tool"], "not": {"anyOf": IMAGE_ONLY_KEYS.iter().map(|k| json!({"required": [k]})).collect::<Vec<_>>()}},
-                        {"required": ["image"]}],
-                    "properties": {
-                    "name": name, "tool": {"type": "string", "minLength": 1}, "image": {"type": "string", "minLength": 1},
-                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                    "mem_reservation_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
-                    "mem_limit_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
-                    "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024},
-                    "cpu_limit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024},
-                    "shm_size_mb": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_MEM_RESERVATION_MB},
-                    "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "templates: {name} {public_path} {public_url} {owner} {port}"},
-                    "entrypoint": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "working_dir": {"type": "string"}, "user": {"type": "string"},
-                    "volumes": {"type": "array", "items": {"type": "object", "required": ["name", "path"], "additionalProperties": false,
-                        "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}},
-                    "ready_path": {"type": "string"},
-                    "ready_status": {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}},
-                    "start_timeout_secs": {"type": "integer", "minimum": 1, "maximum": berth_manager::MAX_START_TIMEOUT_SECS},
-                    "strip_prefix": {"type": "boolean"}, "routing": {"type": "string", "enum": ["path", "host"]},
-                    "files": {"type": "array", "items": {"type": "string"}},
-                    "parameters": {"type": "object"}, "dry_run": {"type": "boolean"},
-                    "owner": {"type": "string", "minLength": 1, "maxLength": 255, "description": "launch on behalf of this user (service token or admin only)"}}},
-                "LinkRequest": {"type": "object", "additionalProperties": false,
-                    "properties": {"ttl_secs": {"type": "integer", "minimum": 1, "maximum": MAX_LINK_TTL.as_secs()}}},
-                "Link": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "user": {"type": "string"},
-                    "container": {"type": "string"}, "expires_in_secs": {"type": "integer"}}},
-                "PurgeRequest": {"type": "object", "additionalProperties": false,
-                    "description": "label (with an optional value), or idle_secs",
-                    "oneOf": [{"required": ["label"]}, {"required": ["idle_secs"]}],
-                    "properties": {"label": {"type": "string", "minLength": 1}, "value": {"type": ["string", "null"]},
-                        "idle_secs": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}},
-            }
-        },
-        // A server without a token asks for none.
-        "security": [{"bearer": []}, {}],
-        "paths": {
-            "/api/v1/tools": {"get": {"summary": "The tool registry", "responses": {"200": resp("tools", json!({"type": "object"}))}}},
-            "/api/v1/containers": {
-                "get": {"summary": "Containers (an owner sees their own)", "responses": {"200": resp("containers", json!({"type": "object"}))}},
-                "post": {"summary": "Launch a tool (202 once the container exists; ?wait=true waits for ready or failed; dry_run returns the input document)",
-                    "parameters": [{"name": "wait", "in": "query", "schema": {"type": "boolean"}}],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LaunchRequest"}}}},
-                    "responses": {"200": resp("existing, ready, or dry run", json!({"type": "object"})),
-                        "202": resp("launched", json!({"$ref": "#/components/schemas/Container"})),
-                        "400": resp("invalid, or a bad query string", error.clone()), "403": resp("image not allowed, or owner given by a user who may not launch for others", error.clone()), "409": resp("exists with another spec", error.clone()),
-                        "415": resp("not JSON", error.clone()),
-                        "422": resp("body not a LaunchRequest, or image unavailable", error.clone()), "429": resp("limit reached", error.clone()),
-                        "502": resp("?wait=true: failed (exited, unreachable), with failure.reason and failure.logs", json!({"type": "object"})),
-                        "503": resp("engine unavailable", error.clone()),
-                        "504": resp("?wait=true: not ready within its start timeout, with phase (starting, waiting) and the container (its failure.reason and failure.logs when the route table gave up)", json!({"type": "object", "properties": {"error": {"type": "string"}, "phase": {"type": "string"}, "container": {"type": "object"}}}))}}
-            },
-            "/api/v1/containers/{name}": {
-                "parameters": [name_param.clone()],
-                "get": {"summary": "One container", "responses": {"200": resp("container", json!({"$ref": "#/components/schemas/Container"})), "404": resp("missing", error.clone())}},
-                "delete": {"summary": "Remove it with its volumes and staged files", "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone())}}
-            },
-            "/api/v1/containers/{name}/logs": {"parameters": [name_param.clone()], "get": {"summary": "Log lines with timestamps",
-                "parameters": [{"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "follow", "in": "query", "description": "stream new lines until the container stops", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "text", "content": {"text/plain": {}}}, "404": resp("missing", error.clone())}}},
-            "/api/v1/containers/{name}/history": {"parameters": [name_param.clone()], "get": {"summary": "Proxied requests, oldest first",
-                "responses": {"200": resp("history", json!({"type": "object"})), "404": resp("missing", error.clone())}}},
-            "/api/v1/containers/{name}/events": {"get": {"summary": "Launch progress as server-sent events: creating, starting, waiting, then ready, failed or timeout; data is JSON with name, phase, age_secs",
-                "parameters": [name_param.clone(),
-                    {"name": "launch", "in": "query", "description": "a launch ticket: report a failed launch only if it is this one", "schema": {"type": "integer"}}],
-                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": resp("invalid name", error.clone())}}},
-            "/api/v1/containers/{name}/links": {"parameters": [name_param.clone()], "post": {"summary": "A short-lived, single-use hand-off link giving a browser a session for the container's owner, limited to this container (service token or admin)",
-                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LinkRequest"}}}},
-                "responses": {"201": resp("link", json!({"$ref": "#/components/schemas/Link"})), "400": resp("bad ttl, or the container has no owner", error.clone()),
-                    "415": resp("a body that is not JSON", error.clone()),
-                    "403": resp("not the service or an admin", error.clone()), "404": resp("missing, or this server issues no links", error.clone())}}},
-            "/api/v1/volumes": {"get": {"summary": "Persistent volumes (an owner sees their own), with the containers mounting them",
-                "responses": {"200": resp("volumes", json!({"type": "object", "properties": {"volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}}}))}}},
-            "/api/v1/volumes/{name}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "delete": {"summary": "Remove a persistent volume and its data",
-                "responses": {"204": {"description": "removed"}, "404": resp("missing", error.clone()), "409": resp("in use by a container", error.clone())}}},
-            "/api/v1/purge": {"post": {"summary": "Remove by label, or idle for idle_secs (admins)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}},
-                "responses": {"200": resp("removed names", json!({"type": "object"})), "400": resp("invalid", error.clone()),
-                    "403": resp("not an admin", error.clone()), "415": resp("not JSON", error.clone()), "422": resp("body not a PurgeRequest", error.clone())}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics: requests by container and status, latency histogram, launches, evictions, running containers (the service token or an admin when users log in)",
-                "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}},
-                    "403": resp("a logged-in user who is not an admin", error.clone())}}},
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
-        }
-    });
-    // What every operation may answer besides its own statuses.
-    if let Some(paths) = doc["paths"].as_object_mut() {
-        for (path, item) in paths.iter_mut() {
-            for (method, op) in item.as_object_mut().into_iter().flatten() {
-                let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
-                if path != "/healthz" {
-                    responses.insert("401".into(), resp("a bearer token is required", error.clone()));
-                }
-                if path.contains("{name}") || method == "post" {
-                    responses.entry("400").or_insert_with(|| resp("invalid request", error.clone()));
-                }
-                if method == "post" {
-                    responses.insert("413".into(), resp("body too large", error.clone()));
-                }
-            }
-        }
-    }
-    if let Some(events) = doc["paths"]["/api/v1/containers/{name}/events"]["get"]["responses"].as_object_mut() {
-        events.insert("503".into(), resp("too many streams open; retry later", error));
-    }
-    doc
+/// The OpenAPI 3.1 description of this API as `/api/v1/openapi.json`
+/// serves it: [`openapi_spec`] with the names of `state`'s tools as the
+/// values a tool launch may name.
+pub fn openapi_document(state: &ApiState) -> Value {
+    static SPEC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    let names: Vec<&str> = state.registry.tools.iter().map(|t| t.name.as_str()).collect();
+    crate::openapi::to_json(SPEC.get_or_init(openapi_spec), &names)
 }

@@ -16,8 +16,8 @@
 //! - [`staging_router`]: serves staged inputs to containers;
 //! - [`api::api_router`]: the management API (`/api/v1`: tools, launch with
 //!   dry run and wait, list, inspect, remove, logs, history, purge; an
-//!   OpenAPI document; bearer-token protection) over a
-//!   [`Fleet`](berth_fleet::Fleet).
+//!   OpenAPI document generated from the code ([`openapi`], [`schema`]);
+//!   bearer-token protection) over a [`Fleet`](berth_fleet::Fleet).
 //!
 //! # Example
 //!
@@ -39,15 +39,14 @@
 //! # }
 //! ```
 
-// The OpenAPI document is one `json!` literal, deeper than the default limit.
-#![recursion_limit = "256"]
-
 pub mod api;
 mod auth;
 mod host;
 mod launches;
 pub mod layers;
 pub mod metrics;
+pub mod openapi;
+pub mod schema;
 mod service;
 pub mod template;
 mod tools;

@@ -243,6 +243,32 @@ impl<'de> Deserialize<'de> for EnvName {
     }
 }
 
+impl utoipa::PartialSchema for Template {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A template: {name}, {public_path}, {public_url}, {owner} and {port} are filled in per launch; \
+                 {{ and }} are literal braces",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Template {}
+
+impl utoipa::PartialSchema for EnvName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z_][A-Za-z0-9_]*$"))
+            .description(Some("An environment variable name, not one berth sets itself"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EnvName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

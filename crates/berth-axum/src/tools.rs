@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::template::{ANONYMOUS_OWNER, EnvName, Template, TemplateVars};
 
 /// How a tool receives its input document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InputDelivery {
     /// Environment variable `INPUT_JSON`.
@@ -24,7 +24,7 @@ pub enum InputDelivery {
 
 /// A persistent volume of a tool: a named volume mounted at `path`, kept
 /// when the container goes (see [`berth_manager::PersistentVolume`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeDef {
     /// Volume name, templated: `home-{owner}` gives each user their own.
@@ -40,7 +40,7 @@ pub struct VolumeDef {
 /// names are [`Template`]s: `{name}`, `{public_path}`, `{public_url}`,
 /// `{owner}` and `{port}` are filled in per launch. Every container also
 /// gets `BERTH_NAME`, `BERTH_PUBLIC_PATH` and `BERTH_PUBLIC_URL`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolDef {
     /// Registry name (what launch requests name).
@@ -85,6 +85,7 @@ pub struct ToolDef {
     pub user: Option<Template>,
     /// Parameters merged under the caller's.
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub default_parameters: Value,
     /// Data-file URLs used when the caller gives none.
     #[serde(default)]
@@ -122,6 +123,7 @@ pub struct ToolDef {
     /// Serve it only by path or only by hostname (when the server does
     /// both); the server's default routing when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::Routing>)]
     pub routing: Option<RoutingMode>,
     /// Extra labels on the tool's containers (keys under the manager's root
     /// label are reserved and refused at launch).

@@ -120,6 +120,9 @@ async fn launch_inspect_history_remove() {
     assert_eq!(dry["input"]["file_relationships"], json!(["http://data.example/a.csv"]));
     assert_eq!(dry["input"]["api_prefix"], "/docker/v1/");
     assert_eq!(call(&app, "GET", "/api/v1/containers", None, None).await.1["containers"], json!([]));
+    // A dry run checks what the launch would (schemathesis found it did not).
+    let req = json!({"name": "v1*", "tool": "viewer", "dry_run": true});
+    assert_eq!(call(&app, "POST", "/api/v1/containers", Some(req), None).await.0, StatusCode::BAD_REQUEST);
 
     // Launch and wait for ready.
     let req = json!({"name": "v1", "tool": "viewer", "files": ["http://data.example/b.csv"]});
