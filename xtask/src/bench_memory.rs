@@ -35,6 +35,10 @@ const MARK_END: &str = "<!-- bench:memory:end -->";
 /// Launches in flight at once while filling up.
 const PARALLEL: usize = 16;
 
+/// How long the idle measurement waits: two of the proxy's pool idle
+/// timeouts (60 s each) and a little.
+const IDLE_WAIT: Duration = Duration::from_secs(125);
+
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -105,8 +109,30 @@ fn parse(args: &[String]) -> anyhow::Result<Vec<usize>> {
 struct Row {
     /// Routed containers.
     containers: usize,
-    /// Resident memory (`VmRSS`) in KiB.
-    rss_kib: u64,
+    /// When it was taken.
+    when: When,
+    /// Resident memory (`VmRSS`), and its anonymous (`RssAnon`: heap,
+    /// stacks) and file-backed (`RssFile`: the binary's pages) parts, in
+    /// KiB.
+    rss: Rss,
+}
+
+/// When a point was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// 2 s after the step's last request: the proxy's pooled upstream
+    /// connections (one per container and serving thread used) are open.
+    JustRouted,
+    /// After the pool's idle timeout: those connections are closed.
+    Idle,
+}
+
+/// The resident memory of a process, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
 }
 
 /// The running `berth serve`, stopped on drop.
@@ -146,13 +172,18 @@ impl Server {
         Ok(Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) })
     }
 
-    /// `VmRSS` of the server, in KiB.
-    fn rss_kib(&self) -> anyhow::Result<u64> {
+    /// The server's resident memory.
+    fn rss(&self) -> anyhow::Result<Rss> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let line =
-            status.lines().find_map(|l| l.strip_prefix("VmRSS:")).with_context(|| format!("no VmRSS in {path}"))?;
-        line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("bad VmRSS {line:?}"))
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(':')))
+                .with_context(|| format!("no {name} in {path}"))?;
+            line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("bad {name} {line:?}"))
+        };
+        Ok(Rss { total: field("VmRSS")?, anon: field("RssAnon")?, file: field("RssFile")? })
     }
 }
 
@@ -191,10 +222,24 @@ async fn measure(server: &Server, steps: &[usize]) -> anyhow::Result<Vec<Row>> {
         }
         // Let the history's and the route table's background work settle.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss_kib = server.rss_kib()?;
-        println!("{target:>5} containers routed: VmRSS {:.1} MiB", rss_kib as f64 / 1024.0);
-        rows.push(Row { containers: target, rss_kib });
+        let rss = server.rss()?;
+        println!("{target:>5} containers routed: VmRSS {}", mib(rss.total));
+        rows.push(Row { containers: target, when: When::JustRouted, rss });
     }
+    // The proxy closes pooled connections idle for its pool timeout (60 s),
+    // looking every timeout: within two of them.
+    let Some(&last) = steps.last() else { return Ok(rows) };
+    println!("waiting {IDLE_WAIT:?} for the pooled upstream connections to idle out");
+    tokio::time::sleep(IDLE_WAIT).await;
+    // A few requests, so the allocator's background purge has run its
+    // decay since the connections went.
+    for _ in 0..20 {
+        request(server.addr, "GET", "/healthz", None).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rss = server.rss()?;
+    println!("{last:>5} containers, idle connections closed: VmRSS {}", mib(rss.total));
+    rows.push(Row { containers: last, when: When::Idle, rss });
     Ok(rows)
 }
 
@@ -241,28 +286,49 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// `kib` as MiB with one decimal.
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 /// The generated section.
 fn section(command: &str, rows: &[Row], took: Duration) -> String {
     let mut out = format!(
         "\n## Memory per routed container\n\n\
          Measured {date} with `{command}` (took {took:.0?}): `berth serve` (release build, default \
          configuration, `[engine] backend = \"mock\"`), each container launched through the API as a registry \
-         tool and sent one request through the proxy. `VmRSS` of the process, 2 s after the last launch of each \
-         step. The mock containers are servers inside the same process (a listening socket and a task each), so \
-         the figures include them: an upper bound of berth's own cost per route.\n\n\
-         | routed containers | resident memory | per container, from the step before |\n\
-         |---:|---:|---:|\n",
+         tool and sent one request through the proxy. Resident memory of the process (`VmRSS`), and its \
+         anonymous (heap, stacks: `RssAnon`) and file-backed (the binary's code pages: `RssFile`) parts. \
+         *Just routed* is 2 s after the step's last request, when the proxy still holds a pooled connection to \
+         each container (about 16 KiB each with its buffers); *idle* is after the pool's idle timeout closed \
+         them, the steady state of containers nobody is using. The mock containers are servers inside the \
+         same process (a listening socket, a task and their state each), so the figures include them: an \
+         upper bound of berth's own cost per route.\n\n\
+         | routed containers | when | resident | anonymous | file-backed | anonymous per container, from the row before |\n\
+         |---:|:---|---:|---:|---:|---:|\n",
         date = crate::bench::utc_now(),
     );
     let mut previous: Option<Row> = None;
     for row in rows {
         let per = match previous {
-            Some(p) if row.containers > p.containers => {
-                format!("{:.1} KiB", (row.rss_kib as f64 - p.rss_kib as f64) / (row.containers - p.containers) as f64)
-            }
+            Some(p) if row.containers > p.containers => format!(
+                "{:.1} KiB",
+                (row.rss.anon as f64 - p.rss.anon as f64) / (row.containers - p.containers) as f64
+            ),
             _ => "–".to_owned(),
         };
-        let _ = writeln!(out, "| {} | {:.1} MiB | {per} |", row.containers, row.rss_kib as f64 / 1024.0);
+        let when = match row.when {
+            When::JustRouted => "just routed",
+            When::Idle => "idle",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {when} | {} | {} | {} | {per} |",
+            row.containers,
+            mib(row.rss.total),
+            mib(row.rss.anon),
+            mib(row.rss.file)
+        );
         previous = Some(*row);
     }
     out.push('\n');

@@ -179,7 +179,12 @@ impl<H: ProxyHooks> Proxy<H> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        // The timer makes the pool close idle connections after
+        // `pool_idle_timeout`; without it they were only dropped when next
+        // checked out, so a container's idle connection (and its buffers,
+        // some 10 KiB) stayed until the container went away.
         let client = Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
