@@ -300,8 +300,9 @@ fn section(command: &str, rows: &[Row], took: Duration) -> String {
          tool and sent one request through the proxy. Resident memory of the process (`VmRSS`), and its \
          anonymous (heap, stacks: `RssAnon`) and file-backed (the binary's code pages: `RssFile`) parts. \
          *Just routed* is 2 s after the step's last request, when the proxy still holds a pooled connection to \
-         each container (about 16 KiB each with its buffers); *idle* is after the pool's idle timeout closed \
-         them, the steady state of containers nobody is using. The mock containers are servers inside the \
+         each container, and the mock container the other end of it, with their buffers, in the same \
+         process; *idle* is after the pool's idle timeout closed them, the steady state of containers \
+         nobody is using. The mock containers are servers inside the \
          same process (a listening socket, a task and their state each), so the figures include them: an \
          upper bound of berth's own cost per route.\n\n\
          | routed containers | when | resident | anonymous | file-backed | anonymous per container, from the row before |\n\

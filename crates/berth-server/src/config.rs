@@ -235,7 +235,8 @@ pub struct SwarmSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Threads serving the main listener, each a single-threaded runtime
-    /// with its own socket (`SO_REUSEPORT`) and upstream connection pool;
+    /// with its own upstream connection pool, fed connections by one
+    /// accepting thread (each goes to the thread serving the fewest);
     /// default: the number of CPUs.
     #[serde(default)]
     pub threads: Option<usize>,
