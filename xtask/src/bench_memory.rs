@@ -312,10 +312,9 @@ fn section(command: &str, rows: &[Row], took: Duration) -> String {
     let mut previous: Option<Row> = None;
     for row in rows {
         let per = match previous {
-            Some(p) if row.containers > p.containers => format!(
-                "{:.1} KiB",
-                (row.rss.anon as f64 - p.rss.anon as f64) / (row.containers - p.containers) as f64
-            ),
+            Some(p) if row.containers > p.containers => {
+                format!("{:.1} KiB", (row.rss.anon as f64 - p.rss.anon as f64) / (row.containers - p.containers) as f64)
+            }
             _ => "–".to_owned(),
         };
         let when = match row.when {
