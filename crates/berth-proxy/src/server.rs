@@ -15,7 +15,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -128,6 +128,38 @@ struct Shared {
     shutdown: Shutdown,
     slow: SlowClients,
     open: AtomicU64,
+}
+
+impl Shared {
+    /// The next connection to serve and its slot under the connection cap,
+    /// or `None` once the shutdown is triggered. Room under the cap comes
+    /// first: at the cap, connections wait in the listener's backlog, not
+    /// accepted and unserved. A failed accept (out of file descriptors,
+    /// mostly) is logged and retried after a pause, never in a spin.
+    async fn next_connection(
+        &self,
+        listener: &TcpListener,
+        local: &(dyn std::fmt::Debug + Sync),
+    ) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+        let permit = tokio::select! {
+            biased;
+            () = self.shutdown.triggered() => return None,
+            permit = self.permits.clone().acquire_owned() => permit.ok()?,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.triggered() => return None,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => return Some((permit, stream, peer)),
+                    Err(e) => {
+                        tracing::warn!(?local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// A [`Server`] accepts connections and hands each request to a
@@ -246,32 +278,8 @@ impl Server {
         let connections = TaskTracker::new();
         let shared = &self.shared;
         loop {
-            // Accept first, then wait for room under the cap: with one
-            // listening socket per thread (SO_REUSEPORT) the kernel has
-            // already picked the thread of a waiting connection, so a
-            // thread must not hold a free slot while waiting on its own
-            // listener. At the cap, each listener holds at most one
-            // accepted connection unserved; the rest wait in the backlog.
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = shared.shutdown.triggered() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors, mostly: wait, do not spin.
-                        tracing::warn!(%local, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let permit = tokio::select! {
-                biased;
-                () = shared.shutdown.triggered() => break,
-                permit = shared.permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
+            let Some((permit, stream, peer)) = shared.next_connection(&listener, &local).await else {
+                break;
             };
             let _ = stream.set_nodelay(true);
             let service = service.clone();
@@ -369,26 +377,8 @@ impl Server {
             tracing::debug!(?local, workers = workers.len(), "accepting");
             let mut next = 0usize;
             loop {
-                let permit = tokio::select! {
-                    biased;
-                    () = shared.shutdown.triggered() => break,
-                    permit = shared.permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                };
-                let (stream, peer) = tokio::select! {
-                    biased;
-                    () = shared.shutdown.triggered() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Out of file descriptors, mostly: wait, do not spin.
-                            tracing::warn!(?local, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                let Some((permit, stream, peer)) = shared.next_connection(&listener, &local).await else {
+                    break;
                 };
                 let _ = stream.set_nodelay(true);
                 let stream = match stream.into_std() {

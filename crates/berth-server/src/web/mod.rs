@@ -875,26 +875,10 @@ fn check_url(url: &str, dir: &UploadDir) -> Result<(), String> {
     Ok(())
 }
 
-/// `s` with `%XX` escapes decoded (once; invalid escapes and non-UTF-8
-/// results are kept as they are).
+/// `s` with `%XX` escapes decoded (once; invalid escapes are kept as they
+/// are, and so is `s` when the result is not UTF-8).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+    percent_encoding::percent_decode_str(s).decode_utf8().map_or_else(|_| s.to_owned(), |d| d.into_owned())
 }
 
 async fn launch_page(
