@@ -371,6 +371,12 @@ pub async fn launch_recorded(
 /// 400 or 403, as [`resolve_tool`].
 pub fn check_request(state: &ApiState, request: &LaunchRequest) -> Result<(), ApiError> {
     berth_manager::validate_name(&request.name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if request.parameters.as_ref().is_some_and(|p| !p.is_object() && !p.is_null()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "parameters: must be a JSON object (merged over the tool's default parameters)".to_owned(),
+        ));
+    }
     resolve_tool(state, request).map(|_| ())
 }
 

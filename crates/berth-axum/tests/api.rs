@@ -123,6 +123,13 @@ async fn launch_inspect_history_remove() {
     // A dry run checks what the launch would (schemathesis found it did not).
     let req = json!({"name": "v1*", "tool": "viewer", "dry_run": true});
     assert_eq!(call(&app, "POST", "/api/v1/containers", Some(req), None).await.0, StatusCode::BAD_REQUEST);
+    // Parameters that are not an object are refused, not dropped.
+    for parameters in [json!([1, 2]), json!("zoom=3"), json!(3)] {
+        let req = json!({"name": "v1", "tool": "viewer", "parameters": parameters});
+        let (status, body) = call(&app, "POST", "/api/v1/containers", Some(req), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{parameters}: {body}");
+        assert!(body["error"].as_str().unwrap_or_default().starts_with("parameters:"), "{body}");
+    }
 
     // Launch and wait for ready.
     let req = json!({"name": "v1", "tool": "viewer", "files": ["http://data.example/b.csv"]});

@@ -449,9 +449,12 @@ impl Identify for ProxyIdentify {
 
 /// The middleware of berth's own routes (API, web app, `/auth`): puts the
 /// caller's [`Identity`] into the request, refuses identity headers from
-/// untrusted peers, sends browsers without a session to the login (or
-/// answers 401) where a user is needed, and keeps the caller's copies of
-/// `X-Berth-User`/`X-Berth-Groups` out.
+/// untrusted peers, and sends browsers without a session to the login (or
+/// answers 401) where a user is needed. Lets `/healthz` and the staging
+/// paths (`/_berth/`) through untouched, and everything in mode `none`.
+/// (A client's own `X-Berth-User`/`X-Berth-Groups` are no concern here:
+/// berth's routes never read them, and the proxy strips them from every
+/// proxied request.)
 pub async fn identity_middleware(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if path == "/healthz" || path.starts_with("/_berth/") || auth.mode == AuthMode::None {
