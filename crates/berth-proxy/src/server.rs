@@ -31,7 +31,8 @@ pub struct ServerLimits {
     /// A client must send a complete request head within this time: from
     /// the accept for the first request, from going idle for later ones
     /// (so it also bounds how long an idle keep-alive connection stays
-    /// open). Slowloris protection.
+    /// open; an HTTP/2 connection with no open stream for this long is
+    /// closed with a GOAWAY). Slowloris protection.
     pub header_read_timeout: Duration,
     /// Largest request head accepted (HTTP/1 read buffer, HTTP/2 header
     /// list), in bytes; a larger HTTP/1 head is answered 431.
@@ -539,13 +540,21 @@ async fn connection<S, B>(
     let limits = &shared.limits;
     let first_head = Arc::new(AtomicBool::new(false));
     let seen = first_head.clone();
+    let streams = Arc::new(Streams::default());
+    let counted = streams.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        // HTTP/1 connections go idle under hyper's header-read timer; an
+        // HTTP/2 one is idle when it has no open stream, which only the
+        // streams themselves can tell: each holds a guard until its
+        // response body is done (or dropped).
+        let guard = (req.version() == http::Version::HTTP_2).then(|| StreamGuard::open(&counted));
         req.extensions_mut().insert(ClientAddr(peer));
         let mut service = service.clone();
         async move {
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-            service.call(req).await
+            let response = service.call(req).await?;
+            Ok::<_, Infallible>(response.map(|body| Guarded { body, _guard: guard }))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
@@ -557,6 +566,9 @@ async fn connection<S, B>(
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
     let mut shutting_down = false;
+    // How often an HTTP/2 connection is checked for idleness.
+    let mut idle_check = tokio::time::interval((limits.header_read_timeout / 4).max(Duration::from_millis(100)));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -579,6 +591,14 @@ async fn connection<S, B>(
                     return;
                 }
             }
+            _ = idle_check.tick(), if !shutting_down && streams.http2.load(Ordering::Relaxed) => {
+                if streams.idle_for() >= limits.header_read_timeout {
+                    tracing::debug!(%peer, "HTTP/2 connection idle: closing");
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                    grace.as_mut().reset(tokio::time::Instant::now() + limits.shutdown_grace);
+                }
+            }
             () = shared.shutdown.triggered(), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
@@ -589,6 +609,90 @@ async fn connection<S, B>(
                 return;
             }
         }
+    }
+}
+
+/// The open streams of an HTTP/2 connection, and since when it has had
+/// none.
+#[derive(Debug)]
+struct Streams {
+    /// Whether the connection has carried an HTTP/2 request.
+    http2: AtomicBool,
+    open: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `start` to when the last stream ended.
+    last_end_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            http2: AtomicBool::new(false),
+            open: std::sync::atomic::AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Streams {
+    /// How long the connection has had no open stream (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// One open HTTP/2 stream: counted from its request until its response
+/// body is finished or dropped.
+#[derive(Debug)]
+struct StreamGuard(Arc<Streams>);
+
+impl StreamGuard {
+    fn open(streams: &Arc<Streams>) -> Self {
+        streams.http2.store(true, Ordering::Relaxed);
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_end_ms.store(ms, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its stream counted until it is done.
+    struct Guarded<B> {
+        #[pin]
+        body: B,
+        _guard: Option<StreamGuard>,
+    }
+}
+
+impl<B: Body> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -123,6 +123,42 @@ async fn an_oversize_head_is_431_and_a_malformed_request_line_400() {
     assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&resp));
 }
 
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let timeout = Duration::from_millis(800);
+    let limits = ServerLimits { header_read_timeout: timeout, ..ServerLimits::default() };
+    let (addr, _server, _proxy, _task) = served("h2idle", limits).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Requests keep it open well past the timeout while they come.
+    let started = Instant::now();
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(timeout / 2).await;
+        }
+        let req = http::Request::get(format!("http://{HOST}/docker/h2idle/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("an HTTP/2 request on the open connection");
+        assert_eq!(resp.status(), StatusCode::OK);
+        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    }
+    assert!(started.elapsed() > timeout * 2 && !conn.is_finished(), "closed while in use");
+    // Then idle (since the last answer): the server says GOAWAY and the
+    // connection ends.
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open 5 s");
+    let took = idle.elapsed();
+    assert!(took >= timeout - Duration::from_millis(100) && took < timeout * 3, "closed after {took:?} idle");
+}
+
 /// Sends one request on an open keep-alive connection and reads its
 /// answer's status line (the mock's answers are small and sized).
 async fn ask(stream: &mut TcpStream, path: &str) -> Option<String> {
