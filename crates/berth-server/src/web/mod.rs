@@ -1276,15 +1276,16 @@ pub(crate) fn data_router(uploads: PathBuf, data: Option<PathBuf>, shared_upload
     Router::new()
         .route(
             "/_berth/data/{name}",
-            get(move |Path(name): Path<String>| {
+            get(move |Path(name): Path<String>, req: axum::extract::Request| {
                 let dirs = flat.clone();
                 async move {
                     if !valid_file_name(&name) {
                         return data_missing();
                     }
                     for dir in &dirs {
-                        if let Ok(bytes) = tokio::fs::read(dir.join(&name)).await {
-                            return data_file(&name, bytes);
+                        let path = dir.join(&name);
+                        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+                            return data_file(&path, &name, req).await;
                         }
                     }
                     data_missing()
@@ -1293,23 +1294,31 @@ pub(crate) fn data_router(uploads: PathBuf, data: Option<PathBuf>, shared_upload
         )
         .route(
             "/_berth/data/{dir}/{name}",
-            get(move |Path((dir, name)): Path<(String, String)>| {
+            get(move |Path((dir, name)): Path<(String, String)>, req: axum::extract::Request| {
                 let path = uploads.join(&dir).join(&name);
                 async move {
                     if !valid_user_dir(&dir) || !valid_file_name(&name) {
                         return data_missing();
                     }
-                    match tokio::fs::read(&path).await {
-                        Ok(bytes) => data_file(&name, bytes),
-                        Err(_) => data_missing(),
+                    if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+                        return data_missing();
                     }
+                    data_file(&path, &name, req).await
                 }
             }),
         )
 }
 
-fn data_file(name: &str, bytes: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, berth_staging::content_type_for(name))], bytes).into_response()
+/// `path` streamed from disk (never read whole: data files may be larger
+/// than memory), with ranges, `HEAD` and conditional requests.
+async fn data_file(path: &std::path::Path, name: &str, req: axum::extract::Request) -> Response {
+    use tower::ServiceExt as _;
+    let mime: mime::Mime = berth_staging::content_type_for(name).parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
+    match tower_http::services::ServeFile::new_with_mime(path, &mime).oneshot(req).await {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => data_missing(),
+        Ok(resp) => resp.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
 }
 
 fn data_missing() -> Response {

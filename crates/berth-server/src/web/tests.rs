@@ -193,6 +193,14 @@ async fn list_launch_show_kill_upload() {
     assert_eq!(send(&data, get("/_berth/data/mine.csv")).await.1, "a,b\n3,4\n");
     assert_eq!(send(&data, get("/_berth/data/a.csv")).await.1, "x,y\n1,2\n");
     assert_eq!(send(&data, get("/_berth/data/.hidden")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&data, get("/_berth/data/missing.csv")).await.0, StatusCode::NOT_FOUND);
+    // Streamed from disk: a range of a file, its type from its name.
+    let mut ranged = get("/_berth/data/a.csv");
+    ranged.headers_mut().insert(header::RANGE, "bytes=2-4".parse().unwrap());
+    let resp = data.clone().oneshot(ranged).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "y\n1");
 }
 
 #[tokio::test]
