@@ -111,6 +111,7 @@ pub fn web_router(state: WebState) -> Router {
         .route(EVENTS_URL, get(events))
         .route("/ui/wait/{name}", get(wait))
         .route("/ui/upload", post(upload))
+        .route("/ui/upload/delete", post(delete_upload))
         .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
         .with_state(state)
 }
@@ -431,14 +432,12 @@ async fn kill(
     }
 }
 
-/// `s` percent-encoded for a query value.
+/// `s` percent-encoded for a query value (all but letters, digits and
+/// `-_.~`).
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const QUERY_VALUE: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// Whether the form's CSRF token is right for this browser and caller.
@@ -893,9 +892,10 @@ async fn launch_page(
         Err(resp) => return *resp,
     };
     let ctx = Ctx::new(&state, &headers, me);
-    let notice = match q.get("uploaded") {
-        Some(f) => format!("<p class=notice role=status>{} was uploaded.</p>", esc(f)),
-        None => String::new(),
+    let notice = match (q.get("uploaded"), q.get("deleted")) {
+        (Some(f), _) => format!("<p class=notice role=status>{} was uploaded.</p>", esc(f)),
+        (None, Some(f)) => format!("<p class=notice role=status>{} was deleted.</p>", esc(f)),
+        (None, None) => String::new(),
     };
     let open = q.get("tool").map(String::as_str);
     let body = launch_body(&state, &ctx, &dir, &notice, open, None).await;
@@ -934,9 +934,12 @@ async fn launch_body(
         .map(|(f, url)| {
             format!(
                 "<tr><td data-label=File title=\"containers fetch it from {url}\">{name}</td>\
-                 <td data-label=Size class=num>{size}</td><td data-label=Uploaded>{when}</td></tr>",
+                 <td data-label=Size class=num>{size}</td><td data-label=Uploaded>{when}</td>\
+                 <td><form class=inline method=post action=/ui/upload/delete data-confirm=\"Delete {name}?\">{field}<input type=hidden name=file value=\"{name}\">\
+                 <button class=danger aria-label=\"Delete {name}\">Delete</button></form></td></tr>",
                 url = esc(url),
                 name = esc(&f.name),
+                field = ctx.field(),
                 size = page::bytes(f.size),
                 when = f.modified.map_or("-".to_owned(), |t| time_el(
                     t,
@@ -950,7 +953,7 @@ async fn launch_body(
     } else {
         format!(
             "<div class=scroll><table class=list><thead><tr><th scope=col>File</th><th scope=col class=num>Size</th>\
-             <th scope=col>Uploaded</th></tr></thead><tbody>{files}</tbody></table></div>"
+             <th scope=col>Uploaded</th><th scope=col><span class=sr-only>Delete</span></th></tr></thead><tbody>{files}</tbody></table></div>"
         )
     };
     let whose = if dir.dir.is_some() {
@@ -1261,6 +1264,50 @@ async fn upload(State(state): State<WebState>, headers: HeaderMap, w: Who, mut m
     match last {
         Some(name) => Redirect::to(&format!("/ui/launch?uploaded={}#files", urlencode(&name))).into_response(),
         None => Redirect::to("/ui/launch#files").into_response(),
+    }
+}
+
+/// The delete form of one upload.
+#[derive(Debug, serde::Deserialize)]
+struct DeleteUploadForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    file: String,
+}
+
+/// Deletes one of the caller's uploads (in mode `none`, one of the shared
+/// uploads). Containers already given it get a 404 when they fetch it
+/// next; those that fetched it keep their copy.
+async fn delete_upload(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    w: Who,
+    Form(form): Form<DeleteUploadForm>,
+) -> Response {
+    let me = who(&w);
+    if !csrf_ok(&state, &headers, me, &form.csrf) {
+        return crate::auth::csrf_refused();
+    }
+    if me.is_some_and(|i| i.only.is_some()) {
+        return error_page(StatusCode::FORBIDDEN, me, "this session may use its containers only, not delete uploads");
+    }
+    if !valid_file_name(&form.file) {
+        return error_page(StatusCode::BAD_REQUEST, me, &format!("file name {:?} is not allowed", form.file));
+    }
+    let dir = match upload_dir(&state, me) {
+        Ok(d) => d,
+        Err(resp) => return *resp,
+    };
+    match tokio::fs::remove_file(dir.path.join(&form.file)).await {
+        Ok(()) => Redirect::to(&format!("/ui/launch?deleted={}#files", urlencode(&form.file))).into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            error_page(StatusCode::NOT_FOUND, me, &format!("{} is not among your uploads", form.file))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, file = %form.file, "cannot delete an upload");
+            error_page(StatusCode::INTERNAL_SERVER_ERROR, me, "the upload could not be deleted")
+        }
     }
 }
 

@@ -194,6 +194,16 @@ async fn list_launch_show_kill_upload() {
     assert_eq!(send(&data, get("/_berth/data/a.csv")).await.1, "x,y\n1,2\n");
     assert_eq!(send(&data, get("/_berth/data/.hidden")).await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(&data, get("/_berth/data/missing.csv")).await.0, StatusCode::NOT_FOUND);
+    // An upload can be deleted (with the form's token only), once.
+    let (_, html, _) = send(&app, get("/ui/launch")).await;
+    assert!(html.contains("action=/ui/upload/delete") && html.contains("name=file value=\"mine.csv\""), "{html}");
+    assert_eq!(send(&app, super::tests::form("/ui/upload/delete", "file=mine.csv")).await.0, StatusCode::FORBIDDEN);
+    let (status, _, location) = send(&app, form("/ui/upload/delete", "file=mine.csv")).await;
+    assert_eq!((status, location.as_deref()), (StatusCode::SEE_OTHER, Some("/ui/launch?deleted=mine.csv#files")));
+    assert!(!dir.0.join("uploads/mine.csv").exists());
+    assert_eq!(send(&data, get("/_berth/data/mine.csv")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, form("/ui/upload/delete", "file=mine.csv")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, form("/ui/upload/delete", "file=..%2Fberth.toml")).await.0, StatusCode::BAD_REQUEST);
     // Streamed from disk: a range of a file, its type from its name.
     let mut ranged = get("/_berth/data/a.csv");
     ranged.headers_mut().insert(header::RANGE, "bytes=2-4".parse().unwrap());
@@ -316,6 +326,13 @@ async fn uploads_are_per_user_under_a_login() {
     let (status, html, _) = send(&app, with(Some(&alice), form("/ui/launch", &body))).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains(&format!("/_berth/data/{a}/same.csv")), "{html}");
+    // Deleting "same.csv" deletes the caller's own, never another's.
+    let body = format!("csrf={csrf}&file=same.csv");
+    let (status, _, _) = send(&app, with(Some(&alice), form("/ui/upload/delete", &body))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!dir.0.join("uploads").join(&a).join("same.csv").exists());
+    assert_eq!(std::fs::read_to_string(dir.0.join("uploads").join(&b).join("same.csv")).unwrap(), "bob's\n");
+    std::fs::write(dir.0.join("uploads").join(&a).join("same.csv"), "alice's\n").unwrap();
 
     // What containers can fetch: a user's directory by its (unguessable)
     // name; nothing flat from the uploads; the shared data as before.
