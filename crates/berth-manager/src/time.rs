@@ -1,5 +1,6 @@
 //! RFC 3339 timestamps, parsed as the engine writes them and formatted for
-//! log lines, without a date crate.
+//! log lines, without a date crate (`time` is named only for bollard's
+//! typed timestamps, see [`EngineTime`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,32 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
     let secs = u64::try_from(secs).ok()?;
     Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// A timestamp field of a bollard model, read the same way whichever type
+/// it has: RFC 3339 text by default, `time::OffsetDateTime` when something
+/// in the build turns on bollard's `time` feature (testcontainers does, so
+/// every test build that includes berth-testkit's tests has it).
+#[cfg(feature = "docker")]
+pub(crate) trait EngineTime {
+    /// The time, or `None` for anything before 1970 (the engine's "zero"
+    /// time among them), as [`parse_rfc3339`] reads it.
+    fn system_time(&self) -> Option<SystemTime>;
+}
+
+#[cfg(feature = "docker")]
+impl EngineTime for String {
+    fn system_time(&self) -> Option<SystemTime> {
+        parse_rfc3339(self)
+    }
+}
+
+#[cfg(feature = "docker")]
+impl EngineTime for ::time::OffsetDateTime {
+    fn system_time(&self) -> Option<SystemTime> {
+        let t = SystemTime::from(*self);
+        (t >= UNIX_EPOCH).then_some(t)
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's

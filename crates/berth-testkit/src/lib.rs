@@ -15,6 +15,13 @@
 //!   process using it; [`cluster::TestCluster`]: a multi-node swarm of
 //!   extra Docker daemons in network namespaces the test creates.
 //!
+//! A container a test runs itself rather than through berth (the real
+//! apps, `tests/real_apps.rs`) is run with testcontainers: this crate
+//! builds its image and labels it with the run; testcontainers starts it,
+//! waits for it and removes it. What stays here is what testcontainers
+//! cannot do: images imported through the engine's API, swarms, the sweep
+//! of everything berth creates (docs/ARCHITECTURE.md, `berth-testkit`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use berth_manager::{ContainerManager, ContainerSpec};

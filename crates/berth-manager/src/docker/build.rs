@@ -25,7 +25,8 @@ pub const BUILD_LOG_TAIL_LINES: usize = 40;
 pub struct BuiltImage {
     /// The `repo:tag` reference it was tagged with.
     pub reference: String,
-    /// The engine's image id (`sha256:...`), when the engine reported it.
+    /// The engine's image id (`sha256:...`), as inspecting the tag
+    /// reported it.
     pub id: Option<String>,
 }
 
@@ -99,7 +100,6 @@ impl DockerManager {
         tracing::info!(image = %reference, context_bytes = context_tar.len(), "building image");
         let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context_tar)));
         let mut log = LogTail::default();
-        let mut id = None;
         loop {
             let item = match tokio::time::timeout(BUILD_IDLE_TIMEOUT, stream.next()).await {
                 Err(_) => {
@@ -117,9 +117,6 @@ impl DockerManager {
                     for text in [info.stream.as_deref(), info.status.as_deref()].into_iter().flatten() {
                         log.push(&reference, text);
                     }
-                    if let Some(aux_id) = info.aux.and_then(|aux| aux.id) {
-                        id = Some(aux_id);
-                    }
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     return Err(Error::BuildFailed { image: reference, message: error, log_tail: log.text() });
@@ -135,14 +132,21 @@ impl DockerManager {
             }
         }
         // A build that ends without an error has tagged the image; check
-        // rather than trust a stream that may have been cut short.
-        if !self.image_exists(&reference).await? {
-            return Err(Error::BuildFailed {
-                image: reference,
-                message: "the build ended without producing the image".to_owned(),
-                log_tail: log.text(),
-            });
-        }
+        // rather than trust a stream that may have been cut short. The id
+        // comes from this inspection, not from the stream's `aux` record,
+        // whose type changes with bollard's `buildkit` feature (which
+        // testcontainers turns on in test builds).
+        let id = match self.call("inspect image", &reference, self.docker.inspect_image(&reference)).await {
+            Ok(image) => image.id,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::BuildFailed {
+                    image: reference,
+                    message: "the build ended without producing the image".to_owned(),
+                    log_tail: log.text(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!(image = %reference, id = id.as_deref().unwrap_or("?"), "built image");
         Ok(BuiltImage { reference, id })
     }

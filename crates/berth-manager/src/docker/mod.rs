@@ -41,7 +41,7 @@ use crate::manager::{
 };
 use crate::placement::{NodeInfo, labels_from_list};
 use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
-use crate::time::{parse_rfc3339, unix_secs};
+use crate::time::{EngineTime, parse_rfc3339, unix_secs};
 use crate::types::{
     ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter, LogLine, LogOptions,
     LogStream, VolumeInfo,
@@ -452,7 +452,7 @@ impl DockerManager {
             labels,
             state: cstate,
             exit_code,
-            created: resp.created.as_deref().and_then(parse_rfc3339).unwrap_or(SystemTime::UNIX_EPOCH),
+            created: resp.created.as_ref().and_then(EngineTime::system_time).unwrap_or(SystemTime::UNIX_EPOCH),
             started: state.and_then(|s| s.started_at.as_deref()).and_then(parse_rfc3339),
             volumes,
             persistent_volumes,

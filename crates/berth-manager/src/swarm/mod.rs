@@ -67,7 +67,7 @@ use crate::manager::{
 };
 use crate::placement::{NodeInfo, Placement};
 use crate::spec::{ContainerSpec, ENV_INPUT_JSON, ENV_INPUT_JSON_PATH, ENV_INPUT_JSON_URL, InputMode};
-use crate::time::parse_rfc3339;
+use crate::time::EngineTime;
 use crate::types::{
     ContainerEvent, ContainerInfo, ContainerState, Endpoint, EventKind, LabelScheme, ListFilter, LogLine, LogOptions,
     VolumeInfo,
@@ -364,7 +364,7 @@ impl SwarmManager {
             labels,
             state: view.state,
             exit_code: view.exit_code,
-            created: service.created_at.as_deref().and_then(parse_rfc3339).unwrap_or(SystemTime::UNIX_EPOCH),
+            created: service.created_at.as_ref().and_then(EngineTime::system_time).unwrap_or(SystemTime::UNIX_EPOCH),
             started: view.started,
             volumes,
             persistent_volumes,

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bollard::models::{Node, NodeState, Task, TaskState};
 
-use crate::time::parse_rfc3339;
+use crate::time::EngineTime;
 use crate::types::ContainerState;
 
 /// A task (or its absence) read as a container.
@@ -80,7 +80,7 @@ pub(crate) fn task_view(task: Option<&Task>, node: Option<&Node>) -> TaskView {
     let exit_code = status.container_status.as_ref().and_then(|c| c.exit_code);
     let has_container =
         status.container_status.as_ref().and_then(|c| c.container_id.as_deref()).is_some_and(|id| !id.is_empty());
-    let timestamp = status.timestamp.as_deref().and_then(parse_rfc3339);
+    let timestamp = status.timestamp.as_ref().and_then(EngineTime::system_time);
     let mut view = TaskView {
         state: ContainerState::Created,
         exit_code: None,
@@ -160,6 +160,10 @@ mod tests {
     use bollard::models::{ContainerStatus, NodeDescription, NodeStatus, ObjectVersion, TaskStatus};
 
     fn task(state: TaskState, err: Option<&str>, exit: Option<i64>) -> Task {
+        // The timestamp through the engine's JSON: its Rust type depends on
+        // bollard's `time` feature (see `EngineTime`).
+        let status: TaskStatus = serde_json::from_value(serde_json::json!({ "Timestamp": "2026-11-24T07:24:49.5Z" }))
+            .expect("a task status");
         Task {
             id: Some("t1".into()),
             version: Some(ObjectVersion { index: Some(3) }),
@@ -167,13 +171,12 @@ mod tests {
             status: Some(TaskStatus {
                 state: Some(state),
                 err: err.map(Into::into),
-                timestamp: Some("2026-11-24T07:24:49.5Z".into()),
                 container_status: exit.map(|c| ContainerStatus {
                     container_id: Some("c1".into()),
                     exit_code: Some(c),
                     pid: None,
                 }),
-                ..Default::default()
+                ..status
             }),
             ..Default::default()
         }
