@@ -203,10 +203,10 @@ impl<I: Identify> ProxyHooks for OwnerHooks<I> {
         denied: &Denied,
         json: bool,
     ) -> Response<Full<Bytes>> {
-        if denied.status == StatusCode::UNAUTHORIZED {
-            if let Some(page) = self.identify.login_page(request, container, json) {
-                return page;
-            }
+        if denied.status == StatusCode::UNAUTHORIZED
+            && let Some(page) = self.identify.login_page(request, container, json)
+        {
+            return page;
         }
         if denied.status == StatusCode::NOT_FOUND {
             return self.not_found_page(container, json);
@@ -218,10 +218,10 @@ impl<I: Identify> ProxyHooks for OwnerHooks<I> {
         if let Ok(v) = HeaderValue::from_str(&who.user) {
             request.headers.insert(X_BERTH_USER, v);
         }
-        if !who.groups.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&who.groups.join(",")) {
-                request.headers.insert(X_BERTH_GROUPS, v);
-            }
+        if !who.groups.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&who.groups.join(","))
+        {
+            request.headers.insert(X_BERTH_GROUPS, v);
         }
         if let Some(Ok(v)) = who.email.as_deref().map(HeaderValue::from_str) {
             request.headers.insert(X_BERTH_EMAIL, v);

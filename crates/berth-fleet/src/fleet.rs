@@ -415,11 +415,11 @@ impl Fleet {
             Err(e) => return Err(e.into()),
         }
         let staged_any = staged.is_some();
-        if let Some(staged) = staged {
-            if let Err(e) = self.stage(&mut spec, staged).await {
-                self.release_resources(&spec.name).await;
-                return Err(e);
-            }
+        if let Some(staged) = staged
+            && let Err(e) = self.stage(&mut spec, staged).await
+        {
+            self.release_resources(&spec.name).await;
+            return Err(e);
         }
         let (mut evicted, node) = match self.decide(&spec, what).await {
             Ok(decided) => decided,
@@ -885,10 +885,10 @@ impl Fleet {
         in_flight: &[(String, InFlight)],
     ) -> Result<()> {
         let tool = what.tool;
-        if let Some(limit) = self.config.max_containers {
-            if existing.len() + in_flight.len() >= limit {
-                return Err(Error::LimitReached { name: spec.name.clone(), what: "containers in total".into(), limit });
-            }
+        if let Some(limit) = self.config.max_containers
+            && existing.len() + in_flight.len() >= limit
+        {
+            return Err(Error::LimitReached { name: spec.name.clone(), what: "containers in total".into(), limit });
         }
         if let (Some(limit), Some(tool)) = (self.config.max_per_tool, tool) {
             let tool_label = self.tool_label();

@@ -430,10 +430,11 @@ async fn fleet_budgets_and_node_loss(swarm: &Arc<SwarmManager>, cluster: &TestCl
     assert!(matches!(r, Err(berth_manager::Error::NodeDown { .. })), "{r:?}");
     let died = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = events.next().await {
-            if let Ok(ev) = ev {
-                if ev.name == victim.name && ev.kind == EventKind::Died {
-                    return true;
-                }
+            if let Ok(ev) = ev
+                && ev.name == victim.name
+                && ev.kind == EventKind::Died
+            {
+                return true;
             }
         }
         false

@@ -401,10 +401,10 @@ fn spawn_worker(open: impl FnOnce() -> Option<Connection> + Send + 'static) -> R
                 let Ok(job) = queue.recv() else { break };
                 job(&mut conn);
             }
-            if let Some(conn) = conn {
-                if let Err((_, error)) = conn.close() {
-                    tracing::warn!(%error, "closing the history database failed");
-                }
+            if let Some(conn) = conn
+                && let Err((_, error)) = conn.close()
+            {
+                tracing::warn!(%error, "closing the history database failed");
             }
         })
         .map_err(|source| Error::Io { context: "starting the history worker thread".to_owned(), source })?;

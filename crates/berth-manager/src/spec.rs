@@ -348,20 +348,19 @@ impl RouteHints {
         if let Some(bad) = self.ready_status.iter().find(|s| !(100..=599).contains(*s)) {
             return Err(Error::invalid(name, format!("ready_status {bad} is not an HTTP status (100 to 599)")));
         }
-        if let Some(secs) = self.start_timeout_secs {
-            if secs == 0 || secs > MAX_START_TIMEOUT_SECS {
-                return Err(Error::invalid(
-                    name,
-                    format!("start_timeout_secs {secs} must be between 1 and {MAX_START_TIMEOUT_SECS}"),
-                ));
-            }
+        if let Some(secs) = self.start_timeout_secs
+            && (secs == 0 || secs > MAX_START_TIMEOUT_SECS)
+        {
+            return Err(Error::invalid(
+                name,
+                format!("start_timeout_secs {secs} must be between 1 and {MAX_START_TIMEOUT_SECS}"),
+            ));
         }
-        if let Some(url) = &self.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(Error::invalid(name, format!("public_url {url:?} is not an http(s) URL")));
-            }
+        if let Some(url) = &self.public_url
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || url.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(Error::invalid(name, format!("public_url {url:?} is not an http(s) URL")));
         }
         Ok(())
     }
@@ -697,18 +696,15 @@ impl ContainerSpec {
                 return Err(Error::invalid(name, format!("{field}[{i}] contains NUL")));
             }
         }
-        if let Some(dir) = &self.working_dir {
-            if !dir.starts_with('/') || dir.contains('\0') {
-                return Err(Error::invalid(name, format!("working_dir {dir:?} is not an absolute path")));
-            }
+        if let Some(dir) = &self.working_dir
+            && (!dir.starts_with('/') || dir.contains('\0'))
+        {
+            return Err(Error::invalid(name, format!("working_dir {dir:?} is not an absolute path")));
         }
-        if let Some(user) = &self.user {
-            if user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::invalid(
-                    name,
-                    format!("user {user:?} must be a name, uid or uid:gid without spaces"),
-                ));
-            }
+        if let Some(user) = &self.user
+            && (user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(Error::invalid(name, format!("user {user:?} must be a name, uid or uid:gid without spaces")));
         }
         Ok(())
     }
@@ -737,13 +733,13 @@ impl ContainerSpec {
                 return Err(Error::invalid(name, format!("cpu_limit {limit} is below the CPU share of {}", self.cpus)));
             }
         }
-        if let Some(shm) = self.shm_size_mb {
-            if shm == 0 || shm > MAX_MEM_RESERVATION_MB {
-                return Err(Error::invalid(
-                    name,
-                    format!("shm_size_mb must be between 1 and {MAX_MEM_RESERVATION_MB}, got {shm}"),
-                ));
-            }
+        if let Some(shm) = self.shm_size_mb
+            && (shm == 0 || shm > MAX_MEM_RESERVATION_MB)
+        {
+            return Err(Error::invalid(
+                name,
+                format!("shm_size_mb must be between 1 and {MAX_MEM_RESERVATION_MB}, got {shm}"),
+            ));
         }
         Ok(())
     }

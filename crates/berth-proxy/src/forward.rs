@@ -441,10 +441,10 @@ impl<H: ProxyHooks> Proxy<H> {
                 upstream: upstream.authority.as_str(),
                 prefix: stripped_prefix,
             };
-            if let Some(rewritten) = location.to_str().ok().and_then(|l| public.rewrite_location(l)) {
-                if let Ok(v) = HeaderValue::from_str(&rewritten) {
-                    resp_parts.headers.insert(header::LOCATION, v);
-                }
+            if let Some(rewritten) = location.to_str().ok().and_then(|l| public.rewrite_location(l))
+                && let Ok(v) = HeaderValue::from_str(&rewritten)
+            {
+                resp_parts.headers.insert(header::LOCATION, v);
             }
         }
         let small = resp_parts
@@ -956,10 +956,10 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -996,10 +996,10 @@ fn prepare_upstream_headers(
     if let Some(v) = xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        if let Ok(v) = HeaderValue::from_str(&config.forwarded_proto) {
-            headers.insert(X_FORWARDED_PROTO.clone(), v);
-        }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO))
+        && let Ok(v) = HeaderValue::from_str(&config.forwarded_proto)
+    {
+        headers.insert(X_FORWARDED_PROTO.clone(), v);
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         headers.remove(&X_FORWARDED_HOST);
@@ -1010,16 +1010,16 @@ fn prepare_upstream_headers(
     headers.remove(&X_FORWARDED_PREFIX);
     // Only a prefix the tool does not see in its path is announced: a tool
     // that gets the full path would otherwise add it twice.
-    if let Some(prefix) = stripped_prefix.filter(|p| !p.is_empty()) {
-        if let Ok(v) = HeaderValue::from_str(prefix) {
-            headers.insert(X_FORWARDED_PREFIX.clone(), v);
-        }
+    if let Some(prefix) = stripped_prefix.filter(|p| !p.is_empty())
+        && let Ok(v) = HeaderValue::from_str(prefix)
+    {
+        headers.insert(X_FORWARDED_PREFIX.clone(), v);
     }
     // HTTP/2 clients send no Host; the container gets the original one.
-    if !headers.contains_key(header::HOST) {
-        if let Some(h) = original_host {
-            headers.insert(header::HOST, h.clone());
-        }
+    if !headers.contains_key(header::HOST)
+        && let Some(h) = original_host
+    {
+        headers.insert(header::HOST, h.clone());
     }
 }
 
@@ -1081,10 +1081,10 @@ where
                 }
                 // The last frame of a sized body: report before the client
                 // can have it, so a query it makes next sees the request.
-                if this.inner.is_end_stream() {
-                    if let Some(r) = this.report.take() {
-                        send_report(r, *this.bytes);
-                    }
+                if this.inner.is_end_stream()
+                    && let Some(r) = this.report.take()
+                {
+                    send_report(r, *this.bytes);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -251,10 +251,10 @@ fn resolve_path(p: &PathRouting, uri: &Uri) -> RouteDecision {
         }
         return RouteDecision::Redirect(location);
     };
-    if let Some(logs) = &p.logs_path {
-        if rest.strip_prefix('/').is_some_and(|r| r == logs.as_str()) {
-            return RouteDecision::Logs(name.to_owned());
-        }
+    if let Some(logs) = &p.logs_path
+        && rest.strip_prefix('/').is_some_and(|r| r == logs.as_str())
+    {
+        return RouteDecision::Logs(name.to_owned());
     }
     let forwarded_prefix = format!("{}/{name}", p.prefix);
     let upstream_path =
@@ -286,10 +286,10 @@ fn resolve_host(h: &HostRouting, uri: &Uri, host: Option<&str>) -> RouteDecision
         return RouteDecision::InvalidName(label.to_owned());
     }
     let path = uri.path();
-    if let Some(logs) = &h.logs_path {
-        if path.strip_prefix('/').is_some_and(|r| r == logs.as_str()) {
-            return RouteDecision::Logs(label.to_owned());
-        }
+    if let Some(logs) = &h.logs_path
+        && path.strip_prefix('/').is_some_and(|r| r == logs.as_str())
+    {
+        return RouteDecision::Logs(label.to_owned());
     }
     RouteDecision::Forward(Route {
         container: label.to_owned(),

@@ -390,10 +390,10 @@ impl RouteTable {
                 Err(e) => vec![format!("(logs unavailable: {e})")],
             };
             let mut entries = table.write();
-            if let Some(entry) = entries.get_mut(&name) {
-                if entry.generation == generation {
-                    entry.state = State::Failed(Arc::new(Failure { reason, log_tail }));
-                }
+            if let Some(entry) = entries.get_mut(&name)
+                && entry.generation == generation
+            {
+                entry.state = State::Failed(Arc::new(Failure { reason, log_tail }));
             }
         });
     }

@@ -152,10 +152,10 @@ impl Api {
             bail!("server answered {status}: {}", message.trim_end());
         }
         while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.context("reading the stream")?.into_data() {
-                if !each(&data)? {
-                    break;
-                }
+            if let Ok(data) = frame.context("reading the stream")?.into_data()
+                && !each(&data)?
+            {
+                break;
             }
         }
         Ok(())

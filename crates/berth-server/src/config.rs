@@ -820,20 +820,20 @@ impl Config {
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
         }
-        if let Some(dir) = &config.data.dir {
-            if dir.is_relative() {
-                config.data.dir = Some(base.join(dir));
-            }
+        if let Some(dir) = &config.data.dir
+            && dir.is_relative()
+        {
+            config.data.dir = Some(base.join(dir));
         }
-        if let Some(dir) = &config.staging.dir {
-            if dir.is_relative() {
-                config.staging.dir = Some(base.join(dir));
-            }
+        if let Some(dir) = &config.staging.dir
+            && dir.is_relative()
+        {
+            config.staging.dir = Some(base.join(dir));
         }
-        if let Some(tools) = &config.tools {
-            if tools.is_relative() {
-                config.tools = Some(base.join(tools));
-            }
+        if let Some(tools) = &config.tools
+            && tools.is_relative()
+        {
+            config.tools = Some(base.join(tools));
         }
         if config.proxy.start_timeout_secs > MAX_START_TIMEOUT_SECS {
             return Err(invalid_at(
@@ -930,24 +930,19 @@ impl Config {
             return Err(invalid("root_label", "is empty".into()));
         }
         config.check_auth(path, text)?;
-        if let Some(file) = &config.auth.key_file {
-            if file.is_relative() {
-                config.auth.key_file = Some(base.join(file));
-            }
+        if let Some(file) = &config.auth.key_file
+            && file.is_relative()
+        {
+            config.auth.key_file = Some(base.join(file));
         }
-        if let Some(oidc) = config.auth.oidc.as_mut() {
-            if let Some(file) = oidc.client_secret_file.take() {
-                let file = if file.is_relative() { base.join(file) } else { file };
-                let secret = std::fs::read_to_string(&file).map_err(|e| {
-                    invalid_at(
-                        path,
-                        text,
-                        "auth.oidc.client_secret_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                oidc.client_secret = Some(secret.trim().to_owned());
-            }
+        if let Some(oidc) = config.auth.oidc.as_mut()
+            && let Some(file) = oidc.client_secret_file.take()
+        {
+            let file = if file.is_relative() { base.join(file) } else { file };
+            let secret = std::fs::read_to_string(&file).map_err(|e| {
+                invalid_at(path, text, "auth.oidc.client_secret_file", format!("cannot read {}: {e}", file.display()))
+            })?;
+            oidc.client_secret = Some(secret.trim().to_owned());
         }
         if config.api.token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err(invalid("api.token", "is shorter than 8 characters".into()));
@@ -1139,17 +1134,17 @@ impl Config {
                 let key = if line_of(&text, &format!("tools.{i}.{key}")).is_some() { key } else { "name" };
                 return Err(invalid(key, format!("tool {:?}: {message}", tool.name)));
             }
-            if let Some(mode) = tool.routing {
-                if self.public_urls().place(&tool.name, Some(mode)).is_err() {
-                    return Err(invalid(
-                        "routing",
-                        format!(
-                            "tool {:?} wants {} routing, which this server does not serve (see proxy.routing)",
-                            tool.name,
-                            mode.as_str()
-                        ),
-                    ));
-                }
+            if let Some(mode) = tool.routing
+                && self.public_urls().place(&tool.name, Some(mode)).is_err()
+            {
+                return Err(invalid(
+                    "routing",
+                    format!(
+                        "tool {:?} wants {} routing, which this server does not serve (see proxy.routing)",
+                        tool.name,
+                        mode.as_str()
+                    ),
+                ));
             }
             if !seen.insert(tool.name.as_str()) {
                 return Err(invalid("name", format!("tool {:?} is defined twice", tool.name)));

@@ -215,10 +215,10 @@ async fn a_request_is_answered_within_a_second_while_five_thousand_connections_s
     let mut open = 0;
     for s in &mut stalled {
         let mut buf = [0u8; 1];
-        if let Err(e) = s.try_read(&mut buf) {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                open += 1;
-            }
+        if let Err(e) = s.try_read(&mut buf)
+            && e.kind() == std::io::ErrorKind::WouldBlock
+        {
+            open += 1;
         }
     }
     assert_eq!(open, STALLED, "stalled connections were closed early");

@@ -118,10 +118,10 @@ impl Drop for TempFile {
         if let Some(path) = self.path.take() {
             // Unlinking is quick; a file left behind is removed at the next
             // start-up anyway.
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove temporary file");
-                }
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove temporary file");
             }
         }
     }

@@ -149,13 +149,13 @@ impl StagingService {
         };
         let meta = object.meta().clone();
 
-        if let Some(value) = headers.get(header::IF_NONE_MATCH) {
-            if etag_list_matches(value, &meta.etag) {
-                let mut response = Response::new(empty());
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                object_headers(response.headers_mut(), &meta);
-                return response;
-            }
+        if let Some(value) = headers.get(header::IF_NONE_MATCH)
+            && etag_list_matches(value, &meta.etag)
+        {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            object_headers(response.headers_mut(), &meta);
+            return response;
         }
 
         let range = if method == Method::GET && if_range_allows(headers, &meta) {

@@ -153,10 +153,10 @@ impl TokenRegistry {
         let digest = token.digest();
         let mut grants = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let previous = grants.by_digest.insert(digest, Grant { container: container.to_owned(), token });
-        if let Some(previous) = previous {
-            if let Some(list) = grants.by_container.get_mut(&previous.container) {
-                list.retain(|d| *d != digest);
-            }
+        if let Some(previous) = previous
+            && let Some(list) = grants.by_container.get_mut(&previous.container)
+        {
+            list.retain(|d| *d != digest);
         }
         grants.by_container.entry(container.to_owned()).or_default().push(digest);
         Ok(())

@@ -487,10 +487,10 @@ impl SwarmManager {
             let labels: BTreeMap<String, String> =
                 record.spec.and_then(|s| s.labels).unwrap_or_default().into_iter().collect();
             check_persistent_volume(scheme, &spec.name, volume, &labels)?;
-            if self.config.volume_driver.is_none() {
-                if let Some(node) = labels.get(&self.volume_node_key()) {
-                    pins.push(format!("node.id=={node}"));
-                }
+            if self.config.volume_driver.is_none()
+                && let Some(node) = labels.get(&self.volume_node_key())
+            {
+                pins.push(format!("node.id=={node}"));
             }
             let mut vlabels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
             vlabels.extend(persistent_volume_labels(scheme, volume));
@@ -669,10 +669,10 @@ impl SwarmManager {
             for c in containers.iter().filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
             {
                 let node = nodes.iter().find(|n| c.node.as_deref() == Some(n.id.as_str()));
-                if let Some(v) = node.and_then(value_of) {
-                    if let Some(count) = counts.get_mut(&v) {
-                        *count += 1;
-                    }
+                if let Some(v) = node.and_then(value_of)
+                    && let Some(count) = counts.get_mut(&v)
+                {
+                    *count += 1;
                 }
             }
             let Some((value, _)) = counts.into_iter().min_by_key(|(v, n)| (*n, v.clone())) else { continue };
@@ -1502,13 +1502,13 @@ fn diff(before: &Snapshot, now: &Snapshot, finals: &HashMap<String, TaskView>) -
     gone.sort();
     for (id, name) in gone {
         let was = before.get(id).map(|(_, v)| v);
-        if let Some(last) = finals.get(id).filter(|v| ended(v)) {
-            if !was.is_some_and(ended) {
-                if last.ran && !was.is_some_and(|p| p.state == ContainerState::Running) {
-                    out.push(event(EventKind::Started, name, id, None));
-                }
-                out.push(event(EventKind::Died, name, id, last.exit_code));
+        if let Some(last) = finals.get(id).filter(|v| ended(v))
+            && !was.is_some_and(ended)
+        {
+            if last.ran && !was.is_some_and(|p| p.state == ContainerState::Running) {
+                out.push(event(EventKind::Started, name, id, None));
             }
+            out.push(event(EventKind::Died, name, id, last.exit_code));
         }
         out.push(event(EventKind::Removed, name, id, None));
     }

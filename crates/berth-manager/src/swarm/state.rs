@@ -98,17 +98,18 @@ pub(crate) fn task_view(task: Option<&Task>, node: Option<&Node>) -> TaskView {
             | TaskState::ORPHANED
             | TaskState::REMOVE
     );
-    if let Some(node) = node.filter(|n| node_is_down(n)) {
-        if live && task.node_id.is_some() {
-            // The managers still hold the last state the node reported
-            // (often `running`), but nothing runs there any more.
-            let name = node_name(node);
-            view.state = ContainerState::Dead;
-            view.message = Some(format!("node {name} is down"));
-            view.node_down = Some(name);
-            view.ran = observed == TaskState::RUNNING;
-            return view;
-        }
+    if let Some(node) = node.filter(|n| node_is_down(n))
+        && live
+        && task.node_id.is_some()
+    {
+        // The managers still hold the last state the node reported
+        // (often `running`), but nothing runs there any more.
+        let name = node_name(node);
+        view.state = ContainerState::Dead;
+        view.message = Some(format!("node {name} is down"));
+        view.node_down = Some(name);
+        view.ran = observed == TaskState::RUNNING;
+        return view;
     }
     match observed {
         TaskState::NEW

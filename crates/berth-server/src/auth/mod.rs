@@ -337,10 +337,10 @@ impl Auth {
         if self.mode == AuthMode::None {
             return Ok(None);
         }
-        if let Some(h) = &self.header {
-            if let Some(named) = h.identify(headers, peer)? {
-                return Ok(Some(self.identity(named.user, named.groups, named.email, None)));
-            }
+        if let Some(h) = &self.header
+            && let Some(named) = h.identify(headers, peer)?
+        {
+            return Ok(Some(self.identity(named.user, named.groups, named.email, None)));
         }
         Ok(self.session(headers).await.map(|(_, who, _)| who))
     }

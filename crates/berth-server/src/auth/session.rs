@@ -237,10 +237,11 @@ impl Sessions {
     pub async fn load(&self, id: &str) -> Option<(SessionData, SystemTime)> {
         let key = hash(id);
         let now = SystemTime::now();
-        if let Some((data, expires, at)) = self.lock_cache().get(&key).cloned() {
-            if expires > now && at.elapsed() < CACHE_TTL {
-                return Some((data, expires));
-            }
+        if let Some((data, expires, at)) = self.lock_cache().get(&key).cloned()
+            && expires > now
+            && at.elapsed() < CACHE_TTL
+        {
+            return Some((data, expires));
         }
         match self.store.load_session(&key, now).await {
             Ok(Some((text, expires))) => {

@@ -1156,11 +1156,11 @@ async fn wait(State(state): State<WebState>, w: Who, Path(name): Path<String>, Q
     }
     let ticket = q.launch.map(LaunchTicket::from_id);
     let record = state.api.launches.get(&name, me);
-    if let Some(LaunchRecord { ticket: t, state: LaunchState::Failed { status, message, .. }, .. }) = &record {
-        if ticket == Some(*t) {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-            return error_page(status, me, &format!("launching {name} failed: {message}"));
-        }
+    if let Some(LaunchRecord { ticket: t, state: LaunchState::Failed { status, message, .. }, .. }) = &record
+        && ticket == Some(*t)
+    {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return error_page(status, me, &format!("launching {name} failed: {message}"));
     }
     let waiting = || {
         let events = match ticket {
