@@ -127,13 +127,16 @@ async fn write_registry(dir: &Path, docker: &DockerManager, run: &TestRun) {
 }
 
 /// Writes `berth.toml`: both routings, `mode` the default, the containers'
-/// ports published on loopback.
-fn write_config(dir: &Path, port: u16, root_label: &str, mode: Mode) {
+/// ports published on loopback; the network berth makes for its
+/// containers carries the run's labels, so the run's clean-up removes it.
+fn write_config(dir: &Path, port: u16, root_label: &str, mode: Mode, run: &TestRun) {
+    let network_labels: Vec<String> = run.labels().iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {state:?}\nroot_label = \"{root_label}\"\ntools = \"tools.toml\"\n\n\
-         [engine]\nendpoints = \"published\"\n\n\
+         [engine]\nendpoints = \"published\"\nnetwork_labels = {{ {network_labels} }}\n\n\
          [proxy]\nhost_suffix = \"{HOST_SUFFIX}\"\nrouting = \"both\"\ndefault_routing = \"{mode}\"\n\
          start_timeout_secs = 120\n\n[api]\ntoken = \"{TOKEN}\"\n\n[fleet]\nmemory_budget_mb = 8192\n",
+        network_labels = network_labels.join(", "),
         state = dir.join("state").display().to_string(),
         mode = mode.as_str(),
     );
@@ -426,7 +429,7 @@ async fn real_tools_behind_berth(mode: Mode) {
     write_registry(&dir.0, &docker, &run).await;
     let port = free_port_pair();
     let root_label = format!("berth-real-{}-{}", std::process::id(), mode.as_str());
-    write_config(&dir.0, port, &root_label, mode);
+    write_config(&dir.0, port, &root_label, mode, &run);
     let berth = Berth::start(&dir.0, port).await;
     // Chromium resolves every container host to loopback, and calls no
     // one else. Started last: from here on, a failure closes its session
