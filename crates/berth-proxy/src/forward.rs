@@ -165,7 +165,9 @@ impl Proxy<AllowAll> {
 impl<H: ProxyHooks> Proxy<H> {
     /// A proxy with `hooks` reporting to `activity`.
     pub fn with_hooks(table: Arc<RouteTable>, config: ProxyConfig, hooks: H, activity: ActivityRecorder) -> Self {
-        Self::assemble(table, config, Arc::new(hooks), activity, Shutdown::new(), TaskTracker::new())
+        let shutdown = Shutdown::new();
+        let tunnels = shutdown.tunnels().clone();
+        Self::assemble(table, config, Arc::new(hooks), activity, shutdown, tunnels)
     }
 
     fn assemble(

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::forward::{BoxError, ClientAddr, Proxy};
+use crate::forward::{BoxError, ClientAddr, Proxy, TUNNEL_CLOSE_WAIT};
 use crate::hooks::ProxyHooks;
 
 /// Limits of the listening side.
@@ -62,6 +62,10 @@ impl Default for ServerLimits {
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
+    /// Tasks that outlive the connection that started them (the proxy's
+    /// websocket tunnels): a server's worker keeps its runtime, which runs
+    /// them, until they have ended.
+    tunnels: TaskTracker,
 }
 
 impl Shutdown {
@@ -84,6 +88,22 @@ impl Shutdown {
     /// Completes when the shutdown is triggered.
     pub async fn triggered(&self) {
         self.token.cancelled().await;
+    }
+
+    /// The tracker of tasks that outlive their connection (the proxy's
+    /// websocket tunnels, which end themselves on a shutdown).
+    pub(crate) fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
+    }
+
+    /// After a shutdown, until the tracked tunnels have ended or `bound`
+    /// has passed: a worker runs them on its runtime, and dropping the
+    /// runtime would cut them without their close frames.
+    async fn tunnels_ended(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !self.tunnels.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -462,6 +482,10 @@ impl Server {
             }
             connections.close();
             connections.wait().await;
+            // A websocket's connection task ends with its upgrade; the
+            // tunnel goes on as a task of this runtime and closes itself
+            // (close frames both ways) after the shutdown.
+            shared.shutdown.tunnels_ended(shared.limits.shutdown_grace + 2 * TUNNEL_CLOSE_WAIT).await;
             Ok(())
         })
     }
@@ -736,7 +760,7 @@ pub fn serve_on_threads<H: ProxyHooks>(
     limits: ServerLimits,
     threads: usize,
 ) -> crate::Result<()> {
-    Server::new(limits).serve_on_threads(addr, threads, |_| proxy.fork())?.join()
+    Server::with_shutdown(limits, proxy.shutdown().clone()).serve_on_threads(addr, threads, |_| proxy.fork())?.join()
 }
 
 /// Binds `addr` and [`serve`]s on it.

@@ -299,3 +299,41 @@ async fn websockets_get_a_close_frame_on_shutdown() {
     );
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("serve returns").unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_served_by_worker_threads_get_their_close_frame_too() {
+    // One worker: once its only connection, the websocket's, has ended
+    // with the upgrade, nothing but the tunnel keeps its runtime busy.
+    let manager = Arc::new(rich_manager(Duration::ZERO));
+    let table = RouteTable::start(manager.clone(), TableConfig::default()).await.unwrap();
+    let proxy = Proxy::new(table, ProxyConfig::default());
+    let server = Server::with_shutdown(ServerLimits::default(), proxy.shutdown().clone());
+    let addr: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let threads = server.serve_on_threads(addr, 1, |_| proxy.fork()).unwrap();
+    manager.launch(&ContainerSpec::new(MOCK_TOOL_IMAGE, "threaded", 16)).await.unwrap();
+    wait_not_503(addr, HOST, "/docker/threaded/").await;
+    let url = format!("ws://{addr}/docker/threaded/ws");
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    request.headers_mut().insert("host", HOST.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello");
+    // Only the websocket is open: the probe's connections are done.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.shutdown().trigger();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame before the end") {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1001, "going away");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let client_end = tokio::spawn(async move { while ws.next().await.is_some() {} });
+    tokio::time::timeout(Duration::from_secs(5), client_end).await.expect("berth hangs up").unwrap();
+    let joined = tokio::task::spawn_blocking(move || threads.join());
+    tokio::time::timeout(Duration::from_secs(10), joined).await.expect("the threads end").unwrap().unwrap();
+    assert_eq!(proxy.open_tunnels(), 0);
+    std::mem::forget(manager);
+}
