@@ -496,7 +496,7 @@ fn tool_path(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// `N` distinct free loopback ports (all bound at once, then released).
-fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+pub(crate) fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     let mut listeners = Vec::with_capacity(N);
     let mut ports = [0u16; N];
     for port in &mut ports {

@@ -308,11 +308,26 @@ impl Launcher for ThroughBerth {
 /// A request to berth's API with its token, over a fresh connection;
 /// the status and the raw rest of the answer.
 async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+    api_request(addr, method, path, body, Some(BERTH_TOKEN), Duration::from_secs(60)).await
+}
+
+/// One request to `berth serve` over a fresh connection (with `token` as
+/// its bearer token when given), answered within `limit`: the status and
+/// the raw rest of the answer.
+pub(crate) async fn api_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<(u16, String)> {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
         let body = body.unwrap_or_default();
+        let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BERTH_TOKEN}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -324,9 +339,9 @@ async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> 
         let rest = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         anyhow::Ok((status, rest))
     };
-    tokio::time::timeout(Duration::from_secs(60), attempt)
+    tokio::time::timeout(limit, attempt)
         .await
-        .with_context(|| format!("{method} {path}: no answer within 60 s"))?
+        .with_context(|| format!("{method} {path}: no answer within {limit:?}"))?
 }
 
 /// A port `p` with `127.0.0.1:p` and `0.0.0.0:p+1` free (berth's main and

@@ -21,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Usage of `cargo xtask bench memory`.
 pub const USAGE: &str = "usage: cargo xtask bench memory [--steps 0,100,1000]";
@@ -144,8 +143,7 @@ struct Server {
 impl Server {
     /// Writes a mock-backend configuration into `dir` and starts `berth`.
     fn start(berth: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Server> {
-        let port = free_port()?;
-        let staging = free_port()?;
+        let [port, staging] = crate::bench::free_ports::<2>()?;
         std::fs::write(
             dir.join("tools.toml"),
             "version = 1\n[[tools]]\nname = \"echo\"\ndescription = \"the mock tool\"\n\
@@ -257,28 +255,7 @@ async fn route_one(addr: SocketAddr, i: usize) -> anyhow::Result<()> {
 
 /// One request over a fresh connection: the status and the rest.
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
-        let body = body.unwrap_or_default();
-        let text = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(text.as_bytes()).await.context("sending")?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.context("reading")?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
-        anyhow::Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-    };
-    tokio::time::timeout(Duration::from_secs(30), attempt)
-        .await
-        .with_context(|| format!("{method} {path}: no answer within 30 s"))?
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    crate::bench_launch::api_request(addr, method, path, body, None, Duration::from_secs(30)).await
 }
 
 fn tail(log: &str) -> String {
